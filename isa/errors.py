@@ -1,0 +1,9 @@
+"""Errors raised by the instruction set and the program container."""
+
+
+class IsaError(ValueError):
+    """An instruction or field that the instruction set cannot represent."""
+
+
+class ProgramError(ValueError):
+    """A program file that is malformed, corrupt or inconsistent."""

@@ -1,0 +1,441 @@
+"""Instruction timing: when each instruction reads, writes and occupies what, relative to its issue cycle.
+
+This is the one place where the latency of an instruction is computed from the hardware parameters
+(the config dict stored in a program header). The compiler's scheduler and the emulator's schedule
+checker both call `profile`, so they cannot disagree.
+
+Model (one chip):
+- Floorplan: MEM slices lie on a line, West hemisphere at positions -1..-S, East at +1..+S (S slices per
+  hemisphere, slice 0 of each next to the centre). The VXM sits at 0 and the C2C ports at 0 (ASSUMED);
+  each hemisphere's SXM sits at +-(S+1) and its MXM unit at +-(S+2). A vector moves one position per
+  `hop_cycles` on a stream, so where a tensor lives decides when it arrives.
+- SRAM: each bank serves one access of `access_bytes` per cycle, read or write. A vector of e bytes per
+  lane (fp16: 2, fp32: 4) holds its bank for e cycles. Data read at t reaches the stream at t + read
+  latency; data written at t is readable at t + write latency + (e - 1).
+- A queue issues its next instruction exactly `busy` cycles after this one (NOP pads the gaps), so a
+  program's stream fixes every issue cycle.
+- MXM state (shadow tile, active tile, accumulator slots) is tracked like memory, as pseudo-locations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from math import ceil
+
+from .errors import IsaError
+from .table import (BY_MNEMONIC, MODE_GRP, MODE_IMM, MODE_REP, MODE_SEQ, SXM_BY_CODE, VECTOR_LANES, VXM_BY_CODE,
+                    parse_queue)
+
+# Pseudo-regions for MXM state: (kind, unit) -> a location id below zero, so they never meet SRAM.
+PSEUDO_SHADOW, PSEUDO_ACTIVE, PSEUDO_ACC = -1, -2, -3
+
+
+@dataclass(slots=True)
+class Access:
+    """A run of `count` accesses to vectors of one region (or MXM pseudo-location).
+
+    Vector k of the run is index off + stride * f(k) with f(k) = k (seq), k % m (rep) or k // m (grp);
+    it is accessed at cycle t0 + (k * num) // den relative to issue, and holds its bank `hold` cycles.
+    A write becomes readable `ready` cycles after it happens. `whole` marks a runtime-indexed access:
+    the checker treats it as touching every vector of the region, and every bank of its stripe.
+    """
+
+    region: int
+    off: int
+    count: int
+    t0: int
+    write: bool
+    stride: int = 1
+    mode: int = MODE_SEQ
+    m: int = 1
+    num: int = 1
+    den: int = 1
+    hold: int = 1
+    ready: int = 0
+    whole: bool = False
+    unit: int = 0  # MXM unit for pseudo-locations
+
+    def vector(self, k: int) -> int:
+        if self.mode == MODE_REP:
+            f = k % self.m
+        elif self.mode == MODE_GRP:
+            f = k // self.m
+        else:
+            f = k
+        return self.off + self.stride * f
+
+    def time(self, k: int) -> int:
+        return self.t0 + (k * self.num) // self.den
+
+    @property
+    def last_time(self) -> int:
+        return self.time(self.count - 1) if self.count else self.t0
+
+
+@dataclass(slots=True)
+class LinkUse:
+    """Vectors sent or received on a link: vector k at cycle t0 + k * per_vector (relative to issue);
+    for a send, `arrive` is the extra delay until the vector can be stored by the peer."""
+
+    link: int
+    count: int
+    t0: int
+    per_vector: int
+    arrive: int = 0
+
+
+@dataclass(slots=True)
+class Profile:
+    busy: int
+    accesses: list[Access] = field(default_factory=list)
+    send: LinkUse | None = None
+    recv: LinkUse | None = None
+
+
+class Machine:
+    """Timing parameters of one chip, read from a hardware config dict."""
+
+    def __init__(self, hw: dict, regions) -> None:
+        try:
+            chip = hw["chip"]
+            sram = chip["sram"]
+            self.read_latency = int(sram["read_latency_cycles"])
+            self.write_latency = int(sram["write_latency_cycles"])
+            self.access_bytes = int(sram["access_bytes"])
+            self.sph = int(sram["slices_per_hemisphere"])
+            self.bps = int(sram["banks_per_slice"])
+            self.hemispheres = int(sram["hemispheres"])
+            self.banks = self.sph * self.bps * self.hemispheres
+            self.hop = int(chip["streams"]["hop_cycles"])
+            mxm = chip["mxm"]
+            self.mxm_units = int(mxm["planes"]) // int(mxm["fp16_planes_per_unit"])
+            self.tile_rows = int(mxm["fp16_tile_rows"])
+            self.install_bpc = int(mxm["install_bytes_per_cycle"])
+            self.iw_cycles = int(mxm["iw_cycles"])
+            self.mxm_latency = int(mxm["latency_cycles"])
+            self.emit_cycles = int(mxm["emit_cycles"])
+            self.acc_slots = int(mxm["acc_slots"])
+            self.vxm_lat = dict(chip["vxm"]["latency_cycles"])
+            self.vxm_queues = int(chip["vxm"]["alus"])
+            self.sxm_lat = dict(chip["sxm"]["latency_cycles"])
+            self.sxm_units = int(chip["sxm"]["units"])
+            self.mem_queues = int(chip["mem"]["queues"])
+            c2c = chip["c2c"]
+            self.link_bpc = float(c2c["link_bytes_per_cycle"])
+            self.hop_latency = int(c2c["hop_latency_cycles"])
+            self.deskew_cycles = int(c2c["deskew_cycles"])
+            self.sync_cycles = int(chip["icu"]["sync_cycles"])
+            self.nop_max = int(chip["icu"]["nop_max_repeat"])
+            self.chips = int(hw["system"]["chips"])
+            self.links = (self.chips - 1) * int(hw["system"]["links_per_chip_pair"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IsaError(f"hardware config lacks a timing parameter ({exc})") from None
+        if self.hemispheres != 2:
+            raise IsaError("the floorplan model needs exactly 2 hemispheres")
+        self.regions = regions
+        self._transit: dict[tuple[int, int], int] = {}
+
+    # -------------------------------------------------------------- floorplan
+    def bank_pos(self, bank: int) -> int:
+        s = bank // self.bps
+        i = s % self.sph
+        return -(i + 1) if s // self.sph == 0 else i + 1
+
+    def unit_pos(self, family: str, index: int) -> int:
+        if family in ("vxm", "c2ct", "c2cr", "icu"):
+            return 0
+        side = -1 if index % 2 == 0 else 1
+        if family == "sxm":
+            return side * (self.sph + 1)
+        if family in ("mxmw", "mxma"):
+            return side * (self.sph + 2)
+        raise IsaError(f"no floorplan position for {family}")
+
+    def transit(self, region: int, pos: int) -> int:
+        """Cycles for a vector between the farthest bank of a region's stripe and position pos."""
+        key = (region, pos)
+        t = self._transit.get(key)
+        if t is None:
+            r = self.regions[region]
+            banks = range(r.bank, r.bank + min(r.width, r.rows))
+            t = max(abs(self.bank_pos(b) - pos) for b in banks) * self.hop
+            self._transit[key] = t
+        return t
+
+    def region_transit(self, src: int, dst: int) -> int:
+        a, b = self.regions[src], self.regions[dst]
+        pa = [self.bank_pos(x) for x in range(a.bank, a.bank + min(a.width, a.rows))]
+        pb = [self.bank_pos(x) for x in range(b.bank, b.bank + min(b.width, b.rows))]
+        return max(abs(x - y) for x in pa for y in pb) * self.hop
+
+    # -------------------------------------------------------------- per-region facts
+    def hold(self, region: int) -> int:
+        return max(1, self.regions[region].vector_bytes // self.access_bytes)
+
+    def parallel(self, region: int) -> int:
+        """Banks a run of consecutive vectors of this region rotates over."""
+        r = self.regions[region]
+        return min(r.width, r.rows) if r.row_vectors == 1 else 1
+
+    def need_interval(self, region: int, spacing: int = 1) -> int:
+        return max(1, ceil(ceil(self.hold(region) / self.parallel(region)) / max(1, spacing)))
+
+    def ready(self, region: int) -> int:
+        return self.write_latency + self.hold(region) - 1
+
+    def link_cycles_per_vector(self, region: int) -> int:
+        return max(1, ceil(self.regions[region].vector_bytes / self.link_bpc))
+
+    # -------------------------------------------------------------- profiles
+    def profile(self, ins, queue: str) -> Profile:
+        """Timing profile of instruction `ins` (an isa.Instr) issued from `queue`."""
+        family, qidx = parse_queue(queue)
+        op = ins.op
+        spec = BY_MNEMONIC[op]
+        if spec.family not in (family, "any"):
+            raise IsaError(f"{op} cannot issue from queue {queue} (it belongs to {spec.family} queues)")
+        a = ins.args
+        fn = getattr(self, "_p_" + op.lower())
+        return fn(a, family, qidx)
+
+    def _p_nop(self, a, fam, q):
+        if a["count"] < 1:
+            raise IsaError("NOP count must be >= 1")
+        return Profile(busy=a["count"])
+
+    def _p_sync(self, a, fam, q):
+        return Profile(busy=self.sync_cycles)
+
+    def _p_deskew(self, a, fam, q):
+        return Profile(busy=self.deskew_cycles)
+
+    def _operand(self, a, name):
+        return a[f"{name}_reg"], a[f"{name}_off"], a.get(f"{name}_mode", MODE_SEQ), a.get(f"{name}_m", 1)
+
+    def _p_vxm(self, a, fam, q):
+        fn = VXM_BY_CODE.get(a["fn"])
+        if fn is None:
+            raise IsaError(f"VXM fn code {a['fn']} is not a VXM function")
+        if q != a["queue"]:
+            raise IsaError(f"VXM names queue {a['queue']} but sits in vxm{q}")
+        n, group = a["n"], max(1, a["group"]) if fn.reduce else 1
+        if n < 1:
+            raise IsaError("VXM n must be >= 1")
+        steps = n * group
+        srcs = [("a",)] + ([("b",)] if fn.arity >= 2 else [])
+        dst = a["dst_reg"]
+        interval = self.need_interval(dst, 1)
+        ops = []
+        for (name,) in srcs:
+            reg, off, mode, m = self._operand(a, name)
+            if mode == MODE_IMM:
+                if name == "a":
+                    raise IsaError("VXM source a cannot be an immediate")
+                continue
+            if mode in (MODE_REP, MODE_GRP) and m < 1:
+                raise IsaError(f"VXM operand {name}: mode {mode} needs m >= 1")
+            spacing = m if mode == MODE_GRP else 1
+            interval = max(interval, self.need_interval(reg, spacing))
+            if (reg, off, mode, m) not in ops:  # a source named twice is read once
+                ops.append((reg, off, mode, m))
+        vpos = 0
+        t_in = max((self.transit(reg, vpos) for reg, *_ in ops), default=0)
+        lat = self.read_latency + t_in + self.vxm_lat[fn.latency] + self.transit(dst, vpos)
+        acc = []
+        for reg, off, mode, m in ops:
+            if mode == MODE_SEQ:
+                acc.append(Access(reg, off, steps, 0, False, num=interval, hold=self.hold(reg)))
+            elif mode == MODE_REP:  # the m distinct vectors are read once, then held on the stream
+                acc.append(Access(reg, off, min(m, steps), 0, False, num=interval, hold=self.hold(reg)))
+            else:  # grp: distinct vector j is first needed at step j*m
+                acc.append(Access(reg, off, -(-steps // m), 0, False, num=interval * m, hold=self.hold(reg)))
+        t_w = (group - 1) * interval + lat
+        acc.append(Access(dst, a["dst_off"], n, t_w, True, num=interval * group, hold=self.hold(dst), ready=self.ready(dst)))
+        return Profile(busy=steps * interval, accesses=acc)
+
+    def _p_sxm(self, a, fam, q):
+        fn = SXM_BY_CODE.get(a["fn"])
+        if fn is None:
+            raise IsaError(f"SXM fn code {a['fn']} is not an SXM function")
+        if q != a["queue"]:
+            raise IsaError(f"SXM names queue {a['queue']} but sits in sxm{q}")
+        n = a["n"]
+        if n < 1:
+            raise IsaError("SXM n must be >= 1")
+        pos = self.unit_pos("sxm", q)
+        src, dst = a["src_reg"], a["dst_reg"]
+        interval = max(self.need_interval(src), self.need_interval(dst))
+        acc = []
+        if fn.name == "rot":
+            pre = 0
+            acc.append(Access(src, a["src_off"], n, 0, False, num=interval, hold=self.hold(src)))
+            t_in = self.transit(src, pos)
+        else:
+            w = a["window"]
+            if w < 1:
+                raise IsaError("SXM shuf needs window >= 1")
+            mp = a["map_reg"]
+            interval = max(interval, self.need_interval(mp))
+            acc.append(Access(src, a["src_off"], w, 0, False, num=interval, hold=self.hold(src)))
+            pre = w * interval  # the window is taken in before the first output leaves
+            acc.append(Access(mp, a["map_off"], n, pre, False, num=interval, hold=self.hold(mp)))
+            t_in = max(self.transit(src, pos), self.transit(mp, pos))
+        lat = self.read_latency + t_in + self.sxm_lat[fn.latency] + self.transit(dst, pos)
+        acc.append(Access(dst, a["dst_off"], n, pre + lat, True, num=interval, hold=self.hold(dst), ready=self.ready(dst)))
+        return Profile(busy=pre + n * interval, accesses=acc)
+
+    def _unit_check(self, a, q):
+        if a["unit"] != q or not 0 <= q < self.mxm_units:
+            raise IsaError(f"MXM instruction names unit {a['unit']} but sits in the queue of unit {q} (units 0..{self.mxm_units - 1})")
+
+    def _p_lw(self, a, fam, q):
+        self._unit_check(a, q)
+        reg, rows = a["src_reg"], a["rows"]
+        if not 1 <= rows <= self.tile_rows:
+            raise IsaError(f"LW rows {rows} not in 1..{self.tile_rows}")
+        r = self.regions[reg]
+        if a["row0"] + rows > r.rows or a["col"] >= r.row_vectors:
+            raise IsaError(f"LW reads rows {a['row0']}..{a['row0'] + rows - 1}, column {a['col']} outside region {r.name!r} ({r.rows}x{r.row_vectors})")
+        # cycles per row: the unit's share of the install bandwidth, and the banks the rows rotate over
+        cpr = max(Fraction(r.vector_bytes * self.mxm_units, self.install_bpc),
+                  Fraction(self.hold(reg), min(r.width, r.rows)))
+        pos = self.unit_pos("mxmw", q)
+        arrive = self.read_latency + self.transit(reg, pos)
+        acc = [Access(reg, a["row0"] * r.row_vectors + a["col"], rows, 0, False, stride=r.row_vectors,
+                      num=cpr.numerator, den=cpr.denominator, hold=self.hold(reg))]
+        t_last = ((rows - 1) * cpr.numerator) // cpr.denominator
+        # the shadow buffer is overwritten from the first row's arrival and complete after the last's
+        acc.append(Access(PSEUDO_SHADOW, 0, 1, arrive, True, ready=t_last + 1, unit=q))
+        return Profile(busy=ceil(rows * cpr), accesses=acc)
+
+    def _p_iw(self, a, fam, q):
+        self._unit_check(a, q)
+        return Profile(busy=self.iw_cycles, accesses=[
+            Access(PSEUDO_SHADOW, 0, 1, 0, False, unit=q),
+            Access(PSEUDO_ACTIVE, 0, 1, 0, True, ready=self.iw_cycles, unit=q)])
+
+    def _p_acc(self, a, fam, q):
+        self._unit_check(a, q)
+        if a["slot"] >= self.acc_slots:
+            raise IsaError(f"ACC slot {a['slot']} not in 0..{self.acc_slots - 1}")
+        reg = a["x_reg"]
+        arrive = self.read_latency + self.transit(reg, self.unit_pos("mxma", q))
+        acc = [Access(reg, a["x_off"], 1, 0, False, hold=self.hold(reg)),
+               Access(PSEUDO_ACTIVE, 0, 1, arrive, False, unit=q)]
+        if a["accumulate"]:
+            acc.append(Access(PSEUDO_ACC, a["slot"], 1, arrive + self.mxm_latency, False, unit=q))
+        acc.append(Access(PSEUDO_ACC, a["slot"], 1, arrive + self.mxm_latency, True, ready=1, unit=q))
+        return Profile(busy=1, accesses=acc)
+
+    def _p_emit(self, a, fam, q):
+        self._unit_check(a, q)
+        if not 1 <= a["lanes"] <= VECTOR_LANES or a["src_lane"] + a["lanes"] > VECTOR_LANES or a["dst_lane"] + a["lanes"] > VECTOR_LANES:
+            raise IsaError(f"EMIT lanes {a['src_lane']}+{a['lanes']} -> {a['dst_lane']} exceed {VECTOR_LANES} lanes")
+        dst = a["dst_reg"]
+        t_w = self.emit_cycles + self.transit(dst, self.unit_pos("mxma", q))
+        return Profile(busy=1, accesses=[
+            Access(PSEUDO_ACC, a["slot"], 1, 0, False, unit=q),
+            Access(dst, a["dst_off"], 1, t_w, True, hold=self.hold(dst), ready=self.ready(dst))])
+
+    def _mem_move_lat(self, src, dst):
+        return self.read_latency + self.region_transit(src, dst)
+
+    def _p_copy(self, a, fam, q):
+        src, dst, n = a["src_reg"], a["dst_reg"], a["n"]
+        if n < 1:
+            raise IsaError("COPY n must be >= 1")
+        interval = max(self.need_interval(src), self.need_interval(dst))
+        lat = self._mem_move_lat(src, dst)
+        return Profile(busy=n * interval, accesses=[
+            Access(src, a["src_off"], n, 0, False, num=interval, hold=self.hold(src)),
+            Access(dst, a["dst_off"], n, lat, True, num=interval, hold=self.hold(dst), ready=self.ready(dst))])
+
+    def _p_gather(self, a, fam, q):
+        tab, dst, idx = a["table_reg"], a["dst_reg"], a["idx_reg"]
+        vpr = self.regions[tab].row_vectors
+        interval = max(self.hold(tab), self.need_interval(dst))
+        t_addr = self.read_latency + self.region_transit(idx, tab)  # the address reaches the table's slices
+        lat = self.read_latency + self.region_transit(tab, dst)
+        return Profile(busy=t_addr + vpr * interval, accesses=[
+            Access(idx, a["idx_off"], 1, 0, False, hold=self.hold(idx)),
+            Access(tab, 0, vpr, t_addr, False, num=interval, hold=self.hold(tab), whole=True),
+            Access(dst, a["dst_off"], vpr, t_addr + lat, True, num=interval, hold=self.hold(dst), ready=self.ready(dst))])
+
+    def _p_scatter(self, a, fam, q):
+        tab, src, idx = a["table_reg"], a["src_reg"], a["idx_reg"]
+        vpr = self.regions[tab].row_vectors
+        interval = max(self.hold(tab), self.need_interval(src))
+        t_addr = self.read_latency + self.region_transit(idx, tab)
+        lat = self.read_latency + self.region_transit(src, tab)
+        t0 = max(t_addr - lat, 0)
+        return Profile(busy=t0 + vpr * interval, accesses=[
+            Access(idx, a["idx_off"], 1, 0, False, hold=self.hold(idx)),
+            Access(src, a["src_off"], vpr, t0, False, num=interval, hold=self.hold(src)),
+            Access(tab, 0, vpr, t0 + lat, True, num=interval, hold=self.hold(tab), ready=self.ready(tab), whole=True)])
+
+    def _p_scatcol(self, a, fam, q):
+        tab, src, idx, rows = a["table_reg"], a["src_reg"], a["idx_reg"], a["rows"]
+        r = self.regions[tab]
+        if not 1 <= rows <= r.rows:
+            raise IsaError(f"SCATCOL rows {rows} not in 1..{r.rows} of region {r.name!r}")
+        # element r of the source goes to row r: rows rotate over the table's banks; the source
+        # elements come VECTOR_LANES to a vector
+        interval = max(1, ceil(self.hold(tab) / min(r.width, r.rows)))
+        t_addr = self.read_latency + self.region_transit(idx, tab)
+        lat = self.read_latency + self.region_transit(src, tab)
+        nsrc = -(-rows // VECTOR_LANES)
+        t0 = max(t_addr - lat, 0)
+        acc = [Access(idx, a["idx_off"], 1, 0, False, hold=self.hold(idx)),
+               Access(src, a["src_off"], nsrc, t0, False, num=interval * VECTOR_LANES, hold=self.hold(src)),
+               Access(tab, 0, rows * r.row_vectors, t0 + lat, True, num=interval, den=r.row_vectors,
+                      hold=self.hold(tab), ready=self.ready(tab), whole=True)]
+        return Profile(busy=t0 + rows * interval, accesses=acc)
+
+    def _p_send(self, a, fam, q):
+        src, n = a["src_reg"], a["n"]
+        if n < 1 or not 0 <= a["link"] < self.links or a["link"] != q:
+            raise IsaError(f"SEND on link {a['link']} from queue c2c{q}t (links 0..{self.links - 1}), n >= 1")
+        cpv = self.link_cycles_per_vector(src)
+        t_port = self.read_latency + self.transit(src, self.unit_pos("c2ct", q))
+        return Profile(busy=n * cpv, accesses=[
+            Access(src, a["src_off"], n, 0, False, num=cpv, hold=self.hold(src))],
+            send=LinkUse(a["link"], n, 0, cpv, arrive=t_port + cpv + self.hop_latency))
+
+    def _p_recv(self, a, fam, q):
+        dst, n = a["dst_reg"], a["n"]
+        if n < 1 or not 0 <= a["link"] < self.links or a["link"] != q:
+            raise IsaError(f"RECV on link {a['link']} from queue c2c{q}r (links 0..{self.links - 1}), n >= 1")
+        cpv = self.link_cycles_per_vector(dst)
+        t_w = self.transit(dst, self.unit_pos("c2cr", q))
+        return Profile(busy=n * cpv, accesses=[
+            Access(dst, a["dst_off"], n, t_w, True, num=cpv, hold=self.hold(dst), ready=self.ready(dst))],
+            recv=LinkUse(a["link"], n, 0, cpv))
+
+
+def queues_for(hw: dict) -> list[str]:
+    """Every issue queue of one chip, in a fixed order."""
+    m = Machine(hw, [])
+    qs = ["icu0"] + [f"mem{i}" for i in range(m.mem_queues)] + [f"vxm{i}" for i in range(m.vxm_queues)]
+    qs += [f"sxm{i}" for i in range(m.sxm_units)]
+    for u in range(m.mxm_units):
+        qs += [f"mxm{u}w", f"mxm{u}a"]
+    for l in range(m.links):
+        qs += [f"c2c{l}t", f"c2c{l}r"]
+    return qs
+
+
+def topology(hw: dict) -> list[list[tuple[int, int]]]:
+    """Fully connected: links[c][l] = (peer chip, peer link). Link l of chip c goes to the l // k-th other
+    chip in order (k links per pair); the peer uses the matching link back."""
+    chips = int(hw["system"]["chips"])
+    k = int(hw["system"]["links_per_chip_pair"])
+    out = []
+    for c in range(chips):
+        others = [o for o in range(chips) if o != c]
+        row = []
+        for l in range((chips - 1) * k):
+            peer = others[l // k]
+            peer_others = [o for o in range(chips) if o != peer]
+            row.append((peer, peer_others.index(c) * k + l % k))
+        out.append(row)
+    return out

@@ -1,0 +1,1 @@
+"""LPU machine: hardware presets, the emulator, the decode driver and the `lpu` command."""
