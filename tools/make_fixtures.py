@@ -1,0 +1,560 @@
+#!/usr/bin/env python3
+"""Generate the small ONNX decoder fixtures and the bundled default model (dev-only).
+
+Run from the repository root:
+
+    python tools/make_fixtures.py                      # everything, default paths
+    python tools/make_fixtures.py --out tests/fixtures --default-model lpu/data/default.onnx
+    python tools/make_fixtures.py --check-reproducible # export everything twice, compare bytes
+
+Needs the ``dev`` extra (torch, transformers, optimum-onnx, onnxscript); the test suite does not.
+
+Each model is a randomly initialised Hugging Face model built from an explicit config with a fixed
+seed (no hub downloads), exported by
+
+* **Optimum** -- ``optimum.exporters.onnx.onnx_export_from_model(task="text-generation-with-past")``,
+  the Python API behind ``optimum-cli export onnx --task text-generation-with-past``: inputs
+  ``input_ids, attention_mask, position_ids, past_key_values.N.key/value``, outputs ``logits,
+  present.N.key/value``, dynamic batch / sequence / past dims.  Tied input/output embeddings are
+  deduplicated the way Optimum does it when ``accelerate`` is installed (the lm_head MatMul reads
+  ``Transpose(embedding)``), whether or not ``accelerate`` is installed here.
+* **dynamo** -- ``torch.onnx.export(..., dynamo=True)`` of a ONE-STEP decode: a wrapper module takes
+  flat tensors (same names as Optimum), builds a ``DynamicCache``, calls the model and returns flat
+  outputs.  ``input_ids``/``position_ids`` are ``[batch, 1]``; the past length and the batch are
+  dynamic.  The bulky debug metadata (``pkg.torch.onnx.stack_trace``/``fx_node``) is stripped from
+  the nodes; ``namespace`` (module path of each node) is kept.
+
+Weights: HF random init with a large ``initializer_range`` (0.25) so logits are spread out; the
+parameters HF initialises to constants (norm scales, biases) are randomised too, so that a compiler
+dropping a bias or a norm scale changes the output.  Attention implementation: ``sdpa`` (the default).
+
+Every model is checked here: ONNX Runtime vs PyTorch (logits and present KV at several past lengths,
+and a 16-token greedy decode of prompt [1, 2, 3] through ``lpu.reference.OrtDecoder``), no NaN/inf,
+and the top-1/top-2 logit gap at every greedy step > ``MIN_GAP``.  The seed is bumped (from the
+spec's seed) until the PyTorch check decode has gaps > 10 * ``MIN_GAP`` and >= ``MIN_DISTINCT``
+distinct tokens.  The results (sizes, sha256, greedy tokens) go to ``<out>/manifest.json`` and
+``<out>/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPT = [1, 2, 3]
+N_TOKENS = 16
+MIN_GAP = 1e-3  # minimum top-1/top-2 logit gap over the greedy check decode
+MIN_DISTINCT = 10  # distinct tokens in the 16-token check decode (avoid degenerate repetition)
+ATOL = 5e-4  # ORT vs PyTorch (logits are O(10): ~3e-5 relative)
+
+
+@dataclass
+class Spec:
+    name: str  # file name (without .onnx) or "default"
+    family: str  # "gpt2" | "llama"
+    exporter: str  # "optimum" | "dynamo"
+    config: dict
+    seed: int
+    init_range: float
+    extdata_of: str | None = None  # for the external-data copy: the fixture it copies
+    notes: str = ""
+    chosen_seed: int | None = field(default=None, init=False)
+
+
+GPT2 = dict(n_layer=2, n_embd=128, n_head=4, vocab_size=500, n_positions=256)
+LLAMA = dict(num_hidden_layers=2, hidden_size=192, num_attention_heads=6, num_key_value_heads=2,
+             intermediate_size=352, vocab_size=700, max_position_embeddings=512, rope_theta=10000.0,
+             tie_word_embeddings=False)
+# Bundled default: Llama family with GQA and tied embeddings, 4 layers; intermediate 224 keeps it < 3 MB.
+DEFAULT = dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
+               intermediate_size=224, vocab_size=1000, max_position_embeddings=512, rope_theta=10000.0,
+               tie_word_embeddings=True)
+
+FIXTURES = [
+    Spec("gpt2_optimum", "gpt2", "optimum", GPT2, seed=2, init_range=0.25,
+         notes="tied wte/lm_head: the lm_head MatMul reads `Transpose(transformer.wte.weight)`"),
+    Spec("gpt2_dynamo", "gpt2", "dynamo", GPT2, seed=2, init_range=0.25,
+         notes="tied wte/lm_head: one initializer `m.lm_head.weight` feeds the embedding Gather and, "
+               "through `Transpose(perm=[1, 0])`, the lm_head MatMul"),
+    Spec("llama_optimum", "llama", "optimum", LLAMA, seed=2, init_range=0.25),
+    Spec("llama_dynamo", "llama", "dynamo", LLAMA, seed=2, init_range=0.25),
+    Spec("llama_optimum_extdata", "llama", "optimum", LLAMA, seed=2, init_range=0.25, extdata_of="llama_optimum",
+         notes="copy of llama_optimum with its initializers (>= 1 KiB) in `llama_optimum_extdata.onnx.data`"),
+]
+DEFAULT_SPEC = Spec("default", "llama", "optimum", DEFAULT, seed=3, init_range=0.25,
+                    notes="bundled default model; tied embed_tokens/lm_head: the lm_head MatMul reads "
+                          "`Transpose(model.embed_tokens.weight)`")
+
+
+# --------------------------------------------------------------------------- helpers
+def _load_reference():
+    """Import lpu/reference.py by path (does not need the lpu package to import cleanly)."""
+    spec = importlib.util.spec_from_file_location("_lpu_reference", REPO / "lpu" / "reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look the module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence exporter chatter (warnings and progress prints); errors still raise."""
+    buf_out, buf_err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buf_out), contextlib.redirect_stderr(buf_err):
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        except BaseException:
+            sys.stdout.write(buf_out.getvalue())
+            sys.stderr.write(buf_err.getvalue())
+            raise
+
+
+def build_model(spec: Spec, seed: int):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    if spec.family == "gpt2":
+        cfg = GPT2Config(**spec.config, initializer_range=spec.init_range, attn_implementation="sdpa")
+        model = GPT2LMHeadModel(cfg)
+    elif spec.family == "llama":
+        cfg = LlamaConfig(**spec.config, initializer_range=spec.init_range, attn_implementation="sdpa")
+        model = LlamaForCausalLM(cfg)
+    else:
+        raise ValueError(spec.family)
+    model = model.eval().float()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    _perturb_constant_params(model, seed)
+    return model
+
+
+def _perturb_constant_params(model, seed: int) -> None:
+    """Give every constant parameter (norm scales = 1, biases = 0 after HF init) random values.
+
+    Otherwise a compiler that ignored a bias or a norm scale would still pass the fixture tests, and
+    the TorchScript exporter would fold the identical tensors into one initializer + Identity nodes.
+    Scales become 1 + U(-0.25, 0.25), biases N(0, 0.1).
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(10_000 + seed)
+    for name, p in model.named_parameters():  # tied parameters are listed once
+        flat = p.reshape(-1)
+        if flat.numel() > 1 and bool((flat == flat[0]).all()):
+            if float(flat[0]) == 1.0:
+                p.copy_(1.0 + (torch.rand(p.shape, generator=g) - 0.5) * 0.5)
+            else:
+                p.copy_(flat[0] + torch.randn(p.shape, generator=g) * 0.1)
+
+
+def kv_dims(model) -> tuple[int, int, int]:
+    cfg = model.config
+    if cfg.model_type == "gpt2":
+        return cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head
+    return cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+
+
+def torch_greedy(model, prompt, n_tokens):
+    """Full-recompute greedy decode in PyTorch (no cache): tokens, logits rows, min top-2 gap."""
+    import torch
+
+    seq = list(prompt)
+    tokens, rows = [], []
+    with torch.no_grad():
+        for _ in range(n_tokens):
+            logits = model(torch.tensor([seq])).logits[0, -1].float().numpy()
+            tok = int(np.argmax(logits))
+            tokens.append(tok)
+            rows.append(logits)
+            seq.append(tok)
+    rows = np.stack(rows)
+    return tokens, rows, min_gap(rows)
+
+
+def min_gap(rows: np.ndarray) -> float:
+    top2 = np.sort(rows, axis=-1)[:, -2:]
+    return float((top2[:, 1] - top2[:, 0]).min())
+
+
+def pick_seed(spec: Spec, tries: int = 50):
+    """First seed >= spec.seed whose greedy check decode has no near-tie (gap > 10 * MIN_GAP in PyTorch),
+    no NaN/inf and at least MIN_DISTINCT distinct tokens."""
+    for seed in range(spec.seed, spec.seed + tries):
+        model = build_model(spec, seed)
+        tokens, rows, gap = torch_greedy(model, PROMPT, N_TOKENS)
+        distinct = len(set(tokens))
+        if np.isfinite(rows).all() and gap > 10 * MIN_GAP and distinct >= MIN_DISTINCT:
+            return seed, model, tokens, rows
+        print(f"  seed {seed}: min top-2 gap {gap:.3g}, {distinct} distinct tokens: trying the next seed")
+    raise RuntimeError(f"{spec.name}: no seed in [{spec.seed}, {spec.seed + tries}) avoids near-ties")
+
+
+# --------------------------------------------------------------------------- exporters
+def _dedupe_tied(onnx_model: onnx.ModelProto, model, path: Path) -> onnx.ModelProto:
+    """Optimum's tied-weight deduplication (it runs only when accelerate is installed)."""
+    from optimum.onnx.graph_transformations import remove_duplicate_weights_from_tied_info
+
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    tied = [names for names in groups.values() if len(names) > 1]
+    if not tied:
+        return onnx_model
+    with _quiet():
+        return remove_duplicate_weights_from_tied_info(onnx_model, model, tied, save_path=str(path))
+
+
+def export_optimum(model, out: Path) -> None:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with _quiet():
+            onnx_export_from_model(model, tmp, task="text-generation-with-past", do_validation=True, atol=ATOL)
+        m = onnx.load(os.path.join(tmp, "model.onnx"))  # loads external data too, if any
+        m = _dedupe_tied(m, model, Path(tmp) / "dedup.onnx")
+    onnx.checker.check_model(m)
+    onnx.save_model(m, str(out), save_as_external_data=False)
+
+
+class OneStepDecoder:
+    """Factory for the wrapper module: flat (input_ids, attention_mask, position_ids, *past) -> flat outputs."""
+
+    @staticmethod
+    def make(model):
+        import torch
+        from transformers import DynamicCache
+
+        n_layers = kv_dims(model)[0]
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = model
+
+            def forward(self, input_ids, attention_mask, position_ids, past):
+                cache = DynamicCache()
+                for i in range(n_layers):
+                    cache.update(past[2 * i], past[2 * i + 1], i)
+                out = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=cache, use_cache=True)
+                flat = [out.logits]
+                for layer in out.past_key_values.layers:
+                    flat += [layer.keys, layer.values]
+                return tuple(flat)
+
+        return Wrapper().eval()
+
+
+def io_names(n_layers: int) -> tuple[list[str], list[str]]:
+    ins = ["input_ids", "attention_mask", "position_ids"]
+    outs = ["logits"]
+    for i in range(n_layers):
+        ins += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+        outs += [f"present.{i}.key", f"present.{i}.value"]
+    return ins, outs
+
+
+_DROP_METADATA = {"pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node"}
+
+
+def _strip_debug_metadata(m: onnx.ModelProto) -> None:
+    def strip(props):
+        keep = [p for p in props if p.key not in _DROP_METADATA]
+        del props[:]
+        props.extend(keep)
+
+    def walk(graph):
+        for node in graph.node:
+            strip(node.metadata_props)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+        for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+            strip(vi.metadata_props)
+        for init in graph.initializer:
+            strip(init.metadata_props)
+
+    walk(m.graph)
+
+
+def export_dynamo(model, out: Path) -> None:
+    import torch
+
+    n_layers, kv_heads, head_dim = kv_dims(model)
+    wrapper = OneStepDecoder.make(model)
+    ins, outs = io_names(n_layers)
+    batch, past_len = 2, 5  # example sizes; both become dynamic (0/1 would be specialised)
+    g = torch.Generator().manual_seed(1234)
+    ids = torch.randint(0, model.config.vocab_size, (batch, 1), generator=g)
+    mask = torch.ones(batch, past_len + 1, dtype=torch.int64)
+    pos = torch.full((batch, 1), past_len, dtype=torch.int64)
+    past = tuple(torch.randn(batch, kv_heads, past_len, head_dim, generator=g) for _ in range(2 * n_layers))
+    b = torch.export.Dim("batch_size", min=1, max=256)
+    p = torch.export.Dim("past_sequence_length", min=0, max=8192)
+    dyn = ({0: b}, {0: b, 1: p + 1}, {0: b}, tuple({0: b, 2: p} for _ in range(2 * n_layers)))
+    with _quiet(), torch.no_grad():
+        prog = torch.onnx.export(wrapper, (ids, mask, pos, past), dynamo=True, input_names=ins, output_names=outs,
+                                 dynamic_shapes=dyn, external_data=False, optimize=True)
+    m = prog.model_proto
+    _strip_debug_metadata(m)
+    onnx.checker.check_model(m)
+    onnx.save_model(m, str(out), save_as_external_data=False)
+
+
+def save_extdata_copy(src: Path, out: Path) -> Path:
+    data_name = out.name + ".data"
+    data = out.parent / data_name
+    for f in (out, data):  # onnx appends to an existing data file: start clean
+        if f.exists():
+            f.unlink()
+    m = onnx.load(str(src))
+    onnx.save_model(m, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_name, size_threshold=1024, convert_attribute=False)
+    os.chmod(data, 0o644)  # onnx creates it 0600
+    return data
+
+
+# --------------------------------------------------------------------------- checks
+def check_against_torch(model, path: Path, exporter: str, ref) -> float:
+    """ORT vs PyTorch on random inputs at several past lengths (batch 1 and 2). Returns the max abs diff."""
+    import torch
+    from transformers import DynamicCache
+
+    n_layers, kv_heads, head_dim = kv_dims(model)
+    sess = ref.make_session(path, threads=1)
+    names = [i.name for i in sess.get_inputs()]
+    ins, outs = io_names(n_layers)
+    g = torch.Generator().manual_seed(99)
+    worst = 0.0
+    seq_lens = [1] if exporter == "dynamo" else [1, 3]
+    for batch in (1, 2):
+        for past_len in (0, 1, 7):
+            for seq in seq_lens:
+                ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
+                mask = torch.ones(batch, past_len + seq, dtype=torch.int64)
+                pos = torch.arange(past_len, past_len + seq).expand(batch, seq).contiguous()
+                past = [torch.randn(batch, kv_heads, past_len, head_dim, generator=g) * 0.5 for _ in range(2 * n_layers)]
+                cache = DynamicCache()
+                for i in range(n_layers):
+                    cache.update(past[2 * i].clone(), past[2 * i + 1].clone(), i)
+                with torch.no_grad():
+                    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                use_cache=True)
+                expect = [out.logits.numpy()]
+                for layer in out.past_key_values.layers:
+                    expect += [layer.keys.numpy(), layer.values.numpy()]
+                feed = dict(zip(ins, [ids.numpy(), mask.numpy(), pos.numpy()] + [t.numpy() for t in past]))
+                got = sess.run(outs, {k: feed[k] for k in names})
+                for name, a, b in zip(outs, got, expect):
+                    if a.shape != b.shape:
+                        raise AssertionError(f"{path.name}: {name} shape {a.shape} != torch {b.shape}")
+                    if not np.isfinite(a).all():
+                        raise AssertionError(f"{path.name}: {name} has NaN/inf")
+                    worst = max(worst, float(np.abs(a - b).max()))
+    if worst > ATOL:
+        raise AssertionError(f"{path.name}: ORT vs PyTorch max abs diff {worst:.3g} > {ATOL}")
+    return worst
+
+
+def check_greedy(path: Path, torch_tokens, torch_rows, ref) -> tuple[list[int], float, float]:
+    dec = ref.OrtDecoder(path, threads=1)
+    tokens, rows = dec.greedy(PROMPT, N_TOKENS)
+    if not np.isfinite(rows).all():
+        raise AssertionError(f"{path.name}: NaN/inf in greedy logits")
+    diff = float(np.abs(rows - torch_rows).max())
+    if tokens != torch_tokens or diff > ATOL:
+        raise AssertionError(f"{path.name}: ORT greedy {tokens} vs PyTorch {torch_tokens}, logits diff {diff:.3g}")
+    gap = min_gap(rows)
+    if gap <= MIN_GAP:
+        raise AssertionError(f"{path.name}: min top-1/top-2 gap {gap:.3g} <= {MIN_GAP}")
+    return tokens, gap, diff
+
+
+# --------------------------------------------------------------------------- main
+def export_one(spec: Spec, out: Path, model) -> None:
+    if spec.exporter == "optimum":
+        export_optimum(model, out)
+    else:
+        export_dynamo(model, out)
+
+
+def config_str(spec: Spec) -> str:
+    cls = "GPT2Config" if spec.family == "gpt2" else "LlamaConfig"
+    args = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+    return f"{cls}({args}, initializer_range={spec.init_range})"
+
+
+def generate(out_dir: Path, default_path: Path | None, only: set[str] | None) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    logging.getLogger("optimum").setLevel(logging.ERROR)
+    ref = _load_reference()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models: dict[tuple, tuple] = {}
+    records = []
+    specs = list(FIXTURES) + ([DEFAULT_SPEC] if default_path is not None else [])
+    for spec in specs:
+        if only and spec.name not in only:
+            continue
+        path = default_path if spec is DEFAULT_SPEC else out_dir / f"{spec.name}.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = (spec.family, json.dumps(spec.config, sort_keys=True), spec.seed, spec.init_range)
+        if key not in models:
+            models[key] = pick_seed(spec)
+        seed, model, t_tokens, t_rows = models[key]
+        spec.chosen_seed = seed
+        print(f"[{spec.name}] {spec.exporter} export of {config_str(spec)}, seed {seed}")
+        files = [path]
+        if spec.extdata_of:
+            src = out_dir / f"{spec.extdata_of}.onnx"
+            if not src.exists():
+                raise FileNotFoundError(f"{src} must be generated before {spec.name}")
+            files.append(save_extdata_copy(src, path))
+        else:
+            export_one(spec, path, model)
+        diff_t = check_against_torch(model, path, spec.exporter, ref)
+        tokens, gap, diff_g = check_greedy(path, t_tokens, t_rows, ref)
+        sizes = {f.name: f.stat().st_size for f in files}
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"  files: " + ", ".join(f"{n} ({s:,} B)" for n, s in sizes.items()))
+        print(f"  ORT vs torch max abs diff {diff_t:.2e} (random past), {diff_g:.2e} (greedy logits)")
+        print(f"  greedy {PROMPT} x {N_TOKENS}: {tokens}")
+        print(f"  min top-1/top-2 gap {gap:.4f}")
+        records.append(dict(
+            name=spec.name, file=str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+            family=spec.family, exporter=spec.exporter, config=config_str(spec), seed=seed, params=n_params,
+            sizes=sizes, sha256={f.name: _sha256(f) for f in files}, prompt=PROMPT, greedy_tokens=tokens,
+            min_gap=round(gap, 6), notes=spec.notes,
+        ))
+    return records
+
+
+def versions() -> dict:
+    import onnxruntime
+    import onnxscript
+    import torch
+    import transformers
+    from importlib.metadata import version
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "optimum-onnx": version("optimum-onnx"), "onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+EXPORTER_DOC = {
+    "optimum": "Optimum `text-generation-with-past` (TorchScript-based `torch.onnx.export`)",
+    "dynamo": "`torch.onnx.export(dynamo=True)` of one decode step (seq len 1)",
+}
+
+
+def write_readme(out_dir: Path, records: list[dict], vers: dict) -> None:
+    lines = [
+        "# ONNX decoder fixtures",
+        "",
+        "Small randomly initialised decoders (fixed seeds, no hub downloads), generated by",
+        "`python tools/make_fixtures.py` (run from the repository root; needs the `dev` extra:",
+        "`pip install -e '.[test,dev]'`, or `make fixtures`). Do not edit by hand.",
+        "",
+        "All models: float32, initializers inside the `.onnx` (except the external-data fixture).",
+        "Weights: Hugging Face random init with `initializer_range` 0.25; the parameters HF initialises",
+        "to constants (norm scales 1, biases 0) get random values too (scales 1 + U(-0.25, 0.25),",
+        "biases N(0, 0.1)), so a dropped bias or norm scale changes the tokens. Attention: `sdpa`.",
+        "Inputs `input_ids`, `attention_mask`, `position_ids`, `past_key_values.N.key/value`",
+        "(`[batch, kv_heads, past, head_dim]`); outputs `logits`, `present.N.key/value`.",
+        "Optimum exports have dynamic batch / sequence / past dims; dynamo exports are one-step",
+        "decoders (`input_ids` is `[batch, 1]`) with dynamic batch and past.",
+        "",
+        "Every file is written by the one command `python tools/make_fixtures.py`; the last column gives",
+        "the command that regenerates that file alone.",
+        "",
+        "| file | family | exporter | config | params | size (bytes) | seed | command |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        size = " + ".join(f"{s:,}" for s in r["sizes"].values())
+        where = str(Path(r["file"]).parent)
+        files = " + ".join(f"`{where}/{n}`" if where != "tests/fixtures" else f"`{n}`" for n in r["sizes"])
+        lines.append(f"| {files} | {r['family']} | {EXPORTER_DOC[r['exporter']]} | `{r['config']}` | "
+                     f"{r['params']:,} | {size} | {r['seed']} | `python tools/make_fixtures.py --only {r['name']}` |")
+    lines += ["", f"Greedy decode of prompt {PROMPT} for {N_TOKENS} tokens with ONNX Runtime "
+              "(`lpu.reference.OrtDecoder`, one token per step), and the smallest top-1/top-2 logit gap "
+              "over those steps:", "", "| file | tokens | min gap |", "| --- | --- | --- |"]
+    for r in records:
+        lines.append(f"| `{r['file']}` | {r['greedy_tokens']} | {r['min_gap']:.4f} |")
+    notes = [r for r in records if r["notes"]]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- `{r['name']}`: {r['notes']}" for r in notes]
+    lines += ["", "`manifest.json` holds the same facts (plus sha256 of each file) for tests to read.", "",
+              "Generated with " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".",
+              "The exports are byte-reproducible with these versions (`--check-reproducible`); "
+              "other versions may produce different bytes (and graphs).", ""]
+    (out_dir / "README.md").write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures", help="fixture directory")
+    ap.add_argument("--default-model", type=Path, default=REPO / "lpu" / "data" / "default.onnx",
+                    help="where to write the bundled default model")
+    ap.add_argument("--no-default", action="store_true", help="do not (re)generate the default model")
+    ap.add_argument("--only", nargs="*", help="only these fixture names (e.g. gpt2_optimum default)")
+    ap.add_argument("--check-reproducible", action="store_true",
+                    help="also export everything a second time into a temp dir and compare the bytes")
+    args = ap.parse_args(argv)
+
+    out_dir = args.out.resolve()
+    default_path = None if args.no_default else args.default_model.resolve()
+    only = set(args.only) if args.only else None
+    records = generate(out_dir, default_path, only)
+    vers = versions()
+    # merge into the existing manifest (--only / --no-default regenerate a subset), keep the spec order
+    manifest_path = out_dir / "manifest.json"
+    by_name = {}
+    if manifest_path.exists():
+        by_name = {r["name"]: r for r in json.loads(manifest_path.read_text()).get("fixtures", [])}
+    by_name.update({r["name"]: r for r in records})
+    order = [s.name for s in FIXTURES] + [DEFAULT_SPEC.name]
+    merged = [by_name[n] for n in order if n in by_name]
+    write_readme(out_dir, merged, vers)
+    manifest = {"generator": "tools/make_fixtures.py", "versions": vers, "fixtures": merged}
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {out_dir / 'README.md'} and {manifest_path}")
+
+    if args.check_reproducible:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            again = generate(tmp / "fixtures", tmp / "default.onnx" if default_path else None, only)
+        bad = [(a["name"], n) for a, b in zip(records, again) for n in a["sha256"] if a["sha256"][n] != b["sha256"][n]]
+        if bad:
+            print(f"NOT byte-reproducible: {bad}")
+            return 1
+        print("byte-reproducible: every file identical on a second export")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
