@@ -1,0 +1,6 @@
+"""ReduceSum: IR reduce op=sum (axes from the attribute or, in newer opsets, the input)."""
+import numpy as np
+
+from .reduce_sum_square import make
+
+OP = make("ReduceSum", "sum", np.sum)
