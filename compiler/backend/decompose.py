@@ -1,0 +1,311 @@
+"""Decompose the IR into the prims the machine has (a pass: Graph -> Graph, verified after).
+
+After this pass the graph uses only:
+    gather, linear, kv_append, attn_qk, attn_pv, mask_fill, data movement (reshape transpose slice
+    concat expand take), unary {neg abs relu exp tanh rsqrt recip isnan}, binary {add sub mul max min
+    gt ge eq}, where(c, x, y) with y a scalar const, reduce {sum max} over the last axis (keepdims).
+Each rewrite is an identity of real arithmetic built from the VXM's functions (isa.table.VXM_FNS):
+e.g. sigmoid(x) = 0.5 tanh(x/2) + 0.5, sqrt(x) = 1/rsqrt(x), erf by Abramowitz-Stegun 7.1.26
+(|error| < 1.5e-7). Anything else (log, sin, cos, pow with an unusual exponent on the data path)
+raises UnsupportedError naming the equation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..ir import Builder, Eqn, Graph, T, Var
+
+MACHINE_UNARY = ("neg", "abs", "relu", "exp", "tanh", "rsqrt", "recip", "isnan")
+MACHINE_BINARY = ("add", "sub", "mul", "max", "min", "gt", "ge", "eq")
+
+
+class _Rewriter:
+    def __init__(self, g: Graph) -> None:
+        self.src = g
+        self.out = Graph(dict(g.vars), dict(g.consts), [], g.inputs, dict(g.outputs), dict(g.states), dict(g.meta))
+        self.b = Builder(self.out)
+        self.alias: dict[str, str] = {}
+
+    # helpers that append to the output graph -------------------------------------------------
+    def name(self, n: str) -> str:
+        while n in self.alias:
+            n = self.alias[n]
+        return n
+
+    def scalar(self, name: str):
+        """The value of a scalar (size-1) const, or None."""
+        c = self.out.consts.get(name)
+        if c is not None and c.size == 1 and c.dtype.kind in "fiub":
+            return float(c.reshape(()))
+        return None
+
+    def emit(self, prim, inputs, hint="d", **params):
+        return self.b.eqn(prim, inputs, hint=hint, **params)
+
+    def un(self, op, x):
+        return self.emit("unary", [x], op=op)
+
+    def bi(self, op, x, y):
+        return self.emit("binary", [x, y], op=op)
+
+    def k(self, value: float) -> str:
+        return self.b.const(np.array(value, dtype=np.float32), hint="k")
+
+    def mul_k(self, x, value):
+        return self.bi("mul", x, self.k(value))
+
+    def add_k(self, x, value):
+        return self.bi("add", x, self.k(value))
+
+    def bind(self, out: str, value: str) -> None:
+        """Make the source graph's tensor `out` refer to `value` (same shape)."""
+        if self.out.vars[value].shape != self.src.vars[out].shape:
+            value = self.emit("reshape", [value], shape=self.src.vars[out].shape)
+        self.alias[out] = value
+
+    def reduce_last(self, op, x, axes, keepdims=True):
+        """sum/max over `axes` of x, keepdims: moved to the end, merged, reduced over the last axis."""
+        shape = self.out.vars[x].shape if x in self.out.vars else tuple(self.out.consts[x].shape)
+        rank = len(shape)
+        axes = sorted(a % rank for a in axes)
+        rest = [a for a in range(rank) if a not in axes]
+        y = x
+        if axes != list(range(rank - len(axes), rank)):
+            y = self.emit("transpose", [y], perm=tuple(rest + axes))
+        if len(axes) > 1:
+            if any(shape[a] == T for a in axes):
+                raise UnsupportedError(f"reducing over T together with other axes is not supported ({shape})")
+            merged = tuple(shape[a] for a in rest) + (int(np.prod([shape[a] for a in axes])),)
+            y = self.emit("reshape", [y], shape=merged)
+        y = self.emit("reduce", [y], op=op, axes=(-1,), keepdims=True)
+        if keepdims:
+            kshape = tuple(1 if a in axes else d for a, d in enumerate(shape))
+        else:
+            kshape = tuple(d for a, d in enumerate(shape) if a not in axes)
+        if self.out.vars[y].shape != kshape:
+            y = self.emit("reshape", [y], shape=kshape)
+        dims = [shape[a] for a in axes]
+        return y, (None if T in dims else int(np.prod(dims)))
+
+    # the rewrite ---------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        for e in self.src.eqns:
+            ins = [self.name(i) for i in e.inputs]
+            handler = getattr(self, "_" + e.prim, None)
+            if handler is None:
+                self.copy(e, ins)
+            else:
+                handler(e, ins)
+        self.out.outputs = {k: self.name(v) for k, v in self.out.outputs.items()}
+        # variables of the source that were rewritten away stay declared but unused: drop them
+        used = set(self.out.inputs) | {o for q in self.out.eqns for o in q.outputs}
+        self.out.vars = {n: v for n, v in self.out.vars.items() if n in used}
+        return self.out.verify()
+
+    def copy(self, e: Eqn, ins) -> None:
+        self.out.eqns.append(Eqn(e.prim, tuple(ins), e.outputs, dict(e.params)))
+
+    def _unary(self, e, ins):
+        op, x = e.params["op"], ins[0]
+        if op in MACHINE_UNARY:
+            return self.copy(e, ins)
+        if op == "sqrt":  # 1/rsqrt(x): rsqrt(0) = inf gives sqrt(0) = 0
+            return self.bind(e.outputs[0], self.un("recip", self.un("rsqrt", x)))
+        if op == "sigmoid":
+            return self.bind(e.outputs[0], self.add_k(self.mul_k(self.un("tanh", self.mul_k(x, 0.5)), 0.5), 0.5))
+        if op == "erf":
+            return self.bind(e.outputs[0], self.erf(x))
+        if op == "not":
+            return self.bind(e.outputs[0], self.bi("eq", x, self.k(0.0)))
+        raise UnsupportedError(f"{e!r}: {op} has no VXM equivalent on the data path (only position-dependent "
+                               f"subgraphs may use it: those are tabulated by the frontend)")
+
+    def erf(self, x):
+        # Abramowitz & Stegun 7.1.26 on |x|, sign restored: |error| <= 1.5e-7
+        p, a = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+        ax = self.un("abs", x)
+        t = self.un("recip", self.add_k(self.mul_k(ax, p), 1.0))
+        poly = self.mul_k(t, a[4])
+        for c in (a[3], a[2], a[1], a[0]):
+            poly = self.mul_k(self.add_k(poly, c / 1.0), 1.0) if False else self.bi("mul", self.add_k(poly, c), t)
+        e = self.un("exp", self.un("neg", self.bi("mul", x, x)))
+        y = self.add_k(self.un("neg", self.bi("mul", poly, e)), 1.0)  # 1 - poly * exp(-x^2), for |x|
+        sign = self.bi("sub", self.bi("gt", x, self.k(0.0)), self.bi("gt", self.k(0.0), x))
+        return self.bi("mul", y, sign)
+
+    def _binary(self, e, ins):
+        op, (x, y) = e.params["op"], ins
+        out = e.outputs[0]
+        if op in MACHINE_BINARY:
+            return self.copy(e, ins)
+        if op == "lt":
+            return self.bind(out, self.bi("gt", y, x))
+        if op == "le":
+            return self.bind(out, self.bi("ge", y, x))
+        if op == "and":
+            return self.bind(out, self.bi("mul", x, y))
+        if op == "or":
+            return self.bind(out, self.bi("max", x, y))
+        if op == "div":
+            s = self.scalar(y)
+            if y in self.out.consts:
+                c = self.out.consts[y]
+                return self.bind(out, self.bi("mul", x, self.b.const((1.0 / c.astype(np.float64)).astype(np.float32), "k")))
+            return self.bind(out, self.bi("mul", x, self.un("recip", y)))
+        if op == "pow":
+            s = self.scalar(y)
+            if s is None:
+                raise UnsupportedError(f"{e!r}: pow with a runtime or non-scalar exponent is not supported")
+            if s == 1.0:
+                return self.bind(out, x)
+            if s == 2.0:
+                return self.bind(out, self.bi("mul", x, x))
+            if s == 3.0:
+                return self.bind(out, self.bi("mul", self.bi("mul", x, x), x))
+            if s == 0.5:
+                return self.bind(out, self.un("recip", self.un("rsqrt", x)))
+            if s == -0.5:
+                return self.bind(out, self.un("rsqrt", x))
+            if s == -1.0:
+                return self.bind(out, self.un("recip", x))
+            raise UnsupportedError(f"{e!r}: pow with exponent {s} is not supported (1, 2, 3, 0.5, -0.5, -1 are)")
+        raise UnsupportedError(f"{e!r}: binary {op} is not supported on the data path")
+
+    def _where(self, e, ins):
+        c, x, y = ins
+        sy, sx = self.scalar(y), self.scalar(x)
+        out = e.outputs[0]
+        shape = self.src.vars[out].shape
+        if sy is not None:
+            return self.bind(out, self._sel(c, x, sy, shape))
+        if sx is not None:
+            return self.bind(out, self._sel(self.bi("eq", c, self.k(0.0)), y, sx, shape))
+        a = self._sel(c, x, 0.0, shape)
+        b = self._sel(self.bi("eq", c, self.k(0.0)), y, 0.0, shape)
+        return self.bind(out, self.bi("add", a, b))
+
+    def _sel(self, c, x, fill, shape):
+        """where(c, x, fill) with x expanded to the output shape when c is the larger operand."""
+        xs = self.out.vars[x].shape if x in self.out.vars else tuple(self.out.consts[x].shape)
+        if tuple(xs) != tuple(shape):
+            x = self.emit("expand", [x], shape=shape)
+        return self.emit("where", [c, x, self.k(fill)])
+
+    def _reduce(self, e, ins):
+        op, x = e.params["op"], ins[0]
+        axes, keep = e.params["axes"], e.params.get("keepdims", True)
+        if op in ("sum", "max"):
+            y, _ = self.reduce_last(op, x, axes, keep)
+            return self.bind(e.outputs[0], y)
+        if op == "mean":
+            y, count = self.reduce_last("sum", x, axes, keep)
+            return self.bind(e.outputs[0], self.mul_k(y, 1.0 / count))
+        if op == "min":
+            y, _ = self.reduce_last("max", self.un("neg", x), axes, keep)
+            return self.bind(e.outputs[0], self.un("neg", y))
+        raise UnsupportedError(f"{e!r}: reduce {op} is not supported")
+
+    def _softmax(self, e, ins):
+        x = ins[0]
+        ax = e.params.get("axis", -1)
+        m, _ = self.reduce_last("max", x, (ax,))
+        ex = self.un("exp", self.bi("sub", x, m))
+        s, _ = self.reduce_last("sum", ex, (ax,))
+        return self.bind(e.outputs[0], self.bi("mul", ex, self.un("recip", s)))
+
+    def _norm_axes(self, e, x):
+        rank = len(self.out.vars[x].shape)
+        ax = e.params.get("axis", -1) % rank
+        return tuple(range(ax, rank))
+
+    def _layernorm(self, e, ins):
+        x, gam = ins[0], ins[1]
+        axes = self._norm_axes(e, x)
+        s, count = self.reduce_last("sum", x, axes)
+        xc = self.bi("sub", x, self.mul_k(s, 1.0 / count))
+        v, _ = self.reduce_last("sum", self.bi("mul", xc, xc), axes)
+        r = self.un("rsqrt", self.add_k(self.mul_k(v, 1.0 / count), float(np.float32(e.params["eps"]))))
+        y = self.bi("mul", self.bi("mul", xc, r), gam)
+        if len(ins) == 3:
+            y = self.bi("add", y, ins[2])
+        return self.bind(e.outputs[0], y)
+
+    def _rmsnorm(self, e, ins):
+        x, gam = ins
+        axes = self._norm_axes(e, x)
+        s, count = self.reduce_last("sum", self.bi("mul", x, x), axes)
+        r = self.un("rsqrt", self.add_k(self.mul_k(s, 1.0 / count), float(np.float32(e.params["eps"]))))
+        return self.bind(e.outputs[0], self.bi("mul", self.bi("mul", x, r), gam))
+
+    def _cast(self, e, ins):
+        to = e.params["to"]
+        src_dtype = self.out.dtype(ins[0])
+        if to == "f32" or to == src_dtype or (to == "bool" and src_dtype == "f32"):
+            return self.bind(e.outputs[0], ins[0])
+        if to == "i64" and ins[0] in self.out.consts:
+            return self.copy(e, ins)
+        raise UnsupportedError(f"{e!r}: cast to {to} on the data path is not supported")
+
+
+def decompose(g: Graph) -> Graph:
+    """Rewrite composite prims into machine prims; the result is verified and means the same."""
+    return _Rewriter(g).run()
+
+
+def split_linears(g: Graph) -> Graph:
+    """A linear whose output is used only by slices along its last axis becomes one linear per slice
+    (e.g. GPT-2's fused c_attn -> q, k, v). Fewer data moves, and tensor parallelism can place the
+    pieces independently."""
+    cons = g.consumers()
+    out_eqns, b = [], Builder(g)
+    for e in g.eqns:
+        if e.prim != "linear":
+            out_eqns.append(e)
+            continue
+        y = e.outputs[0]
+        users = cons.get(y, [])
+        rank = len(g.vars[y].shape)
+        ok = bool(users) and y not in g.outputs.values() and all(
+            u.prim == "slice" and len(u.params["axes"]) == 1 and u.params["axes"][0] % rank == rank - 1
+            and (u.params.get("steps") or [1])[0] == 1 for u in users)
+        if not ok:
+            out_eqns.append(e)
+            continue
+        w = g.consts[e.inputs[1]]
+        bias = g.consts[e.inputs[2]] if len(e.inputs) == 3 else None
+        n = w.shape[1]
+        for u in users:
+            lo, hi, _ = slice(u.params["starts"][0], u.params["ends"][0]).indices(n)
+            wn = b.const(np.ascontiguousarray(w[:, lo:hi]), hint=e.inputs[1] + f"[{lo}:{hi}]")
+            ins = [e.inputs[0], wn]
+            if bias is not None:
+                ins.append(b.const(np.ascontiguousarray(bias[lo:hi]), hint=e.inputs[2] + f"[{lo}:{hi}]"))
+            out_eqns.append(Eqn("linear", tuple(ins), u.outputs, {}))
+        u_ids = {id(u) for u in users}
+        g = Graph(g.vars, g.consts, [q for q in g.eqns if id(q) not in u_ids], g.inputs, g.outputs, g.states, g.meta)
+    # the slices were replaced in place by linears: keep topological order by re-sorting on inputs
+    g2 = Graph(dict(g.vars), dict(g.consts), _toposort(out_eqns, g), g.inputs, dict(g.outputs), dict(g.states), dict(g.meta))
+    used = {i for q in g2.eqns for i in q.inputs} | set(g2.outputs.values())
+    g2.consts = {k: v for k, v in g2.consts.items() if k in used}
+    g2.vars = {k: v for k, v in g2.vars.items() if k in g2.inputs or any(k in q.outputs for q in g2.eqns)}
+    return g2.verify()
+
+
+def _toposort(eqns, g: Graph):
+    """Stable topological order: an equation waits only for the producers of its inputs."""
+    produced = set(g.consts) | set(g.inputs)
+    pending = list(eqns)
+    out = []
+    while pending:
+        rest = []
+        for e in pending:
+            if all(i in produced for i in e.inputs):
+                out.append(e)
+                produced.update(e.outputs)
+            else:
+                rest.append(e)
+        if len(rest) == len(pending):
+            raise UnsupportedError("cyclic or dangling equations after split_linears")
+        pending = rest
+    return out

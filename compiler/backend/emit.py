@@ -1,0 +1,83 @@
+"""Emission: scheduled instructions become per-queue streams (NOPs fill the gaps), buffers become the
+SRAM image, and the header, regions and symbols complete the program file."""
+from __future__ import annotations
+
+import numpy as np
+
+from isa import FORMAT_VERSION, Instr, Program, Shard, Symbol, encode_many, hw_hash, queues_for, topology
+from isa.table import parse_queue
+
+from .buffers import LANES
+
+
+def streams_for(bucket: int, sched, nop_max: int) -> dict:
+    """(bucket, chip, queue) -> uint64 words, each queue's instructions in issue order with NOP padding."""
+    byq: dict = {}
+    for i, n in enumerate(sched.nodes):
+        byq.setdefault((n.chip, sched.queue[i]), []).append(i)
+    out = {}
+    for (chip, q) in sorted(byq):
+        fam, qi = parse_queue(q)
+        seq, t = [], 0
+        for i in sorted(byq[(chip, q)], key=lambda i: (int(sched.issue[i]), i)):
+            gap = int(sched.issue[i]) - t
+            while gap > 0:
+                k = min(gap, nop_max)
+                seq.append(Instr("NOP", count=k))
+                gap -= k
+            ins = sched.nodes[i].instr
+            if ins.op in ("VXM",) or (ins.op in ("COPY", "GATHER", "SCATTER", "SCATCOL")):
+                ins = ins.replace(queue=qi)
+            seq.append(ins)
+            t = int(sched.issue[i]) + sched.profiles[i].busy
+        out[(bucket, chip, q)] = encode_many(seq)
+    return out
+
+
+def build_program(hw, pool, regions, streams, buckets, graph, plan, vals_by_chip, meta: dict) -> Program:
+    hwd = hw.to_dict()
+    header = {
+        "format_version": FORMAT_VERSION,
+        "hw": hwd,
+        "hw_sha256": hw_hash(hwd),
+        "chips": hw.system.chips,
+        "queues": queues_for(hwd),
+        "topology": [[list(x) for x in row] for row in topology(hwd)],
+        "buckets": buckets,
+        **meta,
+    }
+    symbols: dict[str, Symbol] = {}
+    for name in graph.inputs:
+        shards = []
+        for c in range(hw.system.chips):
+            b = pool.shared[("in", name, c)]
+            count = b.vectors * LANES if name == "attention_mask" else 1
+            shards.append(Shard(c, b.id, 0, count, 0))
+        shape = [shards[0].count]
+        symbols[name] = Symbol(name, "input", "fp32" if name == "attention_mask" else "i32", tuple(shape), tuple(shards))
+    for oname, var in graph.outputs.items():
+        shards = []
+        total = int(np.prod([d for d in graph.vars[var].shape if d != "T"]))
+        for c in range(hw.system.chips):
+            v = vals_by_chip[c].get(var)
+            if v is None:
+                continue
+            idx = v.idx
+            if not np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+                raise AssertionError(f"output {var} is not contiguous on chip {c}")
+            shards.append(Shard(c, v.buf.id, v.off * LANES, int(idx.size), int(idx[0])))
+        symbols[oname] = Symbol(oname, "output", "fp32", (total,), tuple(shards))
+    for b in pool.bufs:
+        if b.kind in ("weight", "state"):
+            key = f"{b.kind}:{b.name}@{b.chip}"
+            symbols[key] = Symbol(key, b.kind, b.dtype, (b.rows, b.row_vectors * LANES),
+                                  (Shard(b.chip, b.id, 0, b.vectors * LANES, 0),))
+    image = []
+    for b in pool.bufs:
+        if b.data is None:
+            continue
+        full = np.zeros(b.vectors * LANES, dtype=np.float32)
+        full[:b.data.size] = b.data
+        # in the region's own element type, exactly as the file stores it
+        image.append((b.id, 0, full.astype({"fp32": np.float32, "fp16": np.float16, "i32": np.int32}[b.dtype])))
+    return Program(header, list(regions), symbols, streams, image)

@@ -1,0 +1,852 @@
+"""Lowering: the partitioned IR becomes instructions per chip, in program order, on buffers.
+
+Each IR prim has one lowering method here (`_<prim>`). The machine's ways of doing things:
+- elementwise ops are VXM instructions over whole tensors (repeat counts), operands addressed seq /
+  rep / grp so that broadcasts cost nothing; a broadcast the modes cannot express is materialised by an
+  SXM shuffle first;
+- a reduction over the last axis is a lane-wise VXM reduction over the vectors of each group, then a
+  cross-lane step: sums on the MXM against a tile of ones (the sum arrives broadcast to every lane),
+  maxima by an SXM rotate / VXM max tree; small groups inside a vector use a block-diagonal ones tile;
+- data movement that keeps element order is free (a view); anything else is one SXM shuffle per source;
+- a linear streams weight tiles (tile rows x 320 columns) into the MXM units, activations pass through,
+  and the accumulators are emitted; attention does the same with the KV cache as the weights (K stored
+  transposed, one row per (head, dim), columns over positions; V one row per position);
+- the KV append is a scatter at the token's position (a transposed column write for K);
+- an all-reduce exchanges partial sums over the direct chip links and adds them in chip order, so every
+  chip ends with bit-identical values.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from isa import Instr
+from isa.table import MODE_GRP, MODE_IMM, MODE_REP, MODE_SEQ, SXM_BY_NAME, VXM_BY_NAME
+
+from ..errors import UnsupportedError
+from ..ir import DATA_MOVEMENT, Graph, T
+from .buffers import LANES, Buf, Node, Val
+from .indexmaps import move_map, operand_map, shape1, size1
+from .partition import Plan
+
+
+_IR_TO_VXM = {"gt": "cmpgt", "ge": "cmpge", "eq": "cmpeq"}
+
+
+def _vecs(n: int) -> int:
+    return -(-n // LANES)
+
+
+class BufferPool:
+    """All buffers of a program. Shared ones (weights, caches, inputs, outputs) are created once and
+    reused by every bucket; the others belong to the bucket that made them."""
+
+    def __init__(self) -> None:
+        self.bufs: list[Buf] = []
+        self.shared: dict = {}
+        self.bucket_of: dict[int, int] = {}
+        self._uid = 0
+
+    def next_uid(self) -> int:
+        self._uid += 1
+        return self._uid
+
+    def new(self, chip, name, rows, dtype, kind, row_vectors=1, data=None, zone="act", width=4, key=None, bucket=None):
+        if key is not None and key in self.shared:
+            return self.shared[key]
+        b = Buf(len(self.bufs), chip, name, rows, row_vectors, dtype, kind, data, zone, width, shared=key is not None)
+        self.bufs.append(b)
+        if key is not None:
+            self.shared[key] = b
+        else:
+            self.bucket_of[b.id] = bucket
+        return b
+
+
+class Lowerer:
+    def __init__(self, g: Graph, plan: Plan, hw, precision: str, ctx: int, max_context: int,
+                 pool: BufferPool, bucket: int) -> None:
+        self.g, self.plan, self.hw = g, plan, hw
+        self.ctx = ctx  # positions visible in this bucket (a multiple of 320)
+        self.max_context = max_context
+        self.kv_cols = _vecs(max_context) * LANES
+        self.pool, self.bucket = pool, bucket
+        self.wdtype = "fp16" if precision == "fp16" else "fp32"
+        self.chips = plan.chips
+        self.units = hw.mxm_units
+        self.tile_rows = hw.chip.mxm.fp16_tile_rows
+        self.acc_slots = hw.chip.mxm.acc_slots
+        self.code: list[list[Node]] = [[] for _ in range(self.chips)]
+        self.vals: list[dict[str, Val]] = [dict() for _ in range(self.chips)]
+        self._slot = [[0] * self.units for _ in range(self.chips)]
+        self._unit = [0] * self.chips
+        self._sxm = [0] * self.chips
+        self.f16 = self._mxm_only_vars()
+        self.links = _link_table(hw)
+
+    # ------------------------------------------------------------------ buffers and instructions
+    def buf(self, chip, name, vectors, dtype="fp32", kind="act", **kw) -> Buf:
+        return self.pool.new(chip, name, max(1, vectors), dtype, kind, bucket=self.bucket, **kw)
+
+    def emit(self, chip, family, ins: Instr, queue=None, tag="") -> Node:
+        n = Node(chip, family, ins, queue, tag, uid=self.pool.next_uid())
+        self.code[chip].append(n)
+        return n
+
+    def vxm(self, chip, fn, dst, a, b=None, n=1, group=1, period=0, valid=0, imm=0.0, tag=""):
+        """dst, a, b: (buf, off[, mode, m]); b may be ('imm', value). fn: a VXM function or an IR op name."""
+        fn = _IR_TO_VXM.get(fn, fn)
+        a_buf, a_off, a_mode, a_m = (a + (MODE_SEQ, 1))[:4] if len(a) == 2 else a
+        args = dict(fn=VXM_BY_NAME[fn].code, dst_reg=dst[0].id, dst_off=dst[1], a_reg=a_buf.id, a_off=a_off,
+                    a_mode=a_mode, a_m=a_m, n=n, group=group, period=period, valid=valid, imm=float(imm))
+        if b is not None:
+            if b[0] == "imm":
+                args.update(b_mode=MODE_IMM, imm=float(b[1]))
+            else:
+                b_buf, b_off, b_mode, b_m = (b + (MODE_SEQ, 1))[:4] if len(b) == 2 else b
+                args.update(b_reg=b_buf.id, b_off=b_off, b_mode=b_mode, b_m=b_m)
+        return self.emit(chip, "vxm", Instr("VXM", **args), tag=tag)
+
+    def sxm_unit(self, chip) -> int:
+        self._sxm[chip] ^= 1
+        return self._sxm[chip]
+
+    def shuf(self, chip, dst: Buf, dst_off, src: Val, mapping: np.ndarray, tag=""):
+        """dst positions [dst_off*320, ...) = src window elements mapping[...] (-1 gives 0)."""
+        nvec = _vecs(mapping.size)
+        m = np.full(nvec * LANES, -1, dtype=np.int32)
+        m[:mapping.size] = mapping
+        mb = self.pool.new(chip, "map", nvec, "i32", "const", data=m, key=("map", chip, m.tobytes()))
+        u = self.sxm_unit(chip)
+        window = max(1, src.buf.vectors - src.off)
+        ins = Instr("SXM", fn=SXM_BY_NAME["shuf"].code, queue=u, dst_reg=dst.id, dst_off=dst_off, src_reg=src.buf.id,
+                    src_off=src.off, map_reg=mb.id, map_off=0, n=nvec, window=window)
+        return self.emit(chip, "sxm", ins, queue=f"sxm{u}", tag=tag)
+
+    def rot(self, chip, dst: Buf, src: Buf, n, shift, tag=""):
+        u = self.sxm_unit(chip)
+        ins = Instr("SXM", fn=SXM_BY_NAME["rot"].code, queue=u, dst_reg=dst.id, dst_off=0, src_reg=src.id,
+                    src_off=0, n=n, shift=shift)
+        return self.emit(chip, "sxm", ins, queue=f"sxm{u}", tag=tag)
+
+    def slot(self, chip, u) -> int:
+        s = self._slot[chip][u]
+        self._slot[chip][u] = (s + 1) % self.acc_slots
+        return s
+
+    def next_unit(self, chip) -> int:
+        u = self._unit[chip]
+        self._unit[chip] = (u + 1) % self.units
+        return u
+
+    def lw(self, chip, u, w: Buf, row0, col, rows, tag=""):
+        return self.emit(chip, "mxmw", Instr("LW", unit=u, src_reg=w.id, row0=row0, col=col, rows=rows), f"mxm{u}w", tag)
+
+    def iw(self, chip, u, tag=""):
+        return self.emit(chip, "mxmw", Instr("IW", unit=u), f"mxm{u}w", tag)
+
+    def acc(self, chip, u, x: Buf, x_off, x_lane, slot, accumulate, tag=""):
+        return self.emit(chip, "mxma", Instr("ACC", unit=u, x_reg=x.id, x_off=x_off, x_lane=x_lane, slot=slot,
+                                             accumulate=int(accumulate)), f"mxm{u}a", tag)
+
+    def emit_acc(self, chip, u, slot, dst: Buf, dst_off, dst_lane=0, src_lane=0, lanes=LANES, tag=""):
+        return self.emit(chip, "mxma", Instr("EMIT", unit=u, slot=slot, dst_reg=dst.id, dst_off=dst_off,
+                                             dst_lane=dst_lane, src_lane=src_lane, lanes=lanes), f"mxm{u}a", tag)
+
+    # ------------------------------------------------------------------ dtype planning
+    def _mxm_only_vars(self) -> set[str]:
+        """Vars whose every use is as an MXM activation (seeing through data movement): produced in the
+        MXM's type directly, so no conversion is needed."""
+        if self.wdtype == "fp32":
+            return set()
+        cons = self.g.consumers()
+        memo: dict[str, bool] = {}
+
+        def only(v: str) -> bool:
+            if v in memo:
+                return memo[v]
+            memo[v] = False
+            us = cons.get(v, [])
+            ok = bool(us) and v not in self.g.outputs.values()
+            for e in us:
+                if e.prim in ("linear", "attn_qk", "attn_pv") and e.inputs[0] == v and v not in e.inputs[1:]:
+                    continue
+                if e.prim in ("reshape", "transpose") and only(e.outputs[0]):
+                    continue
+                ok = False
+            memo[v] = ok
+            return ok
+
+        return {v for v in self.g.vars if only(v)}
+
+    def out_dtype(self, var) -> str:
+        return "fp16" if var in self.f16 else "fp32"
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> None:
+        self._inputs()
+        for i, e in enumerate(self.g.eqns):
+            if i in self.plan.rowsplit or i in self.plan.embed_rows:
+                # partial results on every chip, one all-reduce, then what follows on every chip:
+                # each chip's program order must see the exchange before its uses
+                post = [getattr(self, "_" + e.prim)(c, e, i) for c in range(self.chips)]
+                for c, fn in enumerate(post):
+                    if fn is not None:
+                        fn()
+                continue
+            for c in range(self.chips):
+                if e.outputs[0] not in self.plan.hold[c]:
+                    continue
+                getattr(self, "_" + e.prim)(c, e, i)
+
+    def hold(self, chip, var) -> np.ndarray:
+        return self.plan.hold[chip][var]
+
+    def tlen(self, var) -> int:
+        shp = self.g.vars[var].shape if var in self.g.vars else ()
+        return self.ctx if T in shp else 1
+
+    def _inputs(self) -> None:
+        for name in self.g.inputs:
+            for c in range(self.chips):
+                if name == "attention_mask":
+                    b = self.pool.new(c, name, _vecs(self.kv_cols), "fp32", "input", key=("in", name, c))
+                    self.vals[c][name] = Val(b, np.array([0]), "flat", tlen=self.ctx)
+                else:
+                    b = self.pool.new(c, name, 1, "i32", "input", key=("in", name, c))
+                    self.vals[c][name] = Val(b, np.array([0]), "flat")
+
+    # ------------------------------------------------------------------ operands
+    def val(self, chip, name) -> Val:
+        v = self.vals[chip].get(name)
+        if v is None:
+            raise UnsupportedError(f"chip {chip}: {name!r} is needed but not held (partitioning gap)")
+        return v
+
+    def const_buf(self, chip, data: np.ndarray, dtype="fp32", name="k") -> Buf:
+        data = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
+        return self.pool.new(chip, name, _vecs(data.size), dtype, "const", data=data,
+                             key=("const", chip, dtype, data.tobytes()))
+
+    def positions_of(self, out: Val) -> np.ndarray:
+        """For each physical position of out (padding excluded), the out element it holds."""
+        if out.layout == "bvec":
+            return np.repeat(np.arange(out.n), LANES)
+        rep = out.g if out.layout == "exp" else out.tlen
+        return np.repeat(np.arange(out.n), rep)
+
+    def operand(self, chip, name, emap: np.ndarray, out: Val):
+        """Address operand `name` for an elementwise op producing `out`; emap[k] = the operand's global flat
+        element read by out element k. Returns (buf, off, mode, m) or ('imm', value)."""
+        g = self.g
+        if name in g.consts:
+            c = g.consts[name].reshape(-1).astype(np.float32)
+            if c.size == 1:
+                return ("imm", float(c[0]))
+            vals = c[emap]
+            if out.layout == "bvec":
+                data = np.repeat(vals, LANES)
+            else:
+                data = vals[self.positions_of(out)]
+            return (self.const_buf(chip, data, "fp32", name), 0, MODE_SEQ, 1)
+        v = self.val(chip, name)
+        local = np.searchsorted(v.idx, emap)
+        if np.any(local >= v.n) or np.any(v.idx[np.minimum(local, v.n - 1)] != emap):
+            raise UnsupportedError(f"chip {chip}: operand {name} lacks elements it needs (partitioning gap)")
+        if v.layout == "bvec":  # one vector per element: only the vector index matters
+            if out.layout == "bvec":
+                vm = local
+            else:
+                pos = self.positions_of(out)
+                src = local[pos]
+                vec_of = np.arange(pos.size) // LANES
+                first = np.zeros(out.vectors, dtype=np.int64)
+                first[vec_of[::-1]] = src[::-1]
+                if np.any(src != first[vec_of]):
+                    return self.materialize(chip, v, local, out)
+                vm = first
+            k = np.arange(vm.size)
+            if np.array_equal(vm, k):
+                return (v.buf, v.off, MODE_SEQ, 1)
+            m = int(np.argmax(vm != vm[0])) if np.any(vm != vm[0]) else vm.size
+            if vm[0] == 0 and np.array_equal(vm, k // m):
+                return (v.buf, v.off, MODE_GRP, m)
+            if np.array_equal(vm, k % v.n):
+                return (v.buf, v.off, MODE_REP, v.n)
+            return self.materialize(chip, v, local, out)
+        if out.layout == "bvec":
+            return self.materialize(chip, v, local, out)
+        pos = self.positions_of(out)
+        elem = local[pos]
+        p = np.arange(pos.size)
+        if v.layout == "exp":  # a small-group reduction read back in place by the unreduced shape
+            if out.layout == "flat" and out.tlen == 1 and np.all((elem * v.g <= p) & (p < (elem + 1) * v.g)):
+                return (v.buf, v.off, MODE_SEQ, 1)
+            return self.materialize(chip, v, local, out)
+        rep = out.g if out.layout == "exp" else out.tlen
+        within = p - np.repeat(np.arange(out.n) * rep, rep)
+        if v.tlen == rep:
+            src = elem * v.tlen + within
+        elif v.tlen == 1:
+            src = elem  # broadcast along T: every position of the run reads the same element
+        else:
+            raise UnsupportedError(f"chip {chip}: operand {name} has {v.tlen} positions per element, output {rep}")
+        if np.array_equal(src, p):
+            return (v.buf, v.off, MODE_SEQ, 1)
+        m = v.vectors
+        if v.positions == m * LANES and np.array_equal(src, p % (m * LANES)):
+            return (v.buf, v.off, MODE_REP, m)
+        return self.materialize(chip, v, local, out, src)
+
+    def materialize(self, chip, v: Val, local, out: Val, src=None):
+        """Shuffle operand v into out's layout (a fresh buffer), return it as a seq operand."""
+        pos = self.positions_of(out)
+        if src is None:
+            elem = local[pos] if out.layout != "bvec" else np.repeat(local, LANES)
+            src = v.phys()[elem]
+        if out.layout == "bvec":
+            mapping = src
+        else:
+            mapping = np.full(out.vectors * LANES, -1, dtype=np.int64)
+            mapping[:src.size] = src
+        dt = "fp32"
+        b = self.buf(chip, f"mat", _vecs(mapping.size), dt)
+        self.shuf(chip, b, 0, v, mapping.astype(np.int32), tag="bcast")
+        return (b, 0, MODE_SEQ, 1)
+
+    def new_out(self, chip, var, layout="flat", g=1, dtype=None) -> Val:
+        idx = self.hold(chip, var)
+        tl = self.tlen(var)
+        v = Val(None, idx, layout, tlen=tl, g=g)
+        dt = dtype or ("fp32" if layout != "flat" else self.out_dtype(var))
+        if var in self.g.outputs.values():
+            v.buf = self.pool.new(chip, var, v.vectors, dt, "output", key=("out", var, chip))
+        else:
+            v.buf = self.buf(chip, var, v.vectors, dt)
+        self.vals[chip][var] = v
+        return v
+
+    def mask_args(self, out: Val) -> dict:
+        if out.layout == "bvec":
+            return {}
+        rem = out.positions % LANES
+        return {"period": out.vectors, "valid": rem} if rem else {}
+
+    # ------------------------------------------------------------------ elementwise
+    def _ew_out(self, chip, e) -> Val:
+        out = e.outputs[0]
+        oshape = self.g.vars[out].shape
+        for i in e.inputs:
+            if i in self.g.vars and i in self.vals[chip]:
+                v = self.vals[chip][i]
+                if v.layout in ("bvec", "exp") and tuple(self.g.vars[i].shape) == tuple(oshape):
+                    return self.new_out(chip, out, v.layout, v.g)
+        return self.new_out(chip, out)
+
+    def _unary(self, chip, e, i):
+        out = self._ew_out(chip, e)
+        a = self.operand(chip, e.inputs[0], out.idx, out)
+        if a[0] == "imm":
+            raise UnsupportedError(f"{e!r}: a unary op on a constant should have been folded")
+        self.vxm(chip, e.params["op"], (out.buf, out.off), a, n=out.vectors, tag=e.outputs[0], **self.mask_args(out))
+
+    def _binary(self, chip, e, i):
+        out = self._ew_out(chip, e)
+        op = e.params["op"]
+        x, y = e.inputs
+        mx = operand_map(self.g, e, 0)[out.idx]
+        my = operand_map(self.g, e, 1)[out.idx]
+        a = self.operand(chip, x, mx, out)
+        b = self.operand(chip, y, my, out)
+        if a[0] == "imm":
+            if op in ("add", "mul", "max", "min", "eq"):
+                a, b = b, a
+            else:
+                a = (self.const_buf(chip, np.full(LANES, a[1], np.float32)), 0, MODE_GRP, out.vectors)
+        self.vxm(chip, op, (out.buf, out.off), a, b, n=out.vectors, tag=e.outputs[0], **self.mask_args(out))
+
+    def _where(self, chip, e, i):
+        out = self._ew_out(chip, e)
+        c, x, y = e.inputs
+        fill = self.g.consts[y].reshape(-1)[0]
+        a = self.operand(chip, c, operand_map(self.g, e, 0)[out.idx], out)
+        b = self.operand(chip, x, operand_map(self.g, e, 1)[out.idx], out)
+        if a[0] == "imm":  # constant condition
+            a = (self.const_buf(chip, np.full(LANES, a[1], np.float32)), 0, MODE_GRP, out.vectors)
+        if b[0] == "imm":
+            b = (self.const_buf(chip, np.full(LANES, b[1], np.float32)), 0, MODE_GRP, out.vectors)
+        self.vxm(chip, "select", (out.buf, out.off), a, b, n=out.vectors, imm=float(fill), tag=e.outputs[0],
+                 **self.mask_args(out))
+
+    def _mask_fill(self, chip, e, i):
+        out = self.new_out(chip, e.outputs[0])
+        s, m = e.inputs
+        a = self.operand(chip, m, operand_map(self.g, e, 1)[out.idx], out)
+        b = self.operand(chip, s, operand_map(self.g, e, 0)[out.idx], out)
+        self.vxm(chip, "select", (out.buf, out.off), a, b, n=out.vectors, imm=float(e.params["fill"]),
+                 tag=e.outputs[0], **self.mask_args(out))
+
+    # ------------------------------------------------------------------ reductions
+    def _reduce(self, chip, e, i):
+        op = e.params["op"]
+        x = self.val(chip, e.inputs[0])
+        if x.layout != "flat":
+            raise UnsupportedError(f"{e!r}: reducing a reduced value is not supported")
+        last = shape1(self.g.shape(e.inputs[0]))[-1]
+        gp = last * x.tlen  # positions per group
+        out_idx = self.hold(chip, e.outputs[0])
+        ng = out_idx.size
+        if x.n != ng * last:
+            raise UnsupportedError(f"chip {chip}: {e!r} would need elements held elsewhere")
+        rfn = "rsum" if op == "sum" else "rmax"
+        sum_dt = self.wdtype  # the MXM's input type
+        if gp % LANES == 0 and x.off == 0 or ng == 1:
+            m = gp // LANES if gp % LANES == 0 else x.vectors
+            src = x
+            if op == "max" and gp % LANES:
+                # padding lanes hold 0: lift them to -3e38 so they cannot win
+                pad = np.zeros(x.vectors * LANES, np.float32)
+                pad[x.positions:] = -3.0e38
+                tmp = self.buf(chip, "padmax", x.vectors)
+                self.vxm(chip, "add", (tmp, 0), (x.buf, x.off), (self.const_buf(chip, pad), 0), n=x.vectors)
+                src = Val(tmp, x.idx, "flat", x.tlen)
+            part = self.buf(chip, f"{rfn}", ng, sum_dt if op == "sum" else "fp32")
+            if m == 1:
+                self.vxm(chip, "copy", (part, 0), (src.buf, src.off), n=ng)
+            else:
+                self.vxm(chip, rfn, (part, 0), (src.buf, src.off), n=ng, group=m)
+            out = self.new_out(chip, e.outputs[0], "bvec", dtype="fp32")
+            if op == "sum":
+                self.lane_sum(chip, part, out.buf, ng, self.ones_tiles(chip, LANES))
+            else:
+                self.lane_max(chip, part, out.buf, ng)
+            return
+        if LANES % gp == 0 and op == "sum" and x.off == 0:
+            src = self.as_dtype(chip, x, sum_dt)
+            out = self.new_out(chip, e.outputs[0], "exp", g=gp, dtype="fp32")
+            self.lane_sum(chip, src.buf, out.buf, src.vectors, self.ones_tiles(chip, gp))
+            return
+        raise UnsupportedError(f"{e!r}: a {op} over groups of {gp} elements is not supported "
+                               f"(supported: groups that are multiples of 320, one group, or sums over divisors of 320)")
+
+    def as_dtype(self, chip, v: Val, dtype: str) -> Val:
+        if v.buf.dtype == dtype:
+            return v
+        b = self.buf(chip, "cvt", v.vectors, dtype)
+        self.vxm(chip, "copy", (b, 0), (v.buf, v.off), n=v.vectors)
+        return Val(b, v.idx, v.layout, v.tlen, v.g)
+
+    def ones_tiles(self, chip, g: int) -> list[Buf]:
+        """The two halves (rows 0..159, 160..319) of the 320x320 block-diagonal ones matrix with blocks
+        of g lanes: x @ M gives every lane the sum of its block."""
+        key = ("ones", chip, g, self.wdtype)
+        if key in self.pool.shared:
+            return [self.pool.shared[key], self.pool.shared[key + ("b",)]]
+        r = np.arange(LANES)
+        full = (r[:, None] // g == r[None, :] // g).astype(np.float32)
+        tr = self.tile_rows
+        tiles = []
+        for h, sub in ((0, ()), (1, ("b",))):
+            t = full[h * tr:(h + 1) * tr]
+            tiles.append(self.pool.new(chip, f"ones{g}{'ab'[h]}", t.shape[0], self.wdtype, "const", data=t.reshape(-1),
+                                       zone="weight", width=16, key=key + sub))
+        return tiles
+
+    def lane_sum(self, chip, src: Buf, dst: Buf, n: int, tiles: list[Buf]):
+        """dst vector k = src vector k times the block-ones matrix (both halves), on one MXM unit. When
+        the halves are equal (one block of 320) one installed tile serves both."""
+        u = self.next_unit(chip)
+        tr = self.tile_rows
+        slots = [self.slot(chip, u) for _ in range(n)]
+        same = tiles[0].data is not None and np.array_equal(tiles[0].data, tiles[1].data)
+        for h, t in enumerate(tiles):
+            if h == 0 or not same:
+                self.lw(chip, u, t, 0, 0, t.rows)
+                self.iw(chip, u)
+            for k in range(n):
+                self.acc(chip, u, src, k, h * tr, slots[k], accumulate=h > 0)
+        for k in range(n):
+            self.emit_acc(chip, u, slots[k], dst, k)
+
+    def lane_max(self, chip, src: Buf, dst: Buf, n: int):
+        """Every lane gets the max over its vector, in two rounds (320 = 16 x 20): an SXM shuffle makes
+        16 rotations of the vector (by 0..15 lanes) and a VXM reduction takes their lane-wise max, then
+        20 rotations by multiples of 16. Two trips to the SXM instead of a nine-step rotate tree; one
+        chain per vector, so the queues work on several heads at once."""
+        lanes = np.arange(LANES)
+        for k in range(n):
+            cur = Val(src, np.arange(1), "flat", off=k)
+            for r, (count, step) in enumerate(((16, 1), (20, 16))):
+                mapping = np.concatenate([(lanes + j * step) % LANES for j in range(count)])
+                rots = self.buf(chip, f"rots{count}", count)
+                self.shuf(chip, rots, 0, Val(cur.buf, cur.idx, "flat", off=cur.off), mapping.astype(np.int32), tag="lanemax")
+                if r == 1:
+                    self.vxm(chip, "rmax", (dst, k), (rots, 0), n=1, group=count, tag="lanemax")
+                else:
+                    nxt = self.buf(chip, "lmax", 1)
+                    self.vxm(chip, "rmax", (nxt, 0), (rots, 0), n=1, group=count, tag="lanemax")
+                    cur = Val(nxt, np.arange(1), "flat")
+
+    # ------------------------------------------------------------------ data movement
+    def _dm(self, chip, e, i):
+        out_name = e.outputs[0]
+        O = self.hold(chip, out_name)
+        which, gidx = move_map(self.g, e)
+        which, gidx = which[O], gidx[O]
+        ins = [self.val(chip, n) if n in self.g.vars or n in self.g.inputs else None for n in e.inputs]
+        if any(v is None for v in ins):
+            raise UnsupportedError(f"{e!r}: data movement of a constant should have been folded")
+        locs = []
+        for k, v in enumerate(ins):
+            sel = which == k
+            loc = np.searchsorted(v.idx, gidx[sel])
+            if np.any(loc >= v.n) or np.any(v.idx[np.minimum(loc, v.n - 1)] != gidx[sel]):
+                raise UnsupportedError(f"chip {chip}: {e!r} needs elements held elsewhere")
+            locs.append((sel, loc))
+        if len(ins) == 1 or len(set(which.tolist())) == 1:
+            k = int(which[0]) if which.size else 0
+            v, loc = ins[k], locs[k][1]
+            if v.layout in ("flat", "bvec") and loc.size and np.array_equal(loc, np.arange(loc.size) + loc[0]):
+                step = v.tlen if v.layout == "flat" else LANES
+                start = int(loc[0]) * step
+                if start % LANES == 0:  # a view: same buffer, same order
+                    self.vals[chip][out_name] = Val(v.buf, O, v.layout, v.tlen, v.g, off=v.off + start // LANES)
+                    return
+        tls = {v.tlen for v in ins}
+        if len(tls) != 1 or any(v.layout == "exp" for v in ins):
+            raise UnsupportedError(f"{e!r}: moving data of mixed or expanded layouts is not supported")
+        out = self.new_out(chip, out_name)
+        tl = out.tlen
+        parts = []
+        for k, v in enumerate(ins):
+            sel, loc = locs[k]
+            if not sel.any():
+                continue
+            mapping = np.full(out.vectors * LANES, -1, dtype=np.int64)
+            dst_pos = np.nonzero(sel)[0]
+            src_phys = v.phys()[loc]
+            for t in range(tl):
+                mapping[dst_pos * tl + t] = src_phys + t
+            parts.append((v, mapping))
+        if len(parts) == 1:
+            self.shuf(chip, out.buf, out.off, parts[0][0], parts[0][1].astype(np.int32), tag=out_name)
+            return
+        acc = None
+        for j, (v, mapping) in enumerate(parts):
+            tgt = out.buf if j == len(parts) - 1 and len(parts) == 1 else self.buf(chip, "part", out.vectors)
+            self.shuf(chip, tgt, 0, v, mapping.astype(np.int32), tag=out_name)
+            if acc is None:
+                acc = tgt
+            else:
+                dst = out.buf if j == len(parts) - 1 else self.buf(chip, "cat", out.vectors)
+                self.vxm(chip, "add", (dst, out.off if dst is out.buf else 0), (acc, 0), (tgt, 0), n=out.vectors)
+                acc = dst
+
+    _reshape = _transpose = _slice = _concat = _expand = _take = _cast = _dm
+
+    # ------------------------------------------------------------------ tables
+    def _gather(self, chip, e, i):
+        tname, iname = e.inputs
+        table = self.g.consts[tname]
+        rows_all = table.shape[0]
+        flat = table.reshape(rows_all, -1)
+        width = flat.shape[1]
+        rv = _vecs(width)
+        lo, hi = self.plan.embed_rows.get(i, [(0, rows_all)] * self.chips)[chip]
+        key = ("table", tname, chip, lo, hi, self.wdtype)
+        tb = self.pool.shared.get(key)
+        if tb is None:
+            data = np.zeros((hi - lo, rv * LANES), np.float32)
+            data[:, :width] = flat[lo:hi]
+            dt = self.wdtype if iname == "input_ids" else "fp32"
+            tb = self.pool.new(chip, tname, hi - lo, dt, "weight", row_vectors=rv, data=data.reshape(-1),
+                               zone="table", width=8, key=key)
+        idx = self.val(chip, iname)
+        split = i in self.plan.embed_rows
+        if split:
+            part = self.buf(chip, "gpart", rv)
+            self.emit(chip, "mem", Instr("GATHER", dst_reg=part.id, table_reg=tb.id, idx_reg=idx.buf.id,
+                                         idx_off=idx.off, base=lo, rows=hi - lo), tag=e.outputs[0])
+            out = self.new_out(chip, e.outputs[0], dtype="fp32")
+            if out.n != width:
+                raise UnsupportedError(f"{e!r}: a split table row must be held whole")
+            self.allreduce(e.outputs[0], chip, part, out, rv)
+            return
+        out = self.new_out(chip, e.outputs[0], dtype="fp32")
+        if out.n != width:
+            raise UnsupportedError(f"chip {chip}: {e!r} holds part of a table row")
+        self.emit(chip, "mem", Instr("GATHER", dst_reg=out.buf.id, dst_off=out.off, table_reg=tb.id,
+                                     idx_reg=idx.buf.id, idx_off=idx.off, base=0, rows=hi - lo), tag=e.outputs[0])
+        out.gather = (tname, iname)
+
+    # ------------------------------------------------------------------ collectives
+    def allreduce(self, var, chip, part: Buf, out: Val, nvec: int):
+        """Called once per chip; the exchange is emitted when the last chip's partial is ready."""
+        pend = self.__dict__.setdefault("_ar", {})
+        pend.setdefault(var, {})[chip] = (part, out, nvec)
+        if len(pend[var]) < self.chips:
+            return
+        parts = pend.pop(var)
+        recv: dict = {}
+        for c in range(self.chips):
+            for o in range(self.chips):
+                if o == c:
+                    continue
+                link = self.links[c][o]
+                pb, _, nv = parts[c]
+                self.emit(c, "c2ct", Instr("SEND", link=link, src_reg=pb.id, src_off=0, n=nv), f"c2c{link}t", tag=f"ar {var}")
+        for c in range(self.chips):
+            for o in range(self.chips):
+                if o == c:
+                    continue
+                link = self.links[c][o]
+                nv = parts[c][2]
+                rb = self.buf(c, f"ar{o}", nv)
+                self.emit(c, "c2cr", Instr("RECV", link=link, dst_reg=rb.id, dst_off=0, n=nv), f"c2c{link}r", tag=f"ar {var}")
+                recv[(c, o)] = rb
+        for c in range(self.chips):
+            _, out, nv = parts[c]
+            terms = [parts[c][0] if o == c else recv[(c, o)] for o in range(self.chips)]
+            # the same tree on every chip, in chip order: bit-identical sums everywhere
+            while len(terms) > 1:
+                nxt = []
+                for j in range(0, len(terms), 2):
+                    if j + 1 == len(terms):
+                        nxt.append(terms[j])
+                        continue
+                    last = len(terms) == 2
+                    dst = out.buf if last else self.buf(c, "arsum", nv)
+                    self.vxm(c, "add", (dst, out.off if last else 0), (terms[j], 0), (terms[j + 1], 0), n=nv,
+                             tag=f"ar {var}", **(self.mask_args(out) if last else {}))
+                    nxt.append(dst)
+                terms = nxt
+
+    # ------------------------------------------------------------------ matrices
+    def _linear(self, chip, e, i):
+        xname, wname = e.inputs[0], e.inputs[1]
+        W = self.g.consts[wname]
+        K, N = W.shape
+        if i in self.plan.rowsplit and xname not in self.vals[chip]:
+            # this chip holds no part of the region: it contributes zeros (a buffer never written)
+            part = self.buf(chip, "zeros", _vecs(N))
+            return self._rowsplit_out(chip, e, part, N)
+        x = self.val(chip, xname)
+        if x.layout != "flat" or x.tlen != 1:
+            raise UnsupportedError(f"{e!r}: the input of a linear must be a plain vector")
+        x = self.as_dtype(chip, x, self.wdtype)
+        rowsplit = i in self.plan.rowsplit
+        y = e.outputs[0]
+        if rowsplit:
+            cols = np.arange(N)
+            Wl = W[x.idx]
+        else:
+            if x.n != K:
+                raise UnsupportedError(f"chip {chip}: {e!r} needs the whole input")
+            cols = self.hold(chip, y) % N
+            Wl = W[:, cols]
+        bias = self.g.consts[e.inputs[2]] if len(e.inputs) == 3 else None
+        wkey = ("w", wname, chip, self.wdtype, "rows" if rowsplit else "cols",
+                (x.idx if rowsplit else cols).tobytes())
+        n_out = Wl.shape[1]
+        wb = self.pool.shared.get(wkey)
+        if wb is None:
+            data = np.zeros((Wl.shape[0], _vecs(n_out) * LANES), np.float32)
+            data[:, :n_out] = Wl
+            wb = self.pool.new(chip, wname, Wl.shape[0], self.wdtype, "weight", row_vectors=_vecs(n_out),
+                               data=data.reshape(-1), zone="weight", width=16, key=wkey)
+        if rowsplit:
+            part = self.buf(chip, "partial", _vecs(N))
+            self.matvec(chip, x, wb, part, 0, N)
+            return self._rowsplit_out(chip, e, part, N)
+        out = self.new_out(chip, y)
+        if bias is None:
+            self.matvec(chip, x, wb, out.buf, out.off, n_out)
+        else:
+            tmp = self.buf(chip, "mv", out.vectors)
+            self.matvec(chip, x, wb, tmp, 0, n_out)
+            b = self.operand(chip, e.inputs[2], cols, out)
+            self.vxm(chip, "add", (out.buf, out.off), (tmp, 0), b, n=out.vectors, **self.mask_args(out))
+
+    def _rowsplit_out(self, chip, e, part: Buf, N: int):
+        """Join the all-reduce of a row-split linear; returns what to emit after it (the bias add)."""
+        y = e.outputs[0]
+        out = self.new_out(chip, y, dtype="fp32")
+        if len(e.inputs) < 3:
+            self.allreduce(y, chip, part, out, _vecs(N))
+            return None
+        summed = self.buf(chip, "ar", _vecs(N))
+        self.allreduce(y, chip, part, Val(summed, out.idx, "flat"), _vecs(N))
+
+        def bias():
+            b = self.operand(chip, e.inputs[2], np.asarray(out.idx) % N, out)
+            self.vxm(chip, "add", (out.buf, out.off), (summed, 0), b, n=out.vectors, **self.mask_args(out))
+        return bias
+
+    def matvec(self, chip, x: Val, w: Buf, dst: Buf, dst_off: int, n_out: int):
+        """dst = x @ w over tiles; column blocks alternate MXM units; a single column block splits its
+        rows over the units and adds the two halves."""
+        tr = self.tile_rows
+        K = w.rows
+        nrb, ncb = -(-K // tr), w.row_vectors
+        xv = lambda rb: (x.off + (rb * tr) // LANES, (rb * tr) % LANES)  # noqa: E731
+        if ncb >= 2 or nrb < 2 or self.units < 2:
+            for cb in range(ncb):
+                u = self.next_unit(chip)
+                s = self.slot(chip, u)
+                for rb in range(nrb):
+                    self.lw(chip, u, w, rb * tr, cb, min(tr, K - rb * tr))
+                    self.iw(chip, u)
+                    off, lane = xv(rb)
+                    self.acc(chip, u, x.buf, off, lane, s, accumulate=rb > 0)
+                # weight columns past n_out are zero, so the padding lanes come out 0
+                self.emit_acc(chip, u, s, dst, dst_off + cb)
+            return
+        halves = []
+        split = (nrb + 1) // 2
+        for h, (r0, r1) in enumerate(((0, split), (split, nrb))):
+            u = self.next_unit(chip)
+            s = self.slot(chip, u)
+            for rb in range(r0, r1):
+                self.lw(chip, u, w, rb * tr, 0, min(tr, K - rb * tr))
+                self.iw(chip, u)
+                off, lane = xv(rb)
+                self.acc(chip, u, x.buf, off, lane, s, accumulate=rb > r0)
+            hb = self.buf(chip, "half", 1)
+            self.emit_acc(chip, u, s, hb, 0)
+            halves.append(hb)
+        rem = n_out % LANES
+        mask = {"period": 1, "valid": rem} if rem else {}
+        self.vxm(chip, "add", (dst, dst_off), (halves[0], 0), (halves[1], 0), n=1, **mask)
+
+    # ------------------------------------------------------------------ attention
+    def _state_buf(self, chip, st_name, heads: list[int]) -> Buf:
+        st = self.g.states[st_name]
+        key = ("state", st_name, chip)
+        if key in self.pool.shared:
+            return self.pool.shared[key]
+        D = st.head_dim
+        if st.kind == "k":  # transposed: a row per (head, dim), columns over positions
+            return self.pool.new(chip, st_name, len(heads) * D, self.wdtype, "state", row_vectors=_vecs(self.kv_cols),
+                                 zone="state", width=16, key=key)
+        return self.pool.new(chip, st_name, self.kv_cols, self.wdtype, "state", row_vectors=_vecs(len(heads) * D),
+                             zone="state", width=16, key=key)
+
+    def _kv_append(self, chip, e, i):
+        st = self.g.states[e.params["state"]]
+        pres = self.hold(chip, e.outputs[0])
+        D = st.head_dim
+        heads = sorted(set((pres // D).tolist()))
+        new = self.val(chip, e.inputs[0])
+        expect = np.array([h * D + d for h in heads for d in range(D)])
+        if new.layout != "flat" or not np.array_equal(new.idx, expect):
+            raise UnsupportedError(f"chip {chip}: {e!r}: the new entry must hold whole heads in order")
+        sb = self._state_buf(chip, st.name, heads)
+        pos = self.val(chip, "position_ids")
+        if st.kind == "k":
+            self.emit(chip, "mem", Instr("SCATCOL", table_reg=sb.id, src_reg=new.buf.id, src_off=new.off,
+                                         idx_reg=pos.buf.id, idx_off=0, rows=len(heads) * D), tag=e.outputs[0])
+        else:
+            src = new
+            if new.vectors != sb.row_vectors:
+                raise UnsupportedError(f"{e!r}: value row size mismatch")
+            self.emit(chip, "mem", Instr("SCATTER", table_reg=sb.id, src_reg=src.buf.id, src_off=src.off,
+                                         idx_reg=pos.buf.id, idx_off=0), tag=e.outputs[0])
+        self.vals[chip][e.outputs[0]] = Val(sb, pres, "state", state=(st.kind, heads, D))
+
+    def _attn_qk(self, chip, e, i):
+        q = self.val(chip, e.inputs[0])
+        kv = self.val(chip, e.inputs[1])
+        _, heads, D = kv.state
+        grp = e.params["group"]
+        qheads = sorted(set((q.idx // D).tolist()))
+        out = self.new_out(chip, e.outputs[0])
+        if out.n != len(qheads) or q.n != len(qheads) * D:
+            raise UnsupportedError(f"chip {chip}: {e!r} must hold whole query heads")
+        tr = self.tile_rows
+        R = len(heads) * D
+        nrb = -(-R // tr)
+        # one activation vector per (query head, row block) it meets: q placed at its kv head's rows
+        pairs, mapping = {}, []
+        for li, h in enumerate(qheads):
+            j = heads.index(h // grp)
+            r0, r1 = j * D, (j + 1) * D
+            for rb in range(r0 // tr, (r1 - 1) // tr + 1):
+                vec = np.full(LANES, -1, dtype=np.int64)
+                for r in range(max(r0, rb * tr), min(r1, rb * tr + tr)):
+                    vec[r - rb * tr] = li * D + (r - r0)
+                pairs.setdefault(rb, []).append((li, len(mapping)))
+                mapping.append(vec)
+        qx = self.buf(chip, "qx", len(mapping), self.wdtype)
+        qsrc = Val(q.buf, q.idx, "flat", off=q.off)
+        self.shuf(chip, qx, 0, qsrc, np.concatenate(mapping).astype(np.int32), tag="qx")
+        ncb = self.ctx // LANES
+        for cb in range(ncb):
+            u = self.next_unit(chip)
+            slots, first = {}, {}
+            for rb in range(nrb):
+                if rb not in pairs:
+                    continue
+                self.lw(chip, u, kv.buf, rb * tr, cb, min(tr, R - rb * tr))
+                self.iw(chip, u)
+                for li, pv in pairs[rb]:
+                    if li not in slots:
+                        slots[li] = self.slot(chip, u)
+                    self.acc(chip, u, qx, pv, 0, slots[li], accumulate=li in first)
+                    first[li] = True
+            for li in sorted(slots):
+                self.emit_acc(chip, u, slots[li], out.buf, out.off + li * ncb + cb)
+
+    def _attn_pv(self, chip, e, i):
+        p = self.val(chip, e.inputs[0])
+        kv = self.val(chip, e.inputs[1])
+        _, heads, D = kv.state
+        grp = e.params["group"]
+        out = self.new_out(chip, e.outputs[0])
+        qheads = sorted(set((out.idx // D).tolist()))
+        if out.n != len(qheads) * D or p.n != len(qheads):
+            raise UnsupportedError(f"chip {chip}: {e!r} must hold whole query heads")
+        p = self.as_dtype(chip, p, self.wdtype)
+        tr = self.tile_rows
+        ncb = kv.buf.row_vectors
+        nrb = self.ctx // tr
+        pv_per_head = self.ctx // LANES
+        for cb in range(ncb):
+            users = []
+            for li, h in enumerate(qheads):
+                j = heads.index(h // grp)
+                c0, c1 = max(j * D, cb * LANES), min((j + 1) * D, (cb + 1) * LANES)
+                if c0 < c1:
+                    users.append((li, j, c0, c1))
+            if not users:
+                continue
+            u = self.next_unit(chip)
+            slots = {li: self.slot(chip, u) for li, *_ in users}
+            for rb in range(nrb):
+                self.lw(chip, u, kv.buf, rb * tr, cb, tr)
+                self.iw(chip, u)
+                for li, *_ in users:
+                    pos = rb * tr
+                    self.acc(chip, u, p.buf, p.off + li * pv_per_head + pos // LANES, pos % LANES, slots[li],
+                             accumulate=rb > 0)
+            for li, j, c0, c1 in users:
+                # accumulator lanes c0..c1 (relative to cb) -> out positions li*D + (c - j*D)
+                c = c0
+                while c < c1:
+                    dpos = out.off * LANES + li * D + (c - j * D)
+                    dvec, dlane = divmod(dpos, LANES)
+                    n = min(c1 - c, LANES - dlane)
+                    self.emit_acc(chip, u, slots[li], out.buf, dvec, dst_lane=dlane, src_lane=c - cb * LANES, lanes=n)
+                    c += n
+
+
+def _link_table(hw) -> list[list[int]]:
+    """links[c][o] = the first link of chip c that goes to chip o."""
+    from isa import topology
+
+    topo = topology(hw.to_dict())
+    out = []
+    for c, row in enumerate(topo):
+        m = {}
+        for l, (peer, _) in enumerate(row):
+            m.setdefault(peer, l)
+        out.append([m.get(o, -1) for o in range(len(topo))])
+    return out

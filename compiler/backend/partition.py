@@ -1,0 +1,260 @@
+"""Tensor-parallel partitioning by demand over flat indices.
+
+The decoder is split the way Megatron splits it, but found from the graph rather than from names:
+
+- A *region* is the part of the graph between column-split linears (its sources) and a row-split
+  linear (its sink): e.g. q/k/v projections -> rotary -> attention -> o_proj, or up/gate -> activation
+  -> down. It is found by walking back from each linear's input through local equations (elementwise,
+  data movement, attention, per-group reductions) to other linears.
+- The sink's input elements fall into *units*: connected components of "these elements are computed
+  together" (a query head with its scores and context; one MLP column). KV caches, inputs and tables
+  are replicable and do not join units, so GQA heads sharing a kv head stay separate units and the kv
+  head is computed on every chip that needs it. A region whose sink input is one unit (e.g. after a
+  norm over the whole hidden state) is not split.
+- Units are dealt to chips in contiguous balanced blocks; each chip's demand is propagated backwards
+  through the region to the columns of the sources it must compute. The sink computes a partial sum
+  over the chip's rows; an all-reduce makes it whole again on every chip.
+- Linears whose output is a graph output (the LM head) are split by output columns and left sharded:
+  the host reads each chip's slice. Large embedding tables are split by rows: each chip gathers the
+  row if it owns it (zeros otherwise) and an all-reduce sums the one row that is not zero.
+- Everything else is replicated: every chip computes it (norms, residual adds: tiny work).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir import DATA_MOVEMENT, Graph
+from .indexmaps import move_map, operand_map, shape1, size1
+
+# equations a region may contain (besides its sources)
+LOCAL = {"unary", "binary", "where", "reduce", "mask_fill", "kv_append", "attn_qk", "attn_pv"} | set(DATA_MOVEMENT)
+EMBED_SPLIT_BYTES = 1 << 20  # tables larger than this are split by rows over the chips
+
+
+@dataclass
+class Plan:
+    chips: int
+    # per chip: var -> sorted flat indices (T = 1) this chip holds; absent = not on this chip
+    hold: list[dict[str, np.ndarray]]
+    rowsplit: set[int] = field(default_factory=set)  # eqn indices of row-split linears (partial -> all-reduce)
+    embed_rows: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # gather eqn -> row range per chip
+    sharded_outputs: set[str] = field(default_factory=set)  # graph outputs left split over chips
+    regions: list[dict] = field(default_factory=list)  # for reports: sink, units per chip
+
+    def has(self, chip: int, var: str) -> bool:
+        return var in self.hold[chip]
+
+
+class _UF:
+    def __init__(self) -> None:
+        self.p: dict = {}
+
+    def find(self, a):
+        p = self.p
+        p.setdefault(a, a)
+        root = a
+        while p[root] != root:
+            root = p[root]
+        while p[a] != root:
+            p[a], a = root, p[a]
+        return root
+
+    def union(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            if rb < ra:
+                ra, rb = rb, ra
+            self.p[rb] = ra
+
+
+def deps(g: Graph, e) -> list[tuple[int, np.ndarray, list[np.ndarray] | None]]:
+    """For each var input k of a local equation: (k, map, groups) where map[o] is the input element read
+    by output element o, or groups[o] the input elements (reductions, attention)."""
+    out = []
+    oshape = shape1(g.vars[e.outputs[0]].shape)
+    if e.prim in ("unary",):
+        return [(0, np.arange(size1(oshape)), None)]
+    if e.prim in ("binary", "where", "mask_fill"):
+        return [(k, operand_map(g, e, k), None) for k in range(len(e.inputs))]
+    if e.prim in DATA_MOVEMENT:
+        which, idx = move_map(g, e)
+        for k in range(len(e.inputs)):
+            m = np.full(which.shape, -1, dtype=np.int64)
+            m[which == k] = idx[which == k]
+            out.append((k, m, None))
+        return out
+    if e.prim == "reduce":
+        gsz = shape1(g.shape(e.inputs[0]))[-1]
+        n = size1(oshape)
+        base = np.arange(n, dtype=np.int64)[:, None] * gsz
+        return [(0, None, list(base + np.arange(gsz)))]
+    if e.prim == "attn_qk":
+        _, hq, _, d = shape1(g.shape(e.inputs[0]))
+        grp = e.params["group"]
+        hk = hq // grp
+        q_groups = [np.arange(h * d, (h + 1) * d) for h in range(hq)]
+        kv_groups = [np.arange((h // grp) * d, (h // grp + 1) * d) for h in range(hq)]
+        assert hk * grp == hq
+        return [(0, None, q_groups), (1, None, kv_groups)]
+    if e.prim == "attn_pv":
+        _, hq, _, d = shape1(g.vars[e.outputs[0]].shape)
+        grp = e.params["group"]
+        p_map = np.repeat(np.arange(hq), d)
+        kv_map = np.array([(h // grp) * d + k for h in range(hq) for k in range(d)], dtype=np.int64)
+        return [(0, p_map, None), (1, kv_map, None)]
+    if e.prim == "kv_append":
+        return [(0, np.arange(size1(oshape)), None)]
+    raise AssertionError(e.prim)
+
+
+def _replicable(g: Graph, var: str, prod) -> bool:
+    """Values that may be held by several chips without joining units: caches, inputs, consts, tables."""
+    if var in g.consts or var in g.inputs:
+        return True
+    e = prod.get(var)
+    return e is None or e.prim in ("kv_append", "gather")
+
+
+def plan(g: Graph, chips: int) -> Plan:
+    full = {v: np.arange(size1(var.shape), dtype=np.int64) for v, var in g.vars.items()}
+    hold = [dict(full) for _ in range(chips)]
+    p = Plan(chips, hold)
+    if chips == 1:
+        return p
+    prod = {o: e for e in g.eqns for o in e.outputs}
+    index = {id(e): i for i, e in enumerate(g.eqns)}
+    cons = g.consumers()
+    claimed: set[str] = set()  # vars owned by a region
+
+    for li, L in enumerate(g.eqns):
+        if L.prim != "linear":
+            continue
+        region = _find_region(g, L, prod, index, cons, chips)
+        if region is None:
+            continue
+        cone_eqns, sources, units = region
+        cone_vars = {o for e in cone_eqns for o in e.outputs} | {e.outputs[0] for e in sources}
+        if cone_vars & claimed:
+            continue
+        claimed |= cone_vars
+        p.rowsplit.add(li)
+        # deal units to chips in contiguous balanced blocks
+        owner = [min(k * chips // len(units), chips - 1) for k in range(len(units))]
+        p.regions.append({"sink": L.outputs[0], "units": len(units),
+                          "per_chip": [owner.count(c) for c in range(chips)]})
+        x = L.inputs[0]
+        for c in range(chips):
+            mine = [u for u, o in zip(units, owner) if o == c]
+            demand: dict[str, set] = {v: set() for v in cone_vars}
+            demand[x] = set(np.concatenate(mine).tolist()) if mine else set()
+            for e in sorted(cone_eqns, key=lambda e: -index[id(e)]):
+                dout = demand.get(e.outputs[0], set())
+                if not dout:
+                    continue
+                o = np.fromiter(sorted(dout), dtype=np.int64)
+                for k, m, groups in deps(g, e):
+                    inp = e.inputs[k]
+                    if inp not in g.vars or inp in g.inputs:
+                        continue
+                    need = np.concatenate([groups[i] for i in o]) if groups is not None else m[o]
+                    need = need[need >= 0]
+                    demand.setdefault(inp, set()).update(need.tolist())
+            for v in cone_vars:
+                hold[c][v] = np.fromiter(sorted(demand.get(v, ())), dtype=np.int64)
+            # replicable vars feeding the region (caches) are held only where demanded
+            for e in cone_eqns:
+                if e.prim == "kv_append":
+                    hold[c][e.outputs[0]] = np.fromiter(sorted(demand.get(e.outputs[0], ())), dtype=np.int64)
+    # LM head and other linears producing graph outputs: split by output columns
+    outs = set(g.outputs.values())
+    for li, L in enumerate(g.eqns):
+        y = L.outputs[0]
+        if L.prim == "linear" and y in outs and not cons.get(y) and li not in p.rowsplit:
+            n = size1(g.vars[y].shape)
+            cuts = _balanced_cuts(n, chips, align=320)
+            for c in range(chips):
+                hold[c][y] = np.arange(cuts[c], cuts[c + 1], dtype=np.int64)
+            p.sharded_outputs.add(y)
+    # big embedding tables: split by rows, all-reduce the gathered row
+    for gi, e in enumerate(g.eqns):
+        if e.prim == "gather" and e.inputs[1] == "input_ids":
+            table = g.consts[e.inputs[0]]
+            if table.size * 2 > EMBED_SPLIT_BYTES:
+                cuts = _balanced_cuts(table.shape[0], chips, align=1)
+                p.embed_rows[gi] = [(cuts[c], cuts[c + 1]) for c in range(chips)]
+    # drop empty holdings: a var with no elements on a chip is not on that chip
+    for c in range(chips):
+        for v in [v for v, idx in hold[c].items() if idx.size == 0]:
+            del hold[c][v]
+    return p
+
+
+def _balanced_cuts(n: int, parts: int, align: int) -> list[int]:
+    blocks = -(-n // align)
+    cuts = [min(n, (blocks * c // parts) * align) for c in range(parts)] + [n]
+    return cuts
+
+
+def _find_region(g: Graph, L, prod, index, cons, chips):
+    """(cone equations, source linears, units of L's input) if L can be a row-split sink, else None."""
+    x = L.inputs[0]
+    if x not in g.vars or x in g.inputs:
+        return None
+    nx = size1(g.vars[x].shape)
+    uf = _UF()
+    for i in range(nx):
+        uf.find((x, i))
+    cone, sources, seen = [], [], set()
+    work = [prod[x]] if x in prod else []
+    while work:
+        work.sort(key=lambda e: index[id(e)])
+        e = work.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if e.prim == "linear":
+            sources.append(e)
+            continue
+        if e.prim == "gather":
+            continue
+        if e.prim not in LOCAL:
+            return None
+        cone.append(e)
+        out = e.outputs[0]
+        for k, m, groups in deps(g, e):
+            inp = e.inputs[k]
+            if inp not in g.vars or inp in g.inputs:
+                continue
+            if inp in prod and inp not in g.inputs:
+                work.append(prod[inp])
+            if _replicable(g, inp, prod):
+                continue
+            if groups is not None:
+                for o, grp in enumerate(groups):
+                    for j in grp:
+                        uf.union((out, o), (inp, int(j)))
+            else:
+                for o in np.nonzero(m >= 0)[0]:
+                    uf.union((out, int(o)), (inp, int(m[o])))
+        if len({uf.find((x, i)) for i in range(nx)}) == 1:
+            return None  # everything is computed together: nothing to split
+    if not sources:
+        return None
+    comps: dict = {}
+    for i in range(nx):
+        comps.setdefault(uf.find((x, i)), []).append(i)
+    units = sorted((np.array(v, dtype=np.int64) for v in comps.values()), key=lambda a: int(a[0]))
+    if len(units) < 2:
+        return None
+    # the region's values (and its sources' outputs) must not be used outside it
+    members = {id(e) for e in cone} | {id(e) for e in sources} | {id(L)}
+    for e in cone + sources:
+        for o in e.outputs:
+            if o in g.outputs.values():
+                return None
+            for u in cons.get(o, []):
+                if id(u) not in members:
+                    return None
+    return cone, sources, units

@@ -1,0 +1,312 @@
+"""The static scheduler: every instruction gets its issue cycle and queue.
+
+1. Dependencies come from the same timing profiles the emulator checks (isa.timing): for each location
+   (SRAM vector or MXM pseudo-location) a reader waits for the last writer's data to be readable (RAW),
+   a writer waits until earlier readers have read (WAR) and earlier writers are done (WAW). An edge
+   carries the exact cycle distance, so consumers start on the first vector while producers are still
+   on the last (software pipelining falls out). A RECV waits for its SEND's vector to arrive.
+2. List scheduling in time order, highest priority first (longest latency-weighted path to the end of
+   the token, ties by instruction number, so the result is deterministic): an instruction issues at the
+   first cycle where its queue is free (queues issue in order) and none of the banks it touches is
+   booked by another access in the same cycle.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+
+import numpy as np
+
+from isa import Machine, queues_for, topology
+from isa.table import parse_queue, queue_name
+
+from ..errors import CompileError
+
+
+class Scheduled:
+    def __init__(self, nodes, issue, queue, profiles, cycles, why=None, tail=None) -> None:
+        self.nodes = nodes
+        self.issue = issue
+        self.queue = queue
+        self.profiles = profiles
+        self.cycles = cycles
+        self.why = why  # per node: the predecessor that decided its earliest start (-1: none)
+        self.tail = tail  # per node: cycles from issue to its last effect
+
+    def critical_path(self) -> list[int]:
+        """Node indices from the first to the one that finishes last, following deciding predecessors."""
+        if not len(self.nodes):
+            return []
+        i = int(np.argmax(self.issue + self.tail))
+        path = [i]
+        while self.why[i] >= 0:
+            i = int(self.why[i])
+            path.append(i)
+        return path[::-1]
+
+
+def _vectors(a) -> np.ndarray:
+    k = np.arange(a.count, dtype=np.int64)
+    if a.mode == 1:
+        f = k % a.m
+    elif a.mode == 2:
+        f = k // a.m
+    else:
+        f = k
+    return a.off + a.stride * f
+
+
+def _times(a) -> np.ndarray:
+    k = np.arange(a.count, dtype=np.int64)
+    return a.t0 + (k * a.num) // a.den
+
+
+def schedule(code: list[list], regions, hw) -> Scheduled:
+    """code[chip] = nodes in program order. Returns issue cycles and queues for all nodes."""
+    hwd = hw.to_dict()
+    mach = Machine(hwd, regions)
+    chips = len(code)
+    nodes = [n for chip in code for n in chip]
+    # program order per chip, but a global topological order is creation order: nodes were created
+    # producer-first across chips; sort by the id the lowerer gave them
+    nodes.sort(key=lambda n: n.uid)
+    N = len(nodes)
+    prof = []
+    for n in nodes:
+        q = n.queue or queue_name(n.family, 0)
+        try:
+            prof.append(mach.profile(n.instr, q))
+        except Exception as exc:
+            raise CompileError(f"chip {n.chip}: cannot time {n.instr!r} on {q}: {exc}") from None
+    succ: list[list[tuple[int, int]]] = [[] for _ in range(N)]
+    npred = np.zeros(N, dtype=np.int64)
+
+    def edge(a: int, b: int, delay: int) -> None:
+        succ[a].append((b, int(delay)))
+        npred[b] += 1
+
+    # --- data dependencies per chip
+    writes: dict[int, int] = defaultdict(int)
+    for p in prof:
+        for a in p.accesses:
+            if a.write and a.region >= 0:
+                writes[a.region] += 1
+    rewritten = {r for r, w in writes.items() if w > 1}
+    per_chip = defaultdict(list)
+    for i, n in enumerate(nodes):
+        per_chip[n.chip].append(i)
+    for chip, idxs in per_chip.items():
+        last_w: dict[int, np.ndarray] = {}  # region -> last writer node per vector
+        last_wr: dict[int, np.ndarray] = {}  # region -> readable time rel. to that writer's issue
+        last_wt: dict[int, np.ndarray] = {}  # region -> write time rel. to the writer's issue
+        readers: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))  # region -> vector -> [(node, rel read)]
+        pseudo_w: dict[tuple, tuple] = {}
+        pseudo_r: dict[tuple, list] = defaultdict(list)
+        for i in idxs:
+            p = prof[i]
+            deps: dict[int, int] = {}
+
+            def need(j, d):
+                if j != i and (j not in deps or d > deps[j]):
+                    deps[j] = d
+
+            for a in p.accesses:
+                if a.region < 0:
+                    key = (a.region, a.unit, a.off)
+                    t = a.t0
+                    if a.write:
+                        w = pseudo_w.get(key)
+                        if w is not None:
+                            need(w[0], w[1] + w[2] - (t + a.ready))  # WAW: readable in order
+                        for (j, rt) in pseudo_r.pop(key, []):
+                            need(j, rt - t + 1)  # WAR
+                        pseudo_w[key] = (i, t, a.ready)
+                    else:
+                        w = pseudo_w.get(key)
+                        if w is not None:
+                            need(w[0], w[1] + w[2] - t)  # RAW
+                        pseudo_r[key].append((i, t))
+                    continue
+                reg = regions[a.region]
+                nv = reg.n_vectors
+                if a.region not in last_w:
+                    last_w[a.region] = np.full(nv, -1, dtype=np.int64)
+                    last_wr[a.region] = np.zeros(nv, dtype=np.int64)
+                    last_wt[a.region] = np.zeros(nv, dtype=np.int64)
+                if a.whole:
+                    vecs = np.arange(nv, dtype=np.int64)
+                    first, last = a.t0, a.t0 + ((a.count - 1) * a.num) // a.den
+                    tr = np.full(nv, first, dtype=np.int64)  # earliest touch
+                    te = np.full(nv, last, dtype=np.int64)  # latest touch
+                else:
+                    vecs = _vectors(a)
+                    tr = te = _times(a)
+                lw = last_w[a.region][vecs]
+                has = lw >= 0
+                if a.write:
+                    if has.any():
+                        # WAW: this write becomes readable no earlier than the last one
+                        d = last_wr[a.region][vecs][has] - (te[has] + a.ready)
+                        for j, dd in _group_max(lw[has], d):
+                            need(j, dd)
+                    rd = readers.get(a.region)
+                    if rd:
+                        for v, t in zip(vecs.tolist(), tr.tolist()):
+                            lst = rd.pop(v, None)
+                            if lst:
+                                for (j, rt) in lst:
+                                    need(j, rt - t + 1)
+                    last_w[a.region][vecs] = i
+                    last_wr[a.region][vecs] = te + a.ready
+                    last_wt[a.region][vecs] = tr
+                else:
+                    if has.any():
+                        d = last_wr[a.region][vecs][has] - tr[has]
+                        for j, dd in _group_max(lw[has], d):
+                            need(j, dd)
+                    if a.region in rewritten:
+                        rd = readers[a.region]
+                        for v, t in zip(vecs.tolist(), te.tolist()):
+                            rd[v].append((i, t))
+            for j, d in deps.items():
+                # execution order (issue + commit) must follow the dependency, strictly
+                edge(j, i, max(d, prof[j].commit - p.commit + 1))
+    # --- links: the k-th send on a directed link meets the k-th receive on the other end
+    topo = topology(hwd)
+    sends = defaultdict(list)
+    recvs = defaultdict(list)
+    for i, n in enumerate(nodes):
+        if n.instr.op == "SEND":
+            sends[(n.chip, n.instr["link"])].append(i)
+        elif n.instr.op == "RECV":
+            recvs[(n.chip, n.instr["link"])].append(i)
+    for (c, l), lst in sends.items():
+        peer, pl = topo[c][l]
+        rl = recvs.get((peer, pl), [])
+        if len(rl) != len(lst):
+            raise CompileError(f"chip {c} link {l}: {len(lst)} sends but chip {peer} link {pl} has {len(rl)} receives")
+        for k, (s, r) in enumerate(zip(lst, rl)):
+            if prof[s].send.count != prof[r].recv.count:
+                raise CompileError(f"chip {c} link {l}: send {k} has {prof[s].send.count} vectors, the receive {prof[r].recv.count}")
+            t_w = prof[r].accesses[0].t0
+            edge(s, r, prof[s].send.arrive - t_w)
+            if k:
+                edge(lst[k - 1], s, 0)  # link order is program order
+                edge(rl[k - 1], r, 0)
+    for i, n in enumerate(nodes):
+        for j in n.deps:
+            edge(j, i, 0)
+    # --- priorities: longest path to the end
+    busy = np.array([p.busy for p in prof], dtype=np.int64)
+    tail = np.array([max([busy[i]] + [a.t0 + ((a.count - 1) * a.num) // a.den + a.ready for a in prof[i].accesses if a.write])
+                     for i in range(N)], dtype=np.int64)
+    prio = tail.copy()
+    for i in range(N - 1, -1, -1):
+        best = tail[i]
+        for (j, d) in succ[i]:
+            v = d + prio[j]
+            if v > best:
+                best = v
+        prio[i] = best
+    # --- list scheduling
+    queues = defaultdict(list)  # family -> queue names
+    for q in queues_for(hwd):
+        queues[parse_queue(q)[0]].append(q)
+    qfree = defaultdict(int)  # (chip, queue) -> first free cycle
+    bank_busy = defaultdict(bytearray)  # (chip, bank) -> occupancy per cycle
+    est = np.zeros(N, dtype=np.int64)
+    why = np.full(N, -1, dtype=np.int64)
+    issue = np.full(N, -1, dtype=np.int64)
+    qname = [None] * N
+    heap = [(0, -int(prio[i]), i) for i in range(N) if npred[i] == 0]
+    heapq.heapify(heap)
+    bank_runs = [_bank_runs(prof[i], regions) for i in range(N)]
+    done = 0
+    while heap:
+        t, negp, i = heapq.heappop(heap)
+        n = nodes[i]
+        cands = [n.queue] if n.queue else queues[n.family]
+        q_ok = [q for q in cands if qfree[(n.chip, q)] <= t]
+        if not q_ok:
+            heapq.heappush(heap, (min(qfree[(n.chip, q)] for q in cands), negp, i))
+            continue
+        clash = _clash(bank_busy, n.chip, bank_runs[i], t)
+        if clash is not None:
+            heapq.heappush(heap, (max(t + 1, clash), negp, i))
+            continue
+        q = q_ok[0]
+        issue[i] = t
+        qname[i] = q
+        qfree[(n.chip, q)] = t + prof[i].busy
+        _book(bank_busy, n.chip, bank_runs[i], t)
+        done += 1
+        for (j, d) in succ[i]:
+            if t + d >= est[j]:
+                est[j] = t + d
+                why[j] = i
+            npred[j] -= 1
+            if npred[j] == 0:
+                heapq.heappush(heap, (int(est[j]), -int(prio[j]), j))
+    if done != N:
+        raise CompileError(f"scheduler: {N - done} instructions could not be scheduled (dependency cycle)")
+    cycles = int(max((issue + tail).max(), 0)) if N else 0
+    return Scheduled(nodes, issue, qname, prof, cycles, why, tail)
+
+
+def _group_max(keys: np.ndarray, vals: np.ndarray):
+    order = np.lexsort((vals, keys))
+    k, v = keys[order], vals[order]
+    last = np.r_[k[1:] != k[:-1], True]
+    return zip(k[last].tolist(), v[last].tolist())
+
+
+def _bank_runs(p, regions) -> list[tuple[int, int, int]]:
+    """(bank, start, hold) for every bank access, relative to issue."""
+    out = []
+    for a in p.accesses:
+        if a.region < 0:
+            continue
+        r = regions[a.region]
+        if a.whole:
+            first, last = a.t0, a.t0 + ((a.count - 1) * a.num) // a.den
+            for b in range(r.bank, r.bank + min(r.width, r.rows)):
+                out.append((b, first, last - first + a.hold))
+            continue
+        vecs = _vectors(a)
+        times = _times(a)
+        rows = vecs // r.row_vectors
+        banks = r.bank + rows % r.width
+        for b, t in zip(banks.tolist(), times.tolist()):
+            out.append((b, t, a.hold))
+    return out
+
+
+def _clash(bank_busy, chip, runs, t) -> int | None:
+    """None if every access is free at issue t, else a later issue cycle worth trying."""
+    worst = None
+    for b, s, h in runs:
+        occ = bank_busy.get((chip, b))
+        if occ is None:
+            continue
+        lo = t + s
+        seg = occ[lo:lo + h]
+        if any(seg):
+            # the first free cycle after this conflict
+            k = lo + h
+            while k < len(occ) and occ[k]:
+                k += 1
+            cand = t + (k - lo)
+            worst = cand if worst is None else max(worst, cand)
+    return worst
+
+
+def _book(bank_busy, chip, runs, t) -> None:
+    for b, s, h in runs:
+        occ = bank_busy[(chip, b)]
+        hi = t + s + h
+        if len(occ) < hi:
+            occ.extend(b"\0" * (hi - len(occ) + 4096))
+        for k in range(t + s, hi):
+            if occ[k]:
+                raise CompileError(f"chip {chip} bank {b}: double booking at cycle {k} (an instruction conflicts with itself: {runs})")
+            occ[k] = 1

@@ -1,0 +1,126 @@
+"""The compiler's one entry point: an ONNX decoder in, a program (isa.Program) out."""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backend.alloc import place
+from .backend.decompose import decompose, split_linears
+from .backend.emit import build_program, streams_for
+from .backend.lower import BufferPool, Lowerer
+from .backend.partition import plan as make_plan
+from .backend.schedule import schedule
+from .errors import CompileError
+
+LANES = 320
+PRECISIONS = ("fp16", "fp32")
+PARTITIONS = ("tp", "auto")
+
+
+@dataclass
+class Options:
+    chips: int = 8
+    precision: str = "fp16"
+    max_context: int = 1024
+    partition: str = "auto"
+
+    def check(self) -> "Options":
+        if self.precision not in PRECISIONS:
+            raise CompileError(f"--precision {self.precision}: valid values are {', '.join(PRECISIONS)}")
+        if not 1 <= self.chips <= 8:
+            raise CompileError(f"--chips {self.chips}: valid values are 1..8")
+        if not 1 <= self.max_context <= 1 << 16:
+            raise CompileError(f"--max-context {self.max_context}: valid values are 1..65536")
+        if self.partition not in PARTITIONS:
+            raise CompileError(f"--partition {self.partition}: valid values are {', '.join(PARTITIONS)}")
+        return self
+
+
+@dataclass
+class Report:
+    seconds: dict = field(default_factory=dict)
+    cycles: list = field(default_factory=list)
+    instructions: int = 0
+    sram_bytes: dict = field(default_factory=dict)
+
+
+def buckets_for(max_context: int) -> list[dict]:
+    """One program per 320 positions of context: the attention work grows with the cache."""
+    out = []
+    for k in range(-(-max_context // LANES)):
+        lo, hi = k * LANES, min((k + 1) * LANES, max_context) - 1
+        out.append({"first_position": lo, "last_position": hi, "context": (k + 1) * LANES})
+    return out
+
+
+def compile_graph(graph, hw, opts: Options, source: dict | None = None):
+    """IR graph -> (Program, Report)."""
+    opts.check()
+    rep = Report()
+    t0 = time.perf_counter()
+    g = split_linears(decompose(graph))
+    rep.seconds["decompose"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plan = make_plan(g, opts.chips)
+    rep.seconds["partition"] = time.perf_counter() - t0
+    buckets = buckets_for(opts.max_context)
+    pool = BufferPool()
+    lowered = []
+    t0 = time.perf_counter()
+    for b, bk in enumerate(buckets):
+        low = Lowerer(g, plan, hw, opts.precision, bk["context"], opts.max_context, pool, b)
+        low.run()
+        lowered.append(low)
+    rep.seconds["lower"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    regions = place(pool.bufs, [l.code for l in lowered], hw)
+    rep.seconds["place"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    streams = {}
+    for b, low in enumerate(lowered):
+        sched = schedule(low.code, regions, hw)
+        buckets[b]["cycles"] = sched.cycles
+        rep.cycles.append(sched.cycles)
+        rep.instructions += len(sched.nodes)
+        streams.update(streams_for(b, sched, hw.chip.icu.nop_max_repeat))
+    rep.seconds["schedule"] = time.perf_counter() - t0
+    meta = {
+        "precision": opts.precision,
+        "max_context": opts.max_context,
+        "partition": "tp" if opts.chips > 1 else "single",
+        "model": {k: v for k, v in sorted((graph.meta or {}).items()) if isinstance(v, (int, float, str, bool))},
+        "source": source or {},
+        "vocab_size": int(np.prod([d for d in g.vars[g.outputs["logits"]].shape if d != "T"])),
+    }
+    prog = build_program(hw, pool, regions, streams, buckets, g, plan, lowered[0].vals, meta)
+    from .backend.alloc import sram_bytes
+    rep.sram_bytes = sram_bytes(pool.bufs)
+    return prog, rep
+
+
+def compile_model(path: str | os.PathLike, hw, opts: Options):
+    """ONNX file -> (Program, Report). Raises CompileError (and subclasses) with one clear line."""
+    from .frontend import import_onnx
+
+    opts.check()
+    t0 = time.perf_counter()
+    graph = import_onnx(path, max_context=opts.max_context)
+    t_import = time.perf_counter() - t0
+    p = Path(path)
+    source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+    prog, rep = compile_graph(graph, hw, opts, source)
+    rep.seconds = {"import": t_import, **rep.seconds}
+    return prog, rep
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,251 @@
+"""The `lpu` command: compile an ONNX decoder, decode on the emulated chips, disassemble a program.
+
+    lpu compile MODEL.onnx -o OUT.lpu [--chips N] [--hw PRESET|FILE] [--max-context T] [--precision fp16|fp32]
+    lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15 --tokens N [--json] [--logits FILE.npy]
+    lpu disasm OUT.lpu
+
+Any problem with the input (a malformed model, an unsupported operator, a model too big for SRAM, a
+corrupt program, a wrong flag) ends with one line on stderr naming it and a non-zero exit status.
+This module is the only place that joins the compiler and the emulator.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+EXIT_USAGE, EXIT_INPUT, EXIT_INTERNAL = 2, 1, 70
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def default_model() -> Path:
+    return Path(str(resources.files("lpu").joinpath("data", "default.onnx")))
+
+
+def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
+    p.add_argument("--chips", type=int, default=8, help="chips in the node, 1..8 (default 8)")
+    p.add_argument("--hw", default="groqchip1", help="hardware preset (groqchip1, lp30) or a .toml/.json file")
+    p.add_argument("--max-context", type=int, default=None,
+                   help="KV-cache positions to reserve (default: 1024 for compile; enough for the request for decode)")
+    p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"),
+                   help="fp16: the hardware's own (fp16 weights and matrix inputs, fp32 accumulation); fp32: for validation")
+    p.add_argument("--partition", default="auto", choices=("tp", "auto"), help="mapping over chips (default auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="lpu", description="Compile ONNX decoders for LPU chips and emulate decoding, cycle by cycle.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    c = sub.add_parser("compile", help="compile an ONNX decoder into a program file")
+    c.add_argument("model", help="ONNX decoder (Optimum text-generation-with-past or dynamo export)")
+    c.add_argument("-o", "--output", required=True, help="program file to write (.lpu)")
+    _compile_opts(c, decode=False)
+    c.add_argument("--json", action="store_true", help="print a JSON summary")
+    d = sub.add_parser("decode", help="decode greedily on the emulated chips (compiles an ONNX model first)")
+    d.add_argument("model", nargs="?", default=None, help="program (.lpu) or ONNX model; default: the bundled model")
+    d.add_argument("--prompt", default="1,2,3", help="comma-separated token ids (default 1,2,3)")
+    d.add_argument("--tokens", type=int, default=16, help="tokens to generate (default 16)")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.add_argument("--logits", default=None, help="save the logits of each generated token as float32 [N, vocab] .npy")
+    _compile_opts(d, decode=True)
+    s = sub.add_parser("disasm", help="print a program as text")
+    s.add_argument("program", help="program file (.lpu)")
+    return ap
+
+
+def _parse_prompt(text: str) -> list[int]:
+    try:
+        toks = [int(t) for t in text.replace(" ", "").split(",") if t != ""]
+    except ValueError:
+        raise UsageError(f"--prompt {text!r}: expected comma-separated integers, e.g. --prompt 3,14,15") from None
+    if not toks:
+        raise UsageError("--prompt is empty: give at least one token id, e.g. --prompt 1,2,3")
+    if any(t < 0 for t in toks):
+        raise UsageError(f"--prompt {text!r}: token ids are non-negative")
+    return toks
+
+
+def _load_hw(args):
+    from lpu import config
+
+    return config.load(args.hw, chips=args.chips)
+
+
+def _compile(model: Path, args, max_context: int, quiet: bool):
+    from compiler.driver import Options, compile_model
+
+    hw = _load_hw(args)
+    opts = Options(chips=args.chips, precision=args.precision, max_context=max_context, partition=args.partition)
+    t0 = time.perf_counter()
+    prog, rep = compile_model(model, hw, opts)
+    return prog, rep, time.perf_counter() - t0, hw
+
+
+def _check_model_path(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; give an .onnx or .lpu file")
+
+
+def cmd_compile(args) -> int:
+    model = Path(args.model)
+    _check_model_path(model)
+    if args.max_context is None:
+        args.max_context = 1024
+    prog, rep, secs, hw = _compile(model, args, args.max_context, args.json)
+    prog.save(args.output)
+    size = Path(args.output).stat().st_size
+    summary = {"output": args.output, "bytes": size, "chips": args.chips, "hw": hw.name, "precision": args.precision,
+               "max_context": args.max_context, "buckets": len(prog.header["buckets"]),
+               "cycles_per_bucket": rep.cycles, "instructions": rep.instructions, "compile_seconds": round(secs, 3),
+               "sram_bytes_per_chip": {str(k): v for k, v in sorted(rep.sram_bytes.items())}}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"compiled {model.name} for {args.chips} x {hw.name} ({args.precision}, max context {args.max_context}) "
+              f"in {secs:.2f} s -> {args.output} ({size / 2**20:.1f} MiB)")
+        print(f"  {rep.instructions:,} instructions in {len(rep.cycles)} context bucket(s); "
+              f"cycles per token by bucket: {', '.join(f'{c:,}' for c in rep.cycles)}")
+        top = max(rep.sram_bytes.values()) if rep.sram_bytes else 0
+        print(f"  SRAM: up to {top / 2**20:.1f} MiB of {hw.sram_bytes_per_chip / 2**20:.0f} MiB per chip")
+    return 0
+
+
+def _save_npy_atomic(path: str, arr) -> None:
+    import numpy as np
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_decode(args) -> int:
+    from isa import Program
+
+    from .decode import Decoder
+
+    prompt = _parse_prompt(args.prompt)
+    if args.tokens < 1:
+        raise UsageError(f"--tokens {args.tokens}: generate at least 1 token")
+    model = Path(args.model) if args.model else default_model()
+    _check_model_path(model)
+    compile_secs = None
+    if model.suffix.lower() == ".lpu" or _is_program(model):
+        prog = Program.load(model)
+        if args.max_context is not None and args.max_context > prog.header.get("max_context", 0):
+            raise UsageError(f"--max-context {args.max_context}: {model.name} was compiled for "
+                             f"{prog.header.get('max_context')}; recompile to change it")
+    else:
+        need = len(prompt) + args.tokens
+        mc = args.max_context if args.max_context is not None else max(320, -(-need // 320) * 320)
+        prog, _, compile_secs, _ = _compile(model, args, mc, args.json)
+    dec = Decoder(prog)
+    res = dec.generate(prompt, args.tokens)
+    if args.logits:
+        _save_npy_atomic(args.logits, res.logits)
+    if args.json:
+        out = res.to_json()
+        out.update(model=model.name, prompt=prompt, precision=prog.header.get("precision"),
+                   max_context=prog.header.get("max_context"))
+        if compile_secs is not None:
+            out["compile_seconds"] = round(compile_secs, 3)
+        print(json.dumps(out))
+        return 0
+    mean = sum(res.cycles_per_token) / len(res.cycles_per_token)
+    print(f"model    {model.name}: {res.chips} chip(s), {prog.header.get('precision')}, "
+          f"max context {prog.header.get('max_context')}"
+          + (f" (compiled in {compile_secs:.2f} s)" if compile_secs is not None else ""))
+    print(f"prompt   {','.join(map(str, prompt))}  prefill {res.prefill_cycles:,} cycles")
+    print(f"tokens   {','.join(map(str, res.tokens))}")
+    print(f"cycles   per token: {', '.join(f'{c:,}' for c in res.cycles_per_token)}")
+    print(f"         mean {mean:,.0f} cycles = {mean / res.clock_hz * 1e6:.2f} us at {res.clock_hz / 1e6:.0f} MHz "
+          f"-> {res.tokens_per_second:,.0f} tokens/s")
+    print(f"emulator {res.emulator_seconds:.2f} s wall ({res.warmup_seconds:.2f} s JIT warm-up)")
+    return 0
+
+
+def _is_program(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"LPUPROG\0"
+    except OSError:
+        return False
+
+
+def cmd_disasm(args) -> int:
+    from isa import Program, disassemble
+
+    path = Path(args.program)
+    _check_model_path(path)
+    text = disassemble(Program.load(path))
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `lpu disasm x.lpu | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def main(argv=None) -> int:
+    from isa import IsaError, ProgramError
+
+    known = [UsageError, IsaError, ProgramError]
+    try:
+        from compiler.errors import CompileError
+        from lpu.config import ConfigError
+
+        from .decode import DecodeError
+        from .emulator import EmulationError
+        known += [CompileError, ConfigError, DecodeError, EmulationError]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        args = build_parser().parse_args(argv)
+        return {"compile": cmd_compile, "decode": cmd_decode, "disasm": cmd_disasm}[args.cmd](args)
+    except tuple(known) as exc:
+        print(f"lpu: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_INPUT
+    except KeyboardInterrupt:
+        print("lpu: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("lpu: error: out of memory (try fewer tokens, a shorter --max-context or a smaller model)", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as exc:
+        print(f"lpu: error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as exc:  # never a traceback unless asked for
+        if os.environ.get("LPU_DEBUG"):
+            raise
+        print(f"lpu: internal error: {type(exc).__name__}: {_one_line(exc)} (set LPU_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""End to end: real exported decoders, compiled for the chips and decoded on the emulator, against
+ONNX Runtime (the independent reference: it never sees our compiler or emulator)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.driver import Options, compile_model
+from lpu import config
+from lpu.decode import Decoder
+from lpu.reference import OrtDecoder
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+MODELS = ["gpt2_optimum", "gpt2_dynamo", "llama_optimum", "llama_dynamo"]
+PROMPT = [1, 2, 3]
+N = 12
+CTX = 256  # the GPT-2 fixtures have 256 learned positions
+
+
+@functools.lru_cache(maxsize=None)
+def ort(name):
+    return OrtDecoder(FIX / f"{name}.onnx", threads=1).greedy(PROMPT, N)
+
+
+@functools.lru_cache(maxsize=None)
+def run(name, chips, precision):
+    prog, _ = compile_model(FIX / f"{name}.onnx", config.load("groqchip1", chips=chips),
+                            Options(chips=chips, precision=precision, max_context=CTX))
+    res = Decoder(prog).generate(PROMPT, N)
+    return prog, res
+
+
+def rel_l2(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fp32_gives_onnxruntime_tokens_and_logits_within_a_thousandth(name):
+    tokens, logits = ort(name)
+    _, res = run(name, 1, "fp32")
+    assert res.tokens == tokens
+    # every row within 1e-3 relative error of ONNX Runtime's logits
+    for i in range(N):
+        err = np.abs(res.logits[i] - logits[i]).max() / np.abs(logits[i]).max()
+        assert err < 1e-3, (i, err)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fp16_logits_within_3_percent_before_the_first_differing_token(name):
+    tokens, logits = ort(name)
+    _, res = run(name, 1, "fp16")
+    first = next((i for i, (a, b) in enumerate(zip(res.tokens, tokens)) if a != b), N)
+    # the steps up to and including the first differing token saw the same inputs as ORT
+    for i in range(min(first + 1, N)):
+        assert rel_l2(res.logits[i], logits[i]) < 3e-2, (i, rel_l2(res.logits[i], logits[i]))
+    assert first >= 1  # at least the first token agrees
+
+
+@pytest.mark.parametrize("name", ["gpt2_optimum", "llama_dynamo"])
+@pytest.mark.parametrize("chips", [2, 4, 8])
+def test_every_chip_count_gives_the_same_tokens(name, chips):
+    tokens, logits = ort(name)
+    _, res = run(name, chips, "fp32")
+    assert res.tokens == tokens
+    assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
+
+
+def test_compiling_twice_gives_identical_bytes_and_decoding_twice_identical_results():
+    name = "llama_optimum"
+    hw = config.load("groqchip1", chips=2)
+    opts = Options(chips=2, precision="fp16", max_context=CTX)
+    a, _ = compile_model(FIX / f"{name}.onnx", hw, opts)
+    b, _ = compile_model(FIX / f"{name}.onnx", hw, opts)
+    assert a.to_bytes() == b.to_bytes()
+    r1 = Decoder(a).generate(PROMPT, 6)
+    r2 = Decoder(b).generate(PROMPT, 6)
+    assert r1.tokens == r2.tokens
+    assert r1.cycles_per_token == r2.cycles_per_token and r1.prefill_cycles == r2.prefill_cycles
+    assert np.array_equal(r1.logits, r2.logits)
