@@ -86,10 +86,17 @@ class LinkUse:
 
 @dataclass(slots=True)
 class Profile:
+    """`commit`: the cycle (relative to issue) at which the instruction's effects are applied when a
+    program is executed one instruction at a time (the emulator's execution order is by issue + commit,
+    then chip, queue, stream position). It is where the instruction meets the state others share: an LW
+    when its first row reaches the shadow buffer, an ACC when its activation reaches the array. The
+    schedule checker proves that executing in this order equals the timed hardware."""
+
     busy: int
     accesses: list[Access] = field(default_factory=list)
     send: LinkUse | None = None
     recv: LinkUse | None = None
+    commit: int = 0
 
 
 class Machine:
@@ -224,7 +231,7 @@ class Machine:
         steps = n * group
         srcs = [("a",)] + ([("b",)] if fn.arity >= 2 else [])
         dst = a["dst_reg"]
-        interval = self.need_interval(dst, 1)
+        interval = self.need_interval(dst, group)  # a reduction writes one vector per `group` steps
         ops = []
         for (name,) in srcs:
             reg, off, mode, m = self._operand(a, name)
@@ -264,10 +271,10 @@ class Machine:
             raise IsaError("SXM n must be >= 1")
         pos = self.unit_pos("sxm", q)
         src, dst = a["src_reg"], a["dst_reg"]
-        interval = max(self.need_interval(src), self.need_interval(dst))
         acc = []
         if fn.name == "rot":
             pre = 0
+            interval = max(self.need_interval(src), self.need_interval(dst))
             acc.append(Access(src, a["src_off"], n, 0, False, num=interval, hold=self.hold(src)))
             t_in = self.transit(src, pos)
         else:
@@ -275,9 +282,10 @@ class Machine:
             if w < 1:
                 raise IsaError("SXM shuf needs window >= 1")
             mp = a["map_reg"]
-            interval = max(interval, self.need_interval(mp))
-            acc.append(Access(src, a["src_off"], w, 0, False, num=interval, hold=self.hold(src)))
-            pre = w * interval  # the window is taken in before the first output leaves
+            interval = max(self.need_interval(dst), self.need_interval(mp))
+            win = self.need_interval(src)
+            acc.append(Access(src, a["src_off"], w, 0, False, num=win, hold=self.hold(src)))
+            pre = w * win  # the window is taken in before the first output leaves
             acc.append(Access(mp, a["map_off"], n, pre, False, num=interval, hold=self.hold(mp)))
             t_in = max(self.transit(src, pos), self.transit(mp, pos))
         lat = self.read_latency + t_in + self.sxm_lat[fn.latency] + self.transit(dst, pos)
@@ -306,7 +314,7 @@ class Machine:
         t_last = ((rows - 1) * cpr.numerator) // cpr.denominator
         # the shadow buffer is overwritten from the first row's arrival and complete after the last's
         acc.append(Access(PSEUDO_SHADOW, 0, 1, arrive, True, ready=t_last + 1, unit=q))
-        return Profile(busy=ceil(rows * cpr), accesses=acc)
+        return Profile(busy=ceil(rows * cpr), accesses=acc, commit=arrive)
 
     def _p_iw(self, a, fam, q):
         self._unit_check(a, q)
@@ -325,7 +333,7 @@ class Machine:
         if a["accumulate"]:
             acc.append(Access(PSEUDO_ACC, a["slot"], 1, arrive + self.mxm_latency, False, unit=q))
         acc.append(Access(PSEUDO_ACC, a["slot"], 1, arrive + self.mxm_latency, True, ready=1, unit=q))
-        return Profile(busy=1, accesses=acc)
+        return Profile(busy=1, accesses=acc, commit=arrive)
 
     def _p_emit(self, a, fam, q):
         self._unit_check(a, q)
