@@ -65,6 +65,9 @@ _BINARY = {
 
 
 def _binary(op: str, x, y):
+    if op in ("add", "sub", "mul", "div", "max", "min", "pow"):  # booleans count as 0.0 / 1.0
+        x = np.asarray(x).astype(np.float32) if np.asarray(x).dtype == bool else x
+        y = np.asarray(y).astype(np.float32) if np.asarray(y).dtype == bool else y
     with np.errstate(all="ignore"):
         if op == "div":
             if np.issubdtype(np.result_type(x, y), np.integer):

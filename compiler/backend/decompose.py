@@ -254,41 +254,67 @@ def decompose(g: Graph) -> Graph:
 
 
 def split_linears(g: Graph) -> Graph:
-    """A linear whose output is used only by slices along its last axis becomes one linear per slice
-    (e.g. GPT-2's fused c_attn -> q, k, v). Fewer data moves, and tensor parallelism can place the
-    pieces independently."""
+    """A linear whose output is used only by slices along its last axis (possibly after a reshape that
+    keeps the last axis) becomes one linear per slice (e.g. GPT-2's fused c_attn -> q, k, v). Fewer data
+    moves, and tensor parallelism can place the pieces independently."""
     cons = g.consumers()
-    out_eqns, b = [], Builder(g)
-    for e in g.eqns:
-        if e.prim != "linear":
-            out_eqns.append(e)
-            continue
-        y = e.outputs[0]
-        users = cons.get(y, [])
-        rank = len(g.vars[y].shape)
-        ok = bool(users) and y not in g.outputs.values() and all(
+    replaced: dict[int, list[Eqn]] = {}  # id(eqn) -> equations that take its place
+    dropped: set[int] = set()
+    b = Builder(g)
+
+    def last_axis_slices(v, rank_n):
+        users = cons.get(v, [])
+        rank = len(g.vars[v].shape)
+        ok = bool(users) and v not in g.outputs.values() and all(
             u.prim == "slice" and len(u.params["axes"]) == 1 and u.params["axes"][0] % rank == rank - 1
             and (u.params.get("steps") or [1])[0] == 1 for u in users)
-        if not ok:
-            out_eqns.append(e)
+        return users if ok else None
+
+    for e in g.eqns:
+        if e.prim != "linear":
+            continue
+        y = e.outputs[0]
+        n = g.consts[e.inputs[1]].shape[1]
+        reshape = None
+        users = last_axis_slices(y, n)
+        if users is None:
+            us = cons.get(y, [])
+            if (len(us) == 1 and us[0].prim == "reshape" and g.vars[us[0].outputs[0]].shape[-1] == n
+                    and y not in g.outputs.values()):
+                reshape = us[0]
+                users = last_axis_slices(reshape.outputs[0], n)
+        if users is None:
             continue
         w = g.consts[e.inputs[1]]
         bias = g.consts[e.inputs[2]] if len(e.inputs) == 3 else None
-        n = w.shape[1]
+        new = []
         for u in users:
             lo, hi, _ = slice(u.params["starts"][0], u.params["ends"][0]).indices(n)
             wn = b.const(np.ascontiguousarray(w[:, lo:hi]), hint=e.inputs[1] + f"[{lo}:{hi}]")
             ins = [e.inputs[0], wn]
             if bias is not None:
                 ins.append(b.const(np.ascontiguousarray(bias[lo:hi]), hint=e.inputs[2] + f"[{lo}:{hi}]"))
-            out_eqns.append(Eqn("linear", tuple(ins), u.outputs, {}))
-        u_ids = {id(u) for u in users}
-        g = Graph(g.vars, g.consts, [q for q in g.eqns if id(q) not in u_ids], g.inputs, g.outputs, g.states, g.meta)
-    # the slices were replaced in place by linears: keep topological order by re-sorting on inputs
-    g2 = Graph(dict(g.vars), dict(g.consts), _toposort(out_eqns, g), g.inputs, dict(g.outputs), dict(g.states), dict(g.meta))
+            if reshape is None:
+                new.append(Eqn("linear", tuple(ins), u.outputs, {}))
+            else:
+                mid = b.fresh("lin")
+                g.vars[mid] = Var(mid, tuple(g.vars[y].shape[:-1]) + (hi - lo,))
+                new.append(Eqn("linear", tuple(ins), (mid,), {}))
+                new.append(Eqn("reshape", (mid,), u.outputs, {"shape": tuple(g.vars[u.outputs[0]].shape)}))
+            dropped.add(id(u))
+        replaced[id(e)] = new
+        if reshape is not None:
+            dropped.add(id(reshape))
+    eqns = []
+    for e in g.eqns:
+        if id(e) in dropped:
+            continue
+        eqns.extend(replaced.get(id(e), [e]))
+    g2 = Graph(dict(g.vars), dict(g.consts), _toposort(eqns, g), g.inputs, dict(g.outputs), dict(g.states), dict(g.meta))
     used = {i for q in g2.eqns for i in q.inputs} | set(g2.outputs.values())
     g2.consts = {k: v for k, v in g2.consts.items() if k in used}
-    g2.vars = {k: v for k, v in g2.vars.items() if k in g2.inputs or any(k in q.outputs for q in g2.eqns)}
+    defined = {o for q in g2.eqns for o in q.outputs}
+    g2.vars = {k: v for k, v in g2.vars.items() if k in g2.inputs or k in defined}
     return g2.verify()
 
 

@@ -170,13 +170,24 @@ def plan(g: Graph, chips: int) -> Plan:
     # LM head and other linears producing graph outputs: split by output columns
     outs = set(g.outputs.values())
     for li, L in enumerate(g.eqns):
-        y = L.outputs[0]
-        if L.prim == "linear" and y in outs and not cons.get(y) and li not in p.rowsplit:
-            n = size1(g.vars[y].shape)
-            cuts = _balanced_cuts(n, chips, align=320)
+        if L.prim != "linear" or li in p.rowsplit:
+            continue
+        # follow reshapes (flat order unchanged) from the linear to a graph output
+        chain = [L.outputs[0]]
+        while chain[-1] not in outs:
+            us = cons.get(chain[-1], [])
+            if len(us) != 1 or us[0].prim != "reshape":
+                break
+            chain.append(us[0].outputs[0])
+        if chain[-1] not in outs or cons.get(chain[-1]):
+            continue
+        n = size1(g.vars[chain[0]].shape)
+        # whole vectors per chip when there are enough of them
+        cuts = _balanced_cuts(n, chips, align=320 if n >= 320 * chips else 1)
+        for v in chain:
             for c in range(chips):
-                hold[c][y] = np.arange(cuts[c], cuts[c + 1], dtype=np.int64)
-            p.sharded_outputs.add(y)
+                hold[c][v] = np.arange(cuts[c], cuts[c + 1], dtype=np.int64)
+        p.sharded_outputs.add(chain[-1])
     # big embedding tables: split by rows, all-reduce the gathered row
     for gi, e in enumerate(g.eqns):
         if e.prim == "gather" and e.inputs[1] == "input_ids":

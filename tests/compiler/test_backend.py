@@ -1,0 +1,147 @@
+"""Each backend pass on small graphs: decomposition and linear splitting keep the IR's meaning,
+partitioning finds the Megatron regions, lowering + scheduling + emulation equal the IR evaluator."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tinyir import gpt2_like, llama_like  # noqa: E402
+
+from compiler.backend.alloc import place  # noqa: E402
+from compiler.backend.decompose import decompose, split_linears  # noqa: E402
+from compiler.backend.lower import BufferPool, Lowerer  # noqa: E402
+from compiler.backend.partition import plan  # noqa: E402
+from compiler.driver import Options, compile_graph  # noqa: E402
+from compiler.errors import CapacityError  # noqa: E402
+from compiler.frontend import import_onnx  # noqa: E402
+from compiler.ir import Builder, Graph, Var  # noqa: E402
+from compiler.ireval import IrDecoder, eval_eqn  # noqa: E402
+from lpu import config  # noqa: E402
+from lpu.decode import Decoder  # noqa: E402
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _unary_graph(op, x):
+    g = Graph({"x": Var("x", (x.size,))}, {"x0": x.astype(np.float32)}, [], (), {}, {}, {})
+    g.vars = {}
+    b = Builder(g)
+    y = b.eqn("unary", ["x0"], op=op)
+    g.outputs["y"] = y
+    return g
+
+
+@pytest.mark.parametrize("op, ref", [
+    ("sigmoid", lambda x: 1 / (1 + np.exp(-x.astype(np.float64)))),
+    ("erf", lambda x: np.vectorize(math.erf)(x.astype(np.float64))),
+    ("sqrt", lambda x: np.sqrt(np.abs(x.astype(np.float64)))),
+])
+def test_decomposed_functions_match_their_definitions(op, ref):
+    x = np.linspace(-6, 6, 2001).astype(np.float32)
+    if op == "sqrt":
+        x = np.abs(x)
+    g = decompose(_unary_graph(op, x))
+    assert all(e.prim in ("unary", "binary", "where") for e in g.eqns)
+    assert {e.params.get("op") for e in g.eqns} <= {"neg", "abs", "exp", "tanh", "rsqrt", "recip", "add", "sub", "mul", "gt", None}
+    env = dict(g.consts)
+    for e in g.eqns:
+        env[e.outputs[0]] = eval_eqn(e, [env[i] for i in e.inputs], 1, {}, 0, g)
+    got = np.asarray(env[g.outputs["y"]], dtype=np.float64)
+    assert np.abs(got - ref(x)).max() < 5e-7
+
+
+@pytest.mark.parametrize("make", [gpt2_like, llama_like])
+def test_decompose_and_split_keep_the_meaning(make):
+    g = make()
+    d = split_linears(decompose(g))
+    prims = {e.prim for e in d.eqns}
+    assert not prims & {"layernorm", "rmsnorm", "softmax"}
+    a = IrDecoder(g, 640).greedy([1, 2, 3], 6)
+    b = IrDecoder(d, 640).greedy([1, 2, 3], 6)
+    assert a[0] == b[0]
+    assert np.abs(a[1] - b[1]).max() < 1e-4 * np.abs(a[1]).max()
+
+
+def test_split_linears_separates_gpt2_fused_qkv():
+    g = import_onnx(FIX / "gpt2_optimum.onnx", max_context=64)
+    fused = sum(1 for e in g.eqns if e.prim == "linear")
+    d = split_linears(decompose(g))
+    assert sum(1 for e in d.eqns if e.prim == "linear") == fused + 2 * 2  # c_attn -> q, k, v in 2 layers
+    assert not any(e.prim == "slice" and g.vars.get(e.inputs[0]) is not None and e.inputs[0] in
+                   {q.outputs[0] for q in d.eqns if q.prim == "linear"} for e in d.eqns)
+
+
+def test_partition_finds_attention_and_mlp_regions_and_deals_heads():
+    g = split_linears(decompose(import_onnx(FIX / "llama_optimum.onnx", max_context=64)))
+    p = plan(g, 4)
+    # per layer: o_proj (6 query heads) and down_proj (352 columns) are row-split sinks
+    assert sorted(r["units"] for r in p.regions) == [6, 6, 352, 352]
+    for r in p.regions:
+        assert sum(r["per_chip"]) == r["units"] and max(r["per_chip"]) - min(r["per_chip"]) <= 1
+    assert len(p.rowsplit) == 4
+    logits = g.outputs["logits"]
+    assert logits in p.sharded_outputs
+    sizes = [p.hold[c][logits].size for c in range(4)]
+    assert sum(sizes) == 700
+    # GQA: 6 query heads over 2 kv heads; a chip with query heads 0,1 needs kv head 0 only
+    kv = [e.outputs[0] for e in g.eqns if e.prim == "kv_append"][0]
+    assert all(p.hold[c][kv].size in (32, 64) for c in range(4))
+
+
+@pytest.mark.parametrize("make", [gpt2_like, llama_like])
+@pytest.mark.parametrize("chips", [1, 2, 8])
+def test_lowered_programs_compute_what_the_ir_means(make, chips):
+    g = make()
+    prog, rep = compile_graph(g, config.load("groqchip1", chips=chips), Options(chips=chips, precision="fp32", max_context=640))
+    assert len(prog.header["buckets"]) == 2  # 640 positions: two buckets of 320
+    res = Decoder(prog).generate([1, 2, 3], 5)
+    ref = IrDecoder(g, 640).greedy([1, 2, 3], 5)
+    assert res.tokens == ref[0]
+    assert np.abs(res.logits - ref[1]).max() < 1e-4 * np.abs(ref[1]).max()
+
+
+def test_context_buckets_cost_more_cycles_as_the_cache_grows():
+    g = llama_like()
+    prog, rep = compile_graph(g, config.load("groqchip1", chips=1), Options(chips=1, max_context=960))
+    assert len(rep.cycles) == 3
+    assert rep.cycles[0] < rep.cycles[1] < rep.cycles[2]
+    dec = Decoder(prog)
+    res = dec.generate([1] * 318, 4)  # positions 318..321 cross from bucket 0 into bucket 1
+    assert res.cycles_per_token[0] == rep.cycles[0] and res.cycles_per_token[-1] == rep.cycles[1]
+
+
+def test_placement_reports_bytes_needed_and_available():
+    g = split_linears(decompose(llama_like()))
+    hw = config.load("groqchip1", chips=1)
+    d = hw.to_dict()
+    d["chip"]["sram"]["bank_bytes"] = 2048
+    tiny = config.from_dict(d)
+    p = plan(g, 1)
+    pool = BufferPool()
+    low = Lowerer(g, p, tiny, "fp16", 320, 640, pool, 0)
+    low.run()
+    with pytest.raises(CapacityError, match=r"chip 0 needs [\d,]+ bytes .* but has 176 banks x 2,048"):
+        place(pool.bufs, [low.code], tiny)
+
+
+def test_operands_of_one_instruction_never_share_a_bank():
+    g = split_linears(decompose(gpt2_like()))
+    hw = config.load("groqchip1", chips=1)
+    pool = BufferPool()
+    low = Lowerer(g, plan(g, 1), hw, "fp32", 320, 640, pool, 0)
+    low.run()
+    regions = place(pool.bufs, [low.code], hw)
+    for n in low.code[0]:
+        a = n.instr.args
+        regs = {a[k] for k in ("dst_reg", "a_reg", "b_reg", "src_reg", "map_reg", "x_reg") if k in a}
+        if n.instr.op == "VXM" and a["b_mode"] == 3:
+            regs.discard(a["b_reg"])
+        banks = [set(range(regions[r].bank, regions[r].bank + regions[r].width)) for r in regs]
+        for i in range(len(banks)):
+            for j in range(i + 1, len(banks)):
+                assert not banks[i] & banks[j], n.instr

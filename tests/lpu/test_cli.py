@@ -1,0 +1,145 @@
+"""The `lpu` command: the documented names and keys, and one clear line for every kind of bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import isa
+from lpu import config
+from lpu.cli import main
+from lpu.reference import OrtDecoder
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+LLAMA = FIX / "llama_optimum.onnx"
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, expect):
+    assert code != 0
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lpu: error: "), err
+    assert expect in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    out = tmp_path_factory.mktemp("p") / "llama.lpu"
+    assert main(["compile", str(LLAMA), "-o", str(out), "--chips", "2", "--max-context", "320"]) == 0
+    return out
+
+
+def test_compile_then_decode_json_has_the_documented_keys(program, capsys, tmp_path):
+    logits = tmp_path / "l.npy"
+    code, out, err = run(["decode", program, "--prompt", "1,2,3", "--tokens", "5", "--json", "--logits", logits], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    for key in ("tokens", "cycles_per_token", "prefill_cycles", "clock_hz", "chips", "tokens_per_second",
+                "emulator_seconds"):
+        assert key in d
+    assert len(d["tokens"]) == 5 and len(d["cycles_per_token"]) == 5 and d["chips"] == 2
+    assert d["clock_hz"] == config.load("groqchip1").clock_hz
+    assert d["tokens_per_second"] == pytest.approx(d["clock_hz"] / np.mean(d["cycles_per_token"]))
+    arr = np.load(logits)
+    assert arr.shape == (5, 700) and arr.dtype == np.float32
+    assert [int(np.argmax(r)) for r in arr] == d["tokens"]
+    # fp16 on the chips, the same first tokens as ONNX Runtime (the logit gaps are wide)
+    assert d["tokens"][:3] == OrtDecoder(LLAMA).greedy([1, 2, 3], 3)[0]
+
+
+def test_decode_an_onnx_model_directly_and_the_bundled_default(capsys):
+    code, out, err = run(["decode", LLAMA, "--prompt", "5,6", "--tokens", "3", "--chips", "1", "--precision", "fp32"], capsys)
+    assert code == 0, err
+    assert "tokens" in out and "cycles" in out
+    code, out, err = run(["decode", "--tokens", "2", "--json"], capsys)
+    assert code == 0, err
+    assert len(json.loads(out)["tokens"]) == 2
+
+
+def test_disasm_prints_text_that_assembles_to_the_same_streams(program, capsys):
+    code, out, err = run(["disasm", program], capsys)
+    assert code == 0
+    back = isa.assemble(out)
+    orig = isa.Program.load(program)
+    assert back.header == orig.header and back.regions == orig.regions
+    assert set(back.streams) == set(orig.streams)
+    for k in orig.streams:
+        assert np.array_equal(back.streams[k], orig.streams[k])
+
+
+def test_missing_and_malformed_inputs_give_one_line(tmp_path, capsys):
+    out = tmp_path / "x.lpu"
+    one_line_error(*run(["compile", tmp_path / "nope.onnx", "-o", out], capsys)[::2], "no such file")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not a model")
+    one_line_error(*run(["compile", junk, "-o", out], capsys)[::2], "junk.onnx")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [junk]  # nothing half-written
+
+
+def test_unsupported_operator_is_named(tmp_path, capsys):
+    m = onnx.load(str(LLAMA))
+    node = next(n for n in m.graph.node if n.op_type == "Sigmoid")
+    node.op_type = "HardSwish2"
+    bad = tmp_path / "bad.onnx"
+    onnx.save(m, str(bad))
+    code, _, err = run(["compile", bad, "-o", tmp_path / "b.lpu"], capsys)
+    one_line_error(code, err, "HardSwish2")
+    assert not (tmp_path / "b.lpu").exists()
+
+
+def test_a_model_too_big_for_sram_says_what_it_needs_and_has(tmp_path, capsys):
+    hw = config.load("groqchip1").to_dict()
+    hw["chip"]["sram"]["bank_bytes"] = 4096
+    f = tmp_path / "small.json"
+    f.write_text(json.dumps(hw))
+    code, _, err = run(["compile", LLAMA, "-o", tmp_path / "s.lpu", "--hw", f, "--chips", "1"], capsys)
+    one_line_error(code, err, "needs")
+    assert "bytes" in err and "has" in err
+    assert not (tmp_path / "s.lpu").exists()
+
+
+def test_corrupt_program_is_rejected(program, tmp_path, capsys):
+    data = bytearray(program.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    bad = tmp_path / "bad.lpu"
+    bad.write_bytes(bytes(data))
+    one_line_error(*run(["decode", bad, "--tokens", "1"], capsys)[::2], "corrupt")
+    one_line_error(*run(["disasm", bad], capsys)[::2], "corrupt")
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["decode", "--tokens", "abc"], "invalid int value"),
+    (["decode", "--prompt", "1,x"], "comma-separated integers"),
+    (["decode", "--prompt", "1", "--tokens", "0"], "at least 1"),
+    (["compile", "m.onnx"], "required"),
+    (["frobnicate"], "invalid choice"),
+    (["decode", "--precision", "fp8"], "invalid choice"),
+    (["decode", "--chips", "9", "--tokens", "1"], "1..8"),
+    (["decode", "--prompt", "1,99999", "--tokens", "1"], "outside the vocabulary"),
+    (["decode", "--hw", "gpu9000", "--tokens", "1"], "not a preset"),
+])
+def test_wrong_flags_give_one_line(argv, expect, capsys):
+    one_line_error(*run(argv, capsys)[::2], expect)
+
+
+def test_context_too_long_for_the_program(program, capsys):
+    one_line_error(*run(["decode", program, "--prompt", "1", "--tokens", "400"], capsys)[::2], "max-context")
+
+
+def test_the_installed_command_exits_non_zero_without_a_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "lpu.cli", "decode", str(tmp_path / "none.lpu")], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert r.stderr.strip().startswith("lpu: error:") and "Traceback" not in r.stderr
