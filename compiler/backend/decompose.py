@@ -319,19 +319,18 @@ def split_linears(g: Graph) -> Graph:
 
 
 def _toposort(eqns, g: Graph):
-    """Stable topological order: an equation waits only for the producers of its inputs."""
-    produced = set(g.consts) | set(g.inputs)
-    pending = list(eqns)
-    out = []
-    while pending:
-        rest = []
-        for e in pending:
-            if all(i in produced for i in e.inputs):
-                out.append(e)
-                produced.update(e.outputs)
-            else:
-                rest.append(e)
-        if len(rest) == len(pending):
-            raise UnsupportedError("cyclic or dangling equations after split_linears")
-        pending = rest
-    return out
+    """Topological order that keeps the given order wherever dependencies allow (stable)."""
+    import networkx as nx
+
+    producer = {o: k for k, e in enumerate(eqns) for o in e.outputs}
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(len(eqns)))
+    for k, e in enumerate(eqns):
+        for i in e.inputs:
+            if i in producer:
+                dag.add_edge(producer[i], k)
+    try:
+        order = list(nx.lexicographical_topological_sort(dag))
+    except nx.NetworkXUnfeasible:
+        raise UnsupportedError("cyclic equations after split_linears") from None
+    return [eqns[k] for k in order]
