@@ -78,7 +78,7 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
         lowered.append(low)
     rep.seconds["lower"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    regions = place(pool.bufs, [l.code for l in lowered], hw)
+    regions = place(pool.bufs, [l.code for l in lowered], hw, pool.bucket_of)
     rep.seconds["place"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     streams = {}

@@ -94,10 +94,13 @@ class Format:
         return tuple(out)
 
 
+REGION_BITS = 18  # region ids: up to 262,144 regions per program
+
+
 def vref(prefix: str, doc: str, mode: bool = False) -> tuple[Field, ...]:
     """An SRAM operand: a region and a vector offset within it, optionally with an index mode."""
     fields = [
-        Field(f"{prefix}_reg", 16, doc=f"{doc}: region id"),
+        Field(f"{prefix}_reg", REGION_BITS, doc=f"{doc}: region id"),
         Field(f"{prefix}_off", 20, doc=f"{doc}: first vector within the region"),
     ]
     if mode:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import IsaError
-from .fields import Field, Format, OPCODE_BITS, vref
+from .fields import REGION_BITS, Field, Format, OPCODE_BITS, vref
 
 VECTOR_LANES = 320
 
@@ -116,7 +116,7 @@ F_LW = Format(
     "lw",
     (
         Field("unit", 3, doc="MXM unit"),
-        Field("src_reg", 16, doc="weight region"),
+        Field("src_reg", REGION_BITS, doc="weight region"),
         Field("row0", 20, doc="first row of the tile"),
         Field("col", 12, doc="vector column within each row"),
         Field("rows", 9, doc="tile rows (<= the unit's tile rows)"),
@@ -150,28 +150,30 @@ F_GATHER = Format(
     (
         Field("queue", 4, doc="MEM queue"),
         *vref("dst", "destination"),
-        Field("table_reg", 16, doc="table region (one row is gathered)"),
+        Field("table_reg", REGION_BITS, doc="table region (one row is gathered)"),
         *vref("idx", "index vector"),
         Field("idx_lane", 9, doc="lane holding the index"),
         Field("base", 32, kind="s", doc="row = index - base"),
         Field("rows", 24, doc="rows of this table; a row outside 0..rows-1 gives zeros"),
+        Field("elems", 16, doc="0: rows are the region's rows; k > 0: rows of k elements packed densely"),
     ),
 )
 F_SCATTER = Format(
     "scatter",
     (
         Field("queue", 4, doc="MEM queue"),
-        Field("table_reg", 16, doc="table region (one row is written)"),
+        Field("table_reg", REGION_BITS, doc="table region (one row is written)"),
         *vref("src", "source vectors (one row)"),
         *vref("idx", "index vector"),
         Field("idx_lane", 9, doc="lane holding the row index"),
+        Field("elems", 16, doc="0: rows are the region's rows; k > 0: rows of k elements packed densely"),
     ),
 )
 F_SCATCOL = Format(
     "scatcol",
     (
         Field("queue", 4, doc="MEM queue"),
-        Field("table_reg", 16, doc="table region; each row is a run of vectors over columns"),
+        Field("table_reg", REGION_BITS, doc="table region; each row is a run of vectors over columns"),
         *vref("src", "source elements, one per row"),
         *vref("idx", "index vector"),
         Field("idx_lane", 9, doc="lane holding the column index"),
@@ -216,8 +218,11 @@ OPS = (
     OpSpec("COPY", 0x40, "mem", F_COPY, "chip.sram", "dst[i] = src[i] for n vectors."),
     OpSpec("GATHER", 0x41, "mem", F_GATHER, "chip.sram",
            "dst = table row (index - base), or zeros when that row is outside 0..rows-1; index = "
-           "int(idx[idx_lane])."),
-    OpSpec("SCATTER", 0x42, "mem", F_SCATTER, "chip.sram", "table row int(idx[idx_lane]) = src."),
+           "int(idx[idx_lane]). With elems = k > 0 the table is a dense run of k-element rows (row i = "
+           "flat elements i*k..i*k+k-1) and dst gets ceil(k/320) vectors: the row, then zeros."),
+    OpSpec("SCATTER", 0x42, "mem", F_SCATTER, "chip.sram",
+           "table row int(idx[idx_lane]) = src. With elems = k > 0: flat table elements row*k..row*k+k-1 = "
+           "the first k source elements; the other elements are kept."),
     OpSpec("SCATCOL", 0x43, "mem", F_SCATCOL, "chip.sram",
            "For r < rows: table[r, column c] = src element r, c = int(idx[idx_lane]) (a transposed write)."),
     OpSpec("SEND", 0x50, "c2ct", F_SEND, "chip.c2c", "Transmit n vectors from src on the link."),

@@ -358,27 +358,39 @@ class Machine:
             Access(src, a["src_off"], n, 0, False, num=interval, hold=self.hold(src)),
             Access(dst, a["dst_off"], n, lat, True, num=interval, hold=self.hold(dst), ready=self.ready(dst))])
 
+    def _packed(self, a, tab) -> tuple[int, int]:
+        """(table vectors a row touches, source/destination vectors) for row-mode or packed-mode rows."""
+        k = a.get("elems", 0)
+        if k == 0:
+            vpr = self.regions[tab].row_vectors
+            return vpr, vpr
+        r = self.regions[tab]
+        if k > r.n_vectors * VECTOR_LANES:
+            raise IsaError(f"packed rows of {k} elements exceed region {r.name!r}")
+        nv = -(-k // VECTOR_LANES)
+        return nv + (1 if VECTOR_LANES % k and k % VECTOR_LANES else 0), nv
+
     def _p_gather(self, a, fam, q):
         tab, dst, idx = a["table_reg"], a["dst_reg"], a["idx_reg"]
-        vpr = self.regions[tab].row_vectors
+        vpr, ndst = self._packed(a, tab)
         interval = max(self.hold(tab), self.need_interval(dst))
         t_addr = self.read_latency + self.region_transit(idx, tab)  # the address reaches the table's slices
         lat = self.read_latency + self.region_transit(tab, dst)
         return Profile(busy=t_addr + vpr * interval, accesses=[
             Access(idx, a["idx_off"], 1, 0, False, hold=self.hold(idx)),
             Access(tab, 0, vpr, t_addr, False, num=interval, hold=self.hold(tab), whole=True),
-            Access(dst, a["dst_off"], vpr, t_addr + lat, True, num=interval, hold=self.hold(dst), ready=self.ready(dst))])
+            Access(dst, a["dst_off"], ndst, t_addr + lat, True, num=interval, hold=self.hold(dst), ready=self.ready(dst))])
 
     def _p_scatter(self, a, fam, q):
         tab, src, idx = a["table_reg"], a["src_reg"], a["idx_reg"]
-        vpr = self.regions[tab].row_vectors
+        vpr, nsrc = self._packed(a, tab)
         interval = max(self.hold(tab), self.need_interval(src))
         t_addr = self.read_latency + self.region_transit(idx, tab)
         lat = self.read_latency + self.region_transit(src, tab)
         t0 = max(t_addr - lat, 0)
         return Profile(busy=t0 + vpr * interval, accesses=[
             Access(idx, a["idx_off"], 1, 0, False, hold=self.hold(idx)),
-            Access(src, a["src_off"], vpr, t0, False, num=interval, hold=self.hold(src)),
+            Access(src, a["src_off"], nsrc, t0, False, num=interval, hold=self.hold(src)),
             Access(tab, 0, vpr, t0 + lat, True, num=interval, hold=self.hold(tab), ready=self.ready(tab), whole=True)])
 
     def _p_scatcol(self, a, fam, q):

@@ -25,7 +25,8 @@ def _operands(instr) -> list[int]:
     return [a[k] for k in ("dst_reg", "a_reg", "b_reg", "src_reg", "map_reg", "table_reg", "idx_reg", "x_reg") if k in a]
 
 
-def place(bufs: list[Buf], code_by_bucket, hw) -> list[Region]:
+def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None = None) -> list[Region]:
+    bucket_of = bucket_of or {}
     sram = hw.chip.sram
     bps, sph = sram.banks_per_slice, sram.slices_per_hemisphere
     nb = hw.banks
@@ -51,38 +52,47 @@ def place(bufs: list[Buf], code_by_bucket, hw) -> list[Region]:
                 for o in ops:
                     partners[o].update(x for x in ops if x != o)
 
-    heights = {c: [0] * nb for c in sorted({b.chip for b in bufs})}
-    used = {c: [0] * nb for c in heights}
+    chips = sorted({b.chip for b in bufs})
     rank_of = {z: {bank: k for k, bank in enumerate(zone_banks(z))} for z in ("act", "outer")}
     banks_of: dict[int, set[int]] = {}
     regions: list[Region | None] = [None] * len(bufs)
-    # big tensors first (weights, caches, tables), then the rest in creation order: deterministic
-    order = sorted(bufs, key=lambda b: (0 if b.zone in ("weight", "state", "table") else 1,
-                                        -b.vectors if b.zone in ("weight", "state", "table") else 0, b.id))
-    for b in order:
+    cap = sram.bank_bytes
+    total_need: dict[int, int] = defaultdict(int)
+    for b in bufs:
+        if b.shared or bucket_of.get(b.id, 0) == 0:
+            total_need[b.chip] += b.vectors * LANES * dtype_bytes(b.dtype)
+
+    def put(b: Buf, hc: list[int], uc: list[int]) -> None:
         zone = "act" if b.zone == "act" else "outer"
-        w = max(1, min(b.width, b.rows))
-        h = -(-b.rows // w) * b.row_vectors
         vbytes = LANES * dtype_bytes(b.dtype)
         avoid = set()
         for p in partners.get(b.id, ()):
             avoid |= banks_of.get(p, set())
-        best = None
-        hc, uc = heights[b.chip], used[b.chip]
         rank = rank_of[zone]
-        for start in range(0, nb - w + 1, w):  # aligned stripes: groups never partly overlap
-            group = range(start, start + w)
-            if avoid.intersection(group):
-                continue
-            addr = max(hc[start:start + w])
-            if zone == "act":  # near the VXM first: the innermost slices, then outwards
-                cost = (rank[start] // (4 * bps), addr, rank[start])
-            else:
-                cost = (max(uc[start:start + w]), rank[start])
-            if best is None or cost < best[0]:
-                best = (cost, start, addr)
-        if best is None:
-            raise CapacityError(f"chip {b.chip}: no {w} banks free of the operands of {b.name!r}")
+        best = None
+        w = max(1, min(b.width, b.rows))
+        while best is None:
+            per_bank = -(-b.rows // w) * b.row_vectors * vbytes
+            h = -(-b.rows // w) * b.row_vectors
+            for start in range(0, nb - w + 1, w):  # aligned stripes: groups never partly overlap
+                group = range(start, start + w)
+                if avoid.intersection(group) or max(uc[start:start + w]) + per_bank > cap:
+                    continue
+                addr = max(hc[start:start + w])
+                if zone == "act":  # near the VXM first: the innermost slices, then outwards
+                    cost = (rank[start] // (4 * bps), addr, rank[start])
+                else:
+                    cost = (max(uc[start:start + w]), rank[start])
+                if best is None or cost < best[0]:
+                    best = (cost, start, addr)
+            if best is None:
+                if w >= min(nb, b.rows):
+                    need = total_need[b.chip]
+                    raise CapacityError(
+                        f"chip {b.chip} needs {need:,} bytes of SRAM ({need / 2**20:.1f} MiB) but has {nb} banks x "
+                        f"{cap:,} = {nb * cap:,} bytes ({nb * cap / 2**20:.1f} MiB): {b.name!r} ({b.vectors * vbytes:,} "
+                        f"bytes) does not fit; use more chips (--chips), a shorter --max-context, or fp16")
+                w = min(w * 2, nb, b.rows)  # stripe wider until it fits
         _, start, addr = best
         for bank in range(start, start + w):
             rows_here = len(range(bank - start, b.rows, w))
@@ -90,6 +100,27 @@ def place(bufs: list[Buf], code_by_bucket, hw) -> list[Region]:
             uc[bank] += rows_here * b.row_vectors * vbytes
         banks_of[b.id] = set(range(start, start + w))
         regions[b.id] = Region(b.id, b.chip, start, w, addr, b.row_vectors, b.rows, b.dtype, b.name)
+
+    # shared buffers (weights, caches, tables, inputs, outputs, constants): big ones first
+    heights = {c: [0] * nb for c in chips}
+    used = {c: [0] * nb for c in chips}
+    shared = sorted((b for b in bufs if b.shared or b.id not in bucket_of),
+                    key=lambda b: (0 if b.zone in ("weight", "state", "table") else 1,
+                                   -b.vectors if b.zone in ("weight", "state", "table") else 0, b.id))
+    for b in shared:
+        put(b, heights[b.chip], used[b.chip])
+    # each bucket's own buffers start from the same place: only one bucket runs at a time
+    base_h = {c: list(heights[c]) for c in chips}
+    base_u = {c: list(used[c]) for c in chips}
+    for bk in sorted({v for v in bucket_of.values() if v is not None}):
+        hb = {c: list(base_h[c]) for c in chips}
+        ub = {c: list(base_u[c]) for c in chips}
+        for b in bufs:
+            if not b.shared and bucket_of.get(b.id) == bk:
+                put(b, hb[b.chip], ub[b.chip])
+        for c in chips:
+            heights[c] = [max(x, y) for x, y in zip(heights[c], hb[c])]
+            used[c] = [max(x, y) for x, y in zip(used[c], ub[c])]
     cap = sram.bank_bytes
     for c in sorted(used):
         if max(used[c]) > cap:

@@ -26,7 +26,7 @@ from ..errors import UnsupportedError
 from ..ir import DATA_MOVEMENT, Graph, T
 from .buffers import LANES, Buf, Node, Val
 from .indexmaps import move_map, operand_map, shape1, size1
-from .partition import Plan
+from .partition import Plan, source_input
 
 
 _IR_TO_VXM = {"gt": "cmpgt", "ge": "cmpge", "eq": "cmpeq"}
@@ -184,6 +184,14 @@ class Lowerer:
     # ------------------------------------------------------------------ entry
     def run(self) -> None:
         self._inputs()
+        # column-split linears reading the same input are fused on each chip (one weight buffer, one
+        # pass of tiles; each output is emitted from its lanes of the accumulators)
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(self.g.eqns):
+            if e.prim == "linear" and i not in self.plan.rowsplit:
+                groups.setdefault(e.inputs[0], []).append(i)
+        self._fuse = {i: g for g in groups.values() if len(g) > 1 for i in g}
+        self._fused_done: set = set()
         for i, e in enumerate(self.g.eqns):
             if i in self.plan.rowsplit or i in self.plan.embed_rows:
                 # partial results on every chip, one all-reduce, then what follows on every chip:
@@ -313,13 +321,17 @@ class Lowerer:
         self.shuf(chip, b, 0, v, mapping.astype(np.int32), tag="bcast")
         return (b, 0, MODE_SEQ, 1)
 
-    def new_out(self, chip, var, layout="flat", g=1, dtype=None) -> Val:
+    def new_out(self, chip, var, layout="flat", g=1, dtype=None, partial=False) -> Val:
+        """A fresh buffer for var on chip. `partial`: written lane-window by lane-window, so it gets an
+        address of its own (other buckets' buffers could otherwise leave data in its unwritten lanes)."""
         idx = self.hold(chip, var)
         tl = self.tlen(var)
         v = Val(None, idx, layout, tlen=tl, g=g)
         dt = dtype or ("fp32" if layout != "flat" else self.out_dtype(var))
         if var in self.g.outputs.values():
             v.buf = self.pool.new(chip, var, v.vectors, dt, "output", key=("out", var, chip))
+        elif partial:
+            v.buf = self.pool.new(chip, var, v.vectors, dt, "act", key=("partial", var, chip, self.bucket))
         else:
             v.buf = self.buf(chip, var, v.vectors, dt)
         self.vals[chip][var] = v
@@ -557,7 +569,8 @@ class Lowerer:
         if tb is None:
             data = np.zeros((hi - lo, rv * LANES), np.float32)
             data[:, :width] = flat[lo:hi]
-            dt = self.wdtype if iname == "input_ids" else "fp32"
+            # embeddings are weights (fp16 on the hardware); position tables keep fp32 in fp32 mode only
+            dt = self.wdtype
             tb = self.pool.new(chip, tname, hi - lo, dt, "weight", row_vectors=rv, data=data.reshape(-1),
                                zone="table", width=8, key=key)
         idx = self.val(chip, iname)
@@ -622,6 +635,8 @@ class Lowerer:
 
     # ------------------------------------------------------------------ matrices
     def _linear(self, chip, e, i):
+        if i in self._fuse:
+            return self._linear_group(chip, [j for j in self._fuse[i] if self.g.eqns[j].outputs[0] in self.plan.hold[chip]])
         xname, wname = e.inputs[0], e.inputs[1]
         W = self.g.consts[wname]
         K, N = W.shape
@@ -666,6 +681,52 @@ class Lowerer:
             b = self.operand(chip, e.inputs[2], cols, out)
             self.vxm(chip, "add", (out.buf, out.off), (tmp, 0), b, n=out.vectors, **self.mask_args(out))
 
+    def _linear_group(self, chip, members: list[int]):
+        """Several linears of one input on one chip: their local columns side by side in one weight
+        buffer, one matvec, each output emitted from its own lanes."""
+        if (chip, members[0]) in self._fused_done or not members:
+            return
+        for j in members:
+            self._fused_done.add((chip, j))
+        eqns = [self.g.eqns[j] for j in members]
+        xname = eqns[0].inputs[0]
+        x = self.val(chip, xname)
+        if x.layout != "flat" or x.tlen != 1:
+            raise UnsupportedError(f"{eqns[0]!r}: the input of a linear must be a plain vector")
+        x = self.as_dtype(chip, x, self.wdtype)
+        K = self.g.consts[eqns[0].inputs[1]].shape[0]
+        if x.n != K:
+            raise UnsupportedError(f"chip {chip}: {eqns[0]!r} needs the whole input")
+        parts, colsets, off = [], [], 0
+        for e in eqns:
+            W = self.g.consts[e.inputs[1]]
+            cols = self.hold(chip, e.outputs[0]) % W.shape[1]
+            parts.append(W[:, cols])
+            colsets.append((off, off + cols.size, e, cols))
+            off += cols.size
+        Wl = np.concatenate(parts, axis=1)
+        wkey = ("wgroup", chip, self.wdtype) + tuple((e.inputs[1], c.tobytes()) for _, _, e, c in colsets)
+        wb = self.pool.shared.get(wkey)
+        if wb is None:
+            data = np.zeros((K, _vecs(off) * LANES), np.float32)
+            data[:, :off] = Wl
+            wb = self.pool.new(chip, "+".join(e.inputs[1] for e in eqns)[:120], K, self.wdtype, "weight",
+                               row_vectors=_vecs(off), data=data.reshape(-1), zone="weight", width=16, key=wkey)
+        sinks, post = [], []
+        for lo, hi, e, cols in colsets:
+            if len(e.inputs) == 3:
+                tmp = self.buf(chip, "mv", _vecs(hi - lo))
+                sinks.append((lo, hi, tmp, 0))
+                post.append((e, tmp, cols))
+            else:
+                out = self.new_out(chip, e.outputs[0], partial=True)
+                sinks.append((lo, hi, out.buf, out.off * LANES))
+        self.matvec(chip, x, wb, None, 0, off, sinks=sinks)
+        for e, tmp, cols in post:
+            out = self.new_out(chip, e.outputs[0])
+            b = self.operand(chip, e.inputs[2], cols, out)
+            self.vxm(chip, "add", (out.buf, out.off), (tmp, 0), b, n=out.vectors, **self.mask_args(out))
+
     def _rowsplit_out(self, chip, e, part: Buf, N: int):
         """Join the all-reduce of a row-split linear; returns what to emit after it (the bias add)."""
         y = e.outputs[0]
@@ -681,13 +742,32 @@ class Lowerer:
             self.vxm(chip, "add", (out.buf, out.off), (summed, 0), b, n=out.vectors, **self.mask_args(out))
         return bias
 
-    def matvec(self, chip, x: Val, w: Buf, dst: Buf, dst_off: int, n_out: int):
+    def matvec(self, chip, x: Val, w: Buf, dst: Buf, dst_off: int, n_out: int, sinks=None):
         """dst = x @ w over tiles; column blocks alternate MXM units; a single column block splits its
-        rows over the units and adds the two halves."""
+        rows over the units and adds the two halves. `sinks` [(col_lo, col_hi, buf, element offset)]
+        instead of dst: each column range is emitted into its own buffer."""
         tr = self.tile_rows
         K = w.rows
         nrb, ncb = -(-K // tr), w.row_vectors
         xv = lambda rb: (x.off + (rb * tr) // LANES, (rb * tr) % LANES)  # noqa: E731
+        if sinks is not None:
+            for cb in range(ncb):
+                u = self.next_unit(chip)
+                s = self.slot(chip, u)
+                for rb in range(nrb):
+                    self.lw(chip, u, w, rb * tr, cb, min(tr, K - rb * tr))
+                    self.iw(chip, u)
+                    off, lane = xv(rb)
+                    self.acc(chip, u, x.buf, off, lane, s, accumulate=rb > 0)
+                for lo, hi, buf, eoff in sinks:
+                    c0, c1 = max(lo, cb * LANES), min(hi, (cb + 1) * LANES)
+                    c = c0
+                    while c < c1:
+                        dvec, dlane = divmod(eoff + c - lo, LANES)
+                        n = min(c1 - c, LANES - dlane)
+                        self.emit_acc(chip, u, s, buf, dvec, dst_lane=dlane, src_lane=c - cb * LANES, lanes=n)
+                        c += n
+            return
         if ncb >= 2 or nrb < 2 or self.units < 2:
             for cb in range(ncb):
                 u = self.next_unit(chip)
@@ -718,6 +798,65 @@ class Lowerer:
         self.vxm(chip, "add", (dst, dst_off), (halves[0], 0), (halves[1], 0), n=1, **mask)
 
     # ------------------------------------------------------------------ attention
+    def _attn_pv_packed(self, chip, e, p: Val, kv: Val, heads, D, grp, qheads, out: Val):
+        """P = 320 / W positions per V-cache vector. A tile row holds P positions side by side, so the
+        probabilities are regrouped by position mod P (one SXM shuffle), each group streams through the
+        tile into its own accumulator, each accumulator gives its positions' share of the result from
+        its lanes, and the P shares are added. P times fewer tile rows to stream than one position per
+        vector (and P times less SRAM)."""
+        W = len(heads) * D
+        P = v_pack(W)
+        tr = self.tile_rows
+        L = self.ctx
+        R = -(-L // P)  # tile rows (packs) visible in this bucket
+        nrb = -(-R // tr)
+        rpad = nrb * tr
+        nh = len(qheads)
+        # regroup: element ((li * P + j) * rpad + r) = p[li, P * r + j]
+        m = np.full(nh * P * rpad, -1, dtype=np.int64)
+        for li in range(nh):
+            for j in range(P):
+                r = np.arange(rpad)
+                pos = P * r + j
+                ok = pos < L
+                m[((li * P + j) * rpad + r)[ok]] = li * L + pos[ok]
+        pj = self.buf(chip, "pj", _vecs(m.size), self.wdtype)
+        self.shuf(chip, pj, 0, p, m.astype(np.int32), tag="pj")
+        u = self.next_unit(chip)
+        slots = {(li, j): self.slot(chip, u) for li in range(nh) for j in range(P)}
+        for rb in range(nrb):
+            self.lw(chip, u, kv.buf, rb * tr, 0, min(tr, kv.buf.rows - rb * tr))
+            self.iw(chip, u)
+            for li in range(nh):
+                for j in range(P):
+                    vec, lane = divmod((li * P + j) * rpad + rb * tr, LANES)
+                    self.acc(chip, u, pj, vec, lane, slots[(li, j)], accumulate=rb > 0)
+        shares = [self.pool.new(chip, "pvshare", out.vectors, "fp32", "act", key=("pvshare", e.outputs[0], chip, self.bucket, j))
+                  for j in range(P)]
+        for li, h in enumerate(qheads):
+            jj = heads.index(h // grp)
+            for j in range(P):
+                dvec, dlane = divmod(li * D, LANES)
+                c, left = j * W + jj * D, D
+                while left:
+                    n = min(left, LANES - dlane)
+                    self.emit_acc(chip, u, slots[(li, j)], shares[j], dvec, dst_lane=dlane, src_lane=c, lanes=n)
+                    c, left = c + n, left - n
+                    dvec, dlane = dvec + 1, 0
+        terms = shares
+        while len(terms) > 1:
+            nxt = []
+            for a in range(0, len(terms), 2):
+                if a + 1 == len(terms):
+                    nxt.append(terms[a])
+                    continue
+                last = len(terms) == 2
+                dst = out.buf if last else self.buf(chip, "pvsum", out.vectors)
+                self.vxm(chip, "add", (dst, out.off if last else 0), (terms[a], 0), (terms[a + 1], 0), n=out.vectors,
+                         **(self.mask_args(out) if last else {}))
+                nxt.append(dst)
+            terms = nxt
+
     def _state_buf(self, chip, st_name, heads: list[int]) -> Buf:
         st = self.g.states[st_name]
         key = ("state", st_name, chip)
@@ -726,6 +865,10 @@ class Lowerer:
         D = st.head_dim
         if st.kind == "k":  # transposed: a row per (head, dim), columns over positions
             return self.pool.new(chip, st_name, len(heads) * D, self.wdtype, "state", row_vectors=_vecs(self.kv_cols),
+                                 zone="state", width=16, key=key)
+        pack = v_pack(len(heads) * D)
+        if pack > 1:  # `pack` positions per vector, position p at row p // pack, lanes (p % pack) * W
+            return self.pool.new(chip, st_name, -(-self.kv_cols // pack), self.wdtype, "state", row_vectors=1,
                                  zone="state", width=16, key=key)
         return self.pool.new(chip, st_name, self.kv_cols, self.wdtype, "state", row_vectors=_vecs(len(heads) * D),
                              zone="state", width=16, key=key)
@@ -744,6 +887,9 @@ class Lowerer:
         if st.kind == "k":
             self.emit(chip, "mem", Instr("SCATCOL", table_reg=sb.id, src_reg=new.buf.id, src_off=new.off,
                                          idx_reg=pos.buf.id, idx_off=0, rows=len(heads) * D), tag=e.outputs[0])
+        elif v_pack(len(heads) * D) > 1:  # packed rows: the W elements of position p at flat p * W
+            self.emit(chip, "mem", Instr("SCATTER", table_reg=sb.id, src_reg=new.buf.id, src_off=new.off,
+                                         idx_reg=pos.buf.id, idx_off=0, elems=len(heads) * D), tag=e.outputs[0])
         else:
             src = new
             if new.vectors != sb.row_vectors:
@@ -800,11 +946,13 @@ class Lowerer:
         kv = self.val(chip, e.inputs[1])
         _, heads, D = kv.state
         grp = e.params["group"]
-        out = self.new_out(chip, e.outputs[0])
+        out = self.new_out(chip, e.outputs[0], partial=True)
         qheads = sorted(set((out.idx // D).tolist()))
         if out.n != len(qheads) * D or p.n != len(qheads):
             raise UnsupportedError(f"chip {chip}: {e!r} must hold whole query heads")
         p = self.as_dtype(chip, p, self.wdtype)
+        if v_pack(len(heads) * D) > 1:
+            return self._attn_pv_packed(chip, e, p, kv, heads, D, grp, qheads, out)
         tr = self.tile_rows
         ncb = kv.buf.row_vectors
         nrb = self.ctx // tr
@@ -836,6 +984,11 @@ class Lowerer:
                     n = min(c1 - c, LANES - dlane)
                     self.emit_acc(chip, u, slots[li], out.buf, dvec, dst_lane=dlane, src_lane=c - cb * LANES, lanes=n)
                     c += n
+
+
+def v_pack(width: int) -> int:
+    """Positions per vector in the V cache: whole positions of `width` elements when they tile a vector."""
+    return LANES // width if width <= LANES // 2 and LANES % width == 0 else 1
 
 
 def _link_table(hw) -> list[list[int]]:

@@ -190,7 +190,7 @@ def plan(g: Graph, chips: int) -> Plan:
         p.sharded_outputs.add(chain[-1])
     # big embedding tables: split by rows, all-reduce the gathered row
     for gi, e in enumerate(g.eqns):
-        if e.prim == "gather" and e.inputs[1] == "input_ids":
+        if e.prim == "gather" and source_input(g, e.inputs[1], prod) == "input_ids":
             table = g.consts[e.inputs[0]]
             if table.size * 2 > EMBED_SPLIT_BYTES:
                 cuts = _balanced_cuts(table.shape[0], chips, align=1)
@@ -200,6 +200,17 @@ def plan(g: Graph, chips: int) -> Plan:
         for v in [v for v, idx in hold[c].items() if idx.size == 0]:
             del hold[c][v]
     return p
+
+
+def source_input(g: Graph, var: str, prod=None) -> str | None:
+    """The graph input a value is (through reshapes and casts), or None."""
+    prod = prod if prod is not None else {o: e for e in g.eqns for o in e.outputs}
+    while var not in g.inputs:
+        e = prod.get(var)
+        if e is None or e.prim not in ("reshape", "cast", "transpose") or len(e.inputs) != 1:
+            return None
+        var = e.inputs[0]
+    return var
 
 
 def _balanced_cuts(n: int, parts: int, align: int) -> list[int]:

@@ -422,11 +422,14 @@ class Checker:
         ii = np.nonzero(op == K.OP_GATHER)[0]
         if ii.size:
             trows = regs[s.ins[ii, K.C_TABLE_REG], K.R_ROWS]
+            k = s.ins[ii, K.C_ELEMS].astype(np.int64)
+            packed = regs[s.ins[ii, K.C_TABLE_REG], K.R_NVEC].astype(np.int64) * K.LANES // np.maximum(k, 1)
+            trows = np.where(k > 0, packed, trows)  # packed rows: as many as fit the region's elements
             badg = np.nonzero(s.ins[ii, K.C_ROWS] > trows)[0]
             if badg.size:
                 i = int(ii[badg[0]])
                 g = self.regions[int(s.ins[i, K.C_TABLE_REG])]
-                note(i, f"GATHER rows {int(s.ins[i, K.C_ROWS])} exceeds the {g.rows} rows of table {g.name!r}")
+                note(i, f"GATHER rows {int(s.ins[i, K.C_ROWS])} exceeds the {int(trows[badg[0]])} rows of table {g.name!r}")
         if first[0] < s.n:
             raise s.error(first[0], first[1], "structure", first[2])
 

@@ -46,14 +46,15 @@ COLUMNS = (
     "dst_reg", "dst_off", "a_reg", "a_off", "a_mode", "a_m", "b_reg", "b_off", "b_mode", "b_m",
     "src_reg", "src_off", "map_reg", "map_off",
     "unit", "row0", "col", "rows", "x_reg", "x_off", "x_lane", "slot", "accumulate",
-    "dst_lane", "src_lane", "lanes", "table_reg", "idx_reg", "idx_off", "idx_lane", "base", "link",
+    "dst_lane", "src_lane", "lanes", "table_reg", "idx_reg", "idx_off", "idx_lane", "base", "link", "elems",
 )
 (C_OPCODE, C_CHIP, C_DLINK,
  C_FN, C_QUEUE, C_N, C_GROUP, C_PERIOD, C_VALID, C_SHIFT, C_WINDOW,
  C_DST_REG, C_DST_OFF, C_A_REG, C_A_OFF, C_A_MODE, C_A_M, C_B_REG, C_B_OFF, C_B_MODE, C_B_M,
  C_SRC_REG, C_SRC_OFF, C_MAP_REG, C_MAP_OFF,
  C_UNIT, C_ROW0, C_COL, C_ROWS, C_X_REG, C_X_OFF, C_X_LANE, C_SLOT, C_ACCUMULATE,
- C_DST_LANE, C_SRC_LANE, C_LANES, C_TABLE_REG, C_IDX_REG, C_IDX_OFF, C_IDX_LANE, C_BASE, C_LINK) = range(len(COLUMNS))
+ C_DST_LANE, C_SRC_LANE, C_LANES, C_TABLE_REG, C_IDX_REG, C_IDX_OFF, C_IDX_LANE, C_BASE, C_LINK,
+ C_ELEMS) = range(len(COLUMNS))
 
 # Columns of the region table
 REGION_COLUMNS = ("chip", "bank", "width", "addr", "row_vectors", "rows", "dtype", "n_vectors")
@@ -441,6 +442,23 @@ def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
                 return i
             row = np.int64(v) - np.int64(ins[i, C_BASE])
             rv = np.int64(regs[treg, R_RV])
+            k = np.int64(ins[i, C_ELEMS])
+            if k > 0:  # packed rows: flat elements row*k .. row*k+k-1, then zeros
+                nv = (k + LANES - 1) // LANES
+                for e in range(nv * LANES):
+                    scratch[e] = 0.0
+                if 0 <= row < ins[i, C_ROWS]:
+                    for e in range(k):
+                        f = row * k + e
+                        gs = vec_row(regs, bank_base, nbanks, treg, f // LANES)
+                        scratch[e] = mem[gs, f % LANES]
+                dreg = ins[i, C_DST_REG]
+                doff = np.int64(ins[i, C_DST_OFF])
+                dt = regs[dreg, R_DTYPE]
+                for j in range(nv):
+                    g = vec_row(regs, bank_base, nbanks, dreg, doff + j)
+                    store_lanes(mem, mem_bits, g, 0, LANES, dt, scratch, scratch_bits, j * LANES)
+                continue
             if 0 <= row < ins[i, C_ROWS]:
                 for j in range(rv):
                     gs = vec_row(regs, bank_base, nbanks, treg, row * rv + j)
@@ -464,11 +482,25 @@ def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
                 errval[0] = v
                 return i
             row = np.int64(v)
-            if not 0 <= row < regs[treg, R_ROWS]:
+            k = np.int64(ins[i, C_ELEMS])
+            limit = regs[treg, R_ROWS] if k == 0 else (np.int64(regs[treg, R_NVEC]) * LANES) // k
+            if not 0 <= row < limit:
                 err[0] = E_SCATTER_ROW
                 errval[0] = v
                 return i
             rv = np.int64(regs[treg, R_RV])
+            if k > 0:  # packed rows: write k elements at flat row*k
+                sreg = ins[i, C_SRC_REG]
+                soff = np.int64(ins[i, C_SRC_OFF])
+                for e in range(k):
+                    gs = vec_row(regs, bank_base, nbanks, sreg, soff + e // LANES)
+                    scratch[e] = mem[gs, e % LANES]
+                dt = regs[treg, R_DTYPE]
+                for e in range(k):
+                    f = row * k + e
+                    g = vec_row(regs, bank_base, nbanks, treg, f // LANES)
+                    store_lanes(mem, mem_bits, g, f % LANES, 1, dt, scratch, scratch_bits, e)
+                continue
             sreg = ins[i, C_SRC_REG]
             soff = np.int64(ins[i, C_SRC_OFF])
             for j in range(rv):

@@ -63,10 +63,11 @@ class _Bucket:
         n = self.ins[:, K.C_N].astype(np.int64)
         table_rv = regs[self.ins[:, K.C_TABLE_REG], K.R_RV] if regs.shape[0] else np.ones(len(op), np.int64)
         # scratch vectors each instruction stages its results in (kernels.run_bucket)
+        packed = -(-self.ins[:, K.C_ELEMS].astype(np.int64) // VECTOR_LANES)
         need = np.select([(op == K.OP_VXM) | (op == K.OP_SXM) | (op == K.OP_COPY) | (op == K.OP_RECV),
                           (op == K.OP_GATHER) | (op == K.OP_SCATTER),
                           op == K.OP_SCATCOL],
-                         [n, table_rv, -(-self.ins[:, K.C_ROWS].astype(np.int64) // VECTOR_LANES)], 1)
+                         [n, np.maximum(table_rv, packed), -(-self.ins[:, K.C_ROWS].astype(np.int64) // VECTOR_LANES)], 1)
         need = [1, int(need.max()) if need.size else 1]
         self.scratch_vectors = max(need)
 

@@ -241,9 +241,20 @@ class NaiveMachine:
             raise NaiveError(f"index {x} is not an integer")
         return int(x)
 
+    def _flat(self, reg, f):
+        return self.get(reg, f // VECTOR_LANES)[f % VECTOR_LANES]
+
     def _gather(self, chip, a):
         t = self.regions[a["table_reg"]]
         row = self._idx(a) - a["base"]
+        k = a.get("elems", 0)
+        if k:
+            out = np.zeros(-(-k // VECTOR_LANES) * VECTOR_LANES, dtype=F32)
+            if 0 <= row < a["rows"]:
+                out[:k] = [self._flat(a["table_reg"], row * k + e) for e in range(k)]
+            for j in range(out.size // VECTOR_LANES):
+                self.set(a["dst_reg"], a["dst_off"] + j, out[j * VECTOR_LANES:(j + 1) * VECTOR_LANES])
+            return
         if 0 <= row < a["rows"]:
             vs = [self.get(a["table_reg"], row * t.row_vectors + j) for j in range(t.row_vectors)]
         else:
@@ -254,6 +265,17 @@ class NaiveMachine:
     def _scatter(self, chip, a):
         t = self.regions[a["table_reg"]]
         row = self._idx(a)
+        k = a.get("elems", 0)
+        if k:
+            if not 0 <= row < t.n_vectors * VECTOR_LANES // k:
+                raise NaiveError(f"scatter row {row} out of range")
+            src = [self._flat(a["src_reg"], a["src_off"] * VECTOR_LANES + e) for e in range(k)]
+            for e in range(k):
+                f = row * k + e
+                v = self.get(a["table_reg"], f // VECTOR_LANES)
+                v[f % VECTOR_LANES] = src[e]
+                self.set(a["table_reg"], f // VECTOR_LANES, v)
+            return
         if not 0 <= row < t.rows:
             raise NaiveError(f"scatter row {row} out of range")
         vs = [self.get(a["src_reg"], a["src_off"] + j) for j in range(t.row_vectors)]

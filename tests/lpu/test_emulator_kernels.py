@@ -408,3 +408,36 @@ def test_link_vectors_matched_in_order_across_sends_and_recvs():
     sv = np.trunc(emu.read("s").reshape(4, LANES))  # stored as i32
     rv = emu.read("r").reshape(6, LANES)
     assert same_bits(rv[[5, 0, 1, 3]], sv).all() and not rv[[2, 4]].any()
+
+
+@pytest.mark.parametrize("k, row", [(64, 7), (96, 3), (96, 9), (400, 2), (64, 40)])
+def test_packed_rows_gather_and_scatter(k, row):
+    """elems = k: the table is a dense run of k-element rows; rows may straddle vectors."""
+    rng = np.random.default_rng(10)
+    b = ProgramBuilder()
+    t = b.region("t", bank=0, rows=12, row_vectors=1, width=4, dtype="fp16")
+    flat = rng.standard_normal(12 * LANES).astype(np.float16)
+    b.fill(t, flat)
+    ix = b.region("ix", bank=10, rows=1, dtype="i32")
+    src = b.region("src", bank=12, rows=2, dtype="fp32")
+    b.fill(src, rng.standard_normal(2 * LANES).astype(np.float32))
+    d = b.region("d", bank=16, rows=2, dtype="fp32")
+    nrows = 12 * LANES // k
+    b.seq(0, "mem0", Instr("GATHER", queue=0, dst_reg=d, table_reg=t, idx_reg=ix, rows=nrows, elems=k))
+    b.seq(0, "mem1", Instr("SCATTER", queue=1, table_reg=t, src_reg=src, idx_reg=ix, idx_lane=1, elems=k))
+    idx = np.zeros(LANES, dtype=np.int32)
+    idx[0], idx[1] = row, (row + 1) % nrows
+    emu, ref = run_both(b, {"ix": idx})
+    assert_same(emu, ref)
+    got = emu.read("d")
+    want = np.zeros(got.size, np.float32)
+    if row < nrows:
+        want[:k] = flat.astype(np.float32)[row * k:(row + 1) * k]
+    assert same_bits(got[:-(-k // LANES) * LANES], want[:-(-k // LANES) * LANES]).all()
+    tv = emu.read("t")
+    r2 = (row + 1) % nrows
+    with np.errstate(over="ignore"):
+        assert same_bits(tv[r2 * k:(r2 + 1) * k], emu.read("src")[:k].astype(np.float16).astype(np.float32)).all()
+    untouched = np.ones(tv.size, bool)
+    untouched[r2 * k:(r2 + 1) * k] = False
+    assert same_bits(tv[untouched], flat.astype(np.float32)[untouched]).all()
