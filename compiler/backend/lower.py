@@ -45,6 +45,7 @@ class BufferPool:
         self.shared: dict = {}
         self.bucket_of: dict[int, int] = {}
         self._uid = 0
+        self.replay: dict = {}  # eqn index -> (nodes per chip, vals per chip) of context-independent equations
 
     def next_uid(self) -> int:
         self._uid += 1
@@ -79,12 +80,17 @@ class Lowerer:
         self.vals: list[dict[str, Val]] = [dict() for _ in range(self.chips)]
         self._slot = [[0] * self.units for _ in range(self.chips)]
         self._unit = [0] * self.chips
+        self._load = [[0.0] * self.units for _ in range(self.chips)]
+        self._grp = [[0] * self.units for _ in range(self.chips)]
         self._sxm = [0] * self.chips
         self.f16 = self._mxm_only_vars()
         self.links = _link_table(hw)
+        self._invariant = False
 
     # ------------------------------------------------------------------ buffers and instructions
     def buf(self, chip, name, vectors, dtype="fp32", kind="act", **kw) -> Buf:
+        if self._invariant:  # reused by every bucket: an address of its own
+            return self.pool.new(chip, name, max(1, vectors), dtype, kind, key=("inv", self.pool.next_uid()), **kw)
         return self.pool.new(chip, name, max(1, vectors), dtype, kind, bucket=self.bucket, **kw)
 
     def emit(self, chip, family, ins: Instr, queue=None, tag="") -> Node:
@@ -134,23 +140,33 @@ class Lowerer:
         return s
 
     def next_unit(self, chip) -> int:
-        u = self._unit[chip]
-        self._unit[chip] = (u + 1) % self.units
-        return u
+        """The MXM unit with the least work given to it so far (tile rows loaded + activations
+        streamed) on this chip; ties to the lower number."""
+        load = self._load[chip]
+        return min(range(self.units), key=lambda u: (load[u], u))
+
+    def _mxm(self, chip, u, family, ins, tag, new_group=False) -> Node:
+        if new_group:
+            self._grp[chip][u] = self.pool.next_uid()
+        n = self.emit(chip, family, ins, f"mxm{u}{family[-1]}", tag)
+        n.grp = (chip, u, self._grp[chip][u])
+        return n
 
     def lw(self, chip, u, w: Buf, row0, col, rows, tag=""):
-        return self.emit(chip, "mxmw", Instr("LW", unit=u, src_reg=w.id, row0=row0, col=col, rows=rows), f"mxm{u}w", tag)
+        self._load[chip][u] += rows / 8
+        return self._mxm(chip, u, "mxmw", Instr("LW", unit=u, src_reg=w.id, row0=row0, col=col, rows=rows), tag, True)
 
     def iw(self, chip, u, tag=""):
-        return self.emit(chip, "mxmw", Instr("IW", unit=u), f"mxm{u}w", tag)
+        return self._mxm(chip, u, "mxmw", Instr("IW", unit=u), tag)
 
     def acc(self, chip, u, x: Buf, x_off, x_lane, slot, accumulate, tag=""):
-        return self.emit(chip, "mxma", Instr("ACC", unit=u, x_reg=x.id, x_off=x_off, x_lane=x_lane, slot=slot,
-                                             accumulate=int(accumulate)), f"mxm{u}a", tag)
+        self._load[chip][u] += 1
+        return self._mxm(chip, u, "mxma", Instr("ACC", unit=u, x_reg=x.id, x_off=x_off, x_lane=x_lane, slot=slot,
+                                                accumulate=int(accumulate)), tag)
 
     def emit_acc(self, chip, u, slot, dst: Buf, dst_off, dst_lane=0, src_lane=0, lanes=LANES, tag=""):
-        return self.emit(chip, "mxma", Instr("EMIT", unit=u, slot=slot, dst_reg=dst.id, dst_off=dst_off,
-                                             dst_lane=dst_lane, src_lane=src_lane, lanes=lanes), f"mxm{u}a", tag)
+        return self._mxm(chip, u, "mxma", Instr("EMIT", unit=u, slot=slot, dst_reg=dst.id, dst_off=dst_off,
+                                                dst_lane=dst_lane, src_lane=src_lane, lanes=lanes), tag)
 
     # ------------------------------------------------------------------ dtype planning
     def _mxm_only_vars(self) -> set[str]:
@@ -192,7 +208,31 @@ class Lowerer:
                 groups.setdefault(e.inputs[0], []).append(i)
         self._fuse = {i: g for g in groups.values() if len(g) > 1 for i in g}
         self._fused_done: set = set()
+        cache = self.pool.replay  # equations that do not depend on the context length are lowered once
         for i, e in enumerate(self.g.eqns):
+            invariant = not any(T in self.g.vars[v].shape for v in list(e.inputs) + list(e.outputs) if v in self.g.vars)
+            if invariant and i in cache:
+                nodes, vals, counters = cache[i]
+                for c, lst in enumerate(nodes):
+                    for n in lst:
+                        self.code[c].append(Node(n.chip, n.family, n.instr, n.queue, n.tag, uid=self.pool.next_uid(),
+                                                 grp=n.grp))
+                    self.vals[c].update(vals[c])
+                # unit and slot choices continue exactly as in the bucket that lowered it
+                self._slot, self._load, self._sxm = [list(x) for x in counters[0]], [list(x) for x in counters[1]], list(counters[2])
+                continue
+            before = [len(cd) for cd in self.code]
+            seen = [dict(v) for v in self.vals] if invariant else None
+            self._invariant = invariant
+            self._lower_eqn(i, e)
+            self._invariant = False
+            if invariant:
+                cache[i] = ([self.code[c][before[c]:] for c in range(self.chips)],
+                            [{k: v for k, v in self.vals[c].items() if seen[c].get(k) is not v} for c in range(self.chips)],
+                            ([list(x) for x in self._slot], [list(x) for x in self._load], list(self._sxm)))
+
+    def _lower_eqn(self, i, e) -> None:
+        if True:
             if i in self.plan.rowsplit or i in self.plan.embed_rows:
                 # partial results on every chip, one all-reduce, then what follows on every chip:
                 # each chip's program order must see the exchange before its uses
@@ -200,7 +240,7 @@ class Lowerer:
                 for c, fn in enumerate(post):
                     if fn is not None:
                         fn()
-                continue
+                return
             for c in range(self.chips):
                 if e.outputs[0] not in self.plan.hold[c]:
                     continue
@@ -330,6 +370,9 @@ class Lowerer:
         dt = dtype or ("fp32" if layout != "flat" else self.out_dtype(var))
         if var in self.g.outputs.values():
             v.buf = self.pool.new(chip, var, v.vectors, dt, "output", key=("out", var, chip))
+        elif T not in self.g.vars[var].shape:
+            # the same buffer in every bucket: code lowered once (replayed in the other buckets) reads it
+            v.buf = self.pool.new(chip, var, v.vectors, dt, "act", key=("val", var, chip, layout, g, dt))
         elif partial:
             v.buf = self.pool.new(chip, var, v.vectors, dt, "act", key=("partial", var, chip, self.bucket))
         else:

@@ -78,6 +78,13 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
             prof.append(mach.profile(n.instr, q))
         except Exception as exc:
             raise CompileError(f"chip {n.chip}: cannot time {n.instr!r} on {q}: {exc}") from None
+    # dependencies: SRAM in program order; MXM state (shadow, active, accumulators) in each unit's
+    # order, which is program order at first and then the order its tile groups' activations are
+    # ready in an unconstrained as-soon-as-possible pass (a unit then serves groups as they become
+    # ready, not as the lowering happened to emit them)
+    deps = _dependencies(nodes, prof, regions, _unit_order(nodes, None))
+    asap = _asap(N, deps, prof, nodes, regions)
+    deps = _dependencies(nodes, prof, regions, _unit_order(nodes, asap))
     succ: list[list[tuple[int, int]]] = [[] for _ in range(N)]
     npred = np.zeros(N, dtype=np.int64)
 
@@ -85,92 +92,10 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
         succ[a].append((b, int(delay)))
         npred[b] += 1
 
-    # --- data dependencies per chip
-    writes: dict[int, int] = defaultdict(int)
-    for p in prof:
-        for a in p.accesses:
-            if a.write and a.region >= 0:
-                writes[a.region] += 1
-    rewritten = {r for r, w in writes.items() if w > 1}
-    per_chip = defaultdict(list)
-    for i, n in enumerate(nodes):
-        per_chip[n.chip].append(i)
-    for chip, idxs in per_chip.items():
-        last_w: dict[int, np.ndarray] = {}  # region -> last writer node per vector
-        last_wr: dict[int, np.ndarray] = {}  # region -> readable time rel. to that writer's issue
-        last_wt: dict[int, np.ndarray] = {}  # region -> write time rel. to the writer's issue
-        readers: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))  # region -> vector -> [(node, rel read)]
-        pseudo_w: dict[tuple, tuple] = {}
-        pseudo_r: dict[tuple, list] = defaultdict(list)
-        for i in idxs:
-            p = prof[i]
-            deps: dict[int, int] = {}
-
-            def need(j, d):
-                if j != i and (j not in deps or d > deps[j]):
-                    deps[j] = d
-
-            for a in p.accesses:
-                if a.region < 0:
-                    key = (a.region, a.unit, a.off)
-                    t = a.t0
-                    if a.write:
-                        w = pseudo_w.get(key)
-                        if w is not None:
-                            need(w[0], w[1] + w[2] - (t + a.ready))  # WAW: readable in order
-                        for (j, rt) in pseudo_r.pop(key, []):
-                            need(j, rt - t + 1)  # WAR
-                        pseudo_w[key] = (i, t, a.ready)
-                    else:
-                        w = pseudo_w.get(key)
-                        if w is not None:
-                            need(w[0], w[1] + w[2] - t)  # RAW
-                        pseudo_r[key].append((i, t))
-                    continue
-                reg = regions[a.region]
-                nv = reg.n_vectors
-                if a.region not in last_w:
-                    last_w[a.region] = np.full(nv, -1, dtype=np.int64)
-                    last_wr[a.region] = np.zeros(nv, dtype=np.int64)
-                    last_wt[a.region] = np.zeros(nv, dtype=np.int64)
-                if a.whole:
-                    vecs = np.arange(nv, dtype=np.int64)
-                    first, last = a.t0, a.t0 + ((a.count - 1) * a.num) // a.den
-                    tr = np.full(nv, first, dtype=np.int64)  # earliest touch
-                    te = np.full(nv, last, dtype=np.int64)  # latest touch
-                else:
-                    vecs = _vectors(a)
-                    tr = te = _times(a)
-                lw = last_w[a.region][vecs]
-                has = lw >= 0
-                if a.write:
-                    if has.any():
-                        # WAW: this write becomes readable no earlier than the last one
-                        d = last_wr[a.region][vecs][has] - (te[has] + a.ready)
-                        for j, dd in _group_max(lw[has], d):
-                            need(j, dd)
-                    rd = readers.get(a.region)
-                    if rd:
-                        for v, t in zip(vecs.tolist(), tr.tolist()):
-                            lst = rd.pop(v, None)
-                            if lst:
-                                for (j, rt) in lst:
-                                    need(j, rt - t + 1)
-                    last_w[a.region][vecs] = i
-                    last_wr[a.region][vecs] = te + a.ready
-                    last_wt[a.region][vecs] = tr
-                else:
-                    if has.any():
-                        d = last_wr[a.region][vecs][has] - tr[has]
-                        for j, dd in _group_max(lw[has], d):
-                            need(j, dd)
-                    if a.region in rewritten:
-                        rd = readers[a.region]
-                        for v, t in zip(vecs.tolist(), te.tolist()):
-                            rd[v].append((i, t))
-            for j, d in deps.items():
-                # execution order (issue + commit) must follow the dependency, strictly
-                edge(j, i, max(d, prof[j].commit - p.commit + 1))
+    for i, d in enumerate(deps):
+        for j, dd in d.items():
+            # execution order (issue + commit) must follow the dependency, strictly
+            edge(j, i, max(dd, prof[j].commit - prof[i].commit + 1))
     # --- links: the k-th send on a directed link meets the k-th receive on the other end
     topo = topology(hwd)
     sends = defaultdict(list)
@@ -251,6 +176,133 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
         raise CompileError(f"scheduler: {N - done} instructions could not be scheduled (dependency cycle)")
     cycles = int(max((issue + tail).max(), 0)) if N else 0
     return Scheduled(nodes, issue, qname, prof, cycles, why, tail)
+
+
+def _unit_order(nodes, asap) -> dict:
+    """Per (chip, unit): MXM node indices in the order their state is used. Groups (an LW and what
+    uses its tile, with the EMITs of their op) keep their internal order; groups are ordered by when
+    their first ACC could start (asap), ties by program order; without asap, program order."""
+    groups: dict = defaultdict(list)
+    for i, n in enumerate(nodes):
+        if n.grp is not None:
+            groups[n.grp].append(i)
+    per_unit: dict = defaultdict(list)
+    for g, idx in groups.items():
+        first = idx[0]
+        if asap is None:
+            key = (first,)
+        else:
+            accs = [i for i in idx if nodes[i].instr.op == "ACC"]
+            key = (int(min(asap[i] for i in accs)) if accs else int(asap[first]), first)
+        per_unit[g[:2]].append((key, idx))
+    return {u: [i for _, idx in sorted(lst) for i in idx] for u, lst in per_unit.items()}
+
+
+def _dependencies(nodes, prof, regions, unit_order) -> list[dict]:
+    """deps[i] = {j: delay}: node i may issue no earlier than node j's issue + delay."""
+    N = len(nodes)
+    deps: list[dict] = [dict() for _ in range(N)]
+
+    def need(i, j, d):
+        if j != i and (j not in deps[i] or d > deps[i][j]):
+            deps[i][j] = d
+
+    writes: dict[int, int] = defaultdict(int)
+    for p in prof:
+        for a in p.accesses:
+            if a.write and a.region >= 0:
+                writes[a.region] += 1
+    rewritten = {r for r, w in writes.items() if w > 1}
+    per_chip = defaultdict(list)
+    for i, n in enumerate(nodes):
+        per_chip[n.chip].append(i)
+    # SRAM locations, in program order
+    for chip, idxs in per_chip.items():
+        last_w: dict[int, np.ndarray] = {}  # region -> last writer node per vector
+        last_wr: dict[int, np.ndarray] = {}  # region -> readable time rel. to that writer's issue
+        readers: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+        for i in idxs:
+            for a in prof[i].accesses:
+                if a.region < 0:
+                    continue
+                reg = regions[a.region]
+                nv = reg.n_vectors
+                if a.region not in last_w:
+                    last_w[a.region] = np.full(nv, -1, dtype=np.int64)
+                    last_wr[a.region] = np.zeros(nv, dtype=np.int64)
+                if a.whole:
+                    vecs = np.arange(nv, dtype=np.int64)
+                    first, last = a.t0, a.t0 + ((a.count - 1) * a.num) // a.den
+                    tr = np.full(nv, first, dtype=np.int64)  # earliest touch
+                    te = np.full(nv, last, dtype=np.int64)  # latest touch
+                else:
+                    vecs = _vectors(a)
+                    tr = te = _times(a)
+                lw = last_w[a.region][vecs]
+                has = lw >= 0
+                if a.write:
+                    if has.any():  # WAW: this write becomes readable no earlier than the last one
+                        d = last_wr[a.region][vecs][has] - (te[has] + a.ready)
+                        for j, dd in _group_max(lw[has], d):
+                            need(i, j, dd)
+                    rd = readers.get(a.region)
+                    if rd:
+                        for v, t in zip(vecs.tolist(), tr.tolist()):
+                            lst = rd.pop(v, None)
+                            if lst:
+                                for (j, rt) in lst:
+                                    need(i, j, rt - t + 1)  # WAR
+                    last_w[a.region][vecs] = i
+                    last_wr[a.region][vecs] = te + a.ready
+                else:
+                    if has.any():  # RAW
+                        d = last_wr[a.region][vecs][has] - tr[has]
+                        for j, dd in _group_max(lw[has], d):
+                            need(i, j, dd)
+                    if a.region in rewritten:
+                        rd = readers[a.region]
+                        for v, t in zip(vecs.tolist(), te.tolist()):
+                            rd[v].append((i, t))
+    # MXM state, in each unit's order
+    for order in unit_order.values():
+        pseudo_w: dict[tuple, tuple] = {}
+        pseudo_r: dict[tuple, list] = defaultdict(list)
+        for i in order:
+            for a in prof[i].accesses:
+                if a.region >= 0:
+                    continue
+                key = (a.region, a.unit, a.off)
+                t = a.t0
+                w = pseudo_w.get(key)
+                if a.write:
+                    if w is not None:
+                        need(i, w[0], w[1] + w[2] - (t + a.ready))  # WAW: readable in order
+                    for (j, rt) in pseudo_r.pop(key, []):
+                        need(i, j, rt - t + 1)  # WAR
+                    pseudo_w[key] = (i, t, a.ready)
+                else:
+                    if w is not None:
+                        need(i, w[0], w[1] + w[2] - t)  # RAW
+                    pseudo_r[key].append((i, t))
+    return deps
+
+
+def _asap(N, deps, prof, nodes, regions) -> np.ndarray:
+    """Earliest issue cycles with unlimited resources and MXM state tracked only inside tile groups
+    (the first pass of the unit ordering). Node indices are a topological order."""
+    t = np.zeros(N, dtype=np.int64)
+    grp_of = [n.grp for n in nodes]
+    for i in range(N):
+        best = 0
+        for j, d in deps[i].items():
+            if grp_of[i] is not None and grp_of[j] is not None and grp_of[i] != grp_of[j] \
+                    and nodes[i].instr.op in ("LW", "IW") and nodes[j].instr.op in ("IW", "ACC"):
+                continue  # tile-state order between groups is what this pass is deciding
+            v = t[j] + max(d, prof[j].commit - prof[i].commit + 1)
+            if v > best:
+                best = v
+        t[i] = best
+    return t
 
 
 def _group_max(keys: np.ndarray, vals: np.ndarray):
