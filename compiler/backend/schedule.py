@@ -82,9 +82,10 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
     # order, which is program order at first and then the order its tile groups' activations are
     # ready in an unconstrained as-soon-as-possible pass (a unit then serves groups as they become
     # ready, not as the lowering happened to emit them)
-    deps = _dependencies(nodes, prof, regions, _unit_order(nodes, None))
+    sram = _sram_dependencies(nodes, prof, regions)
+    deps = _with_state(sram, nodes, prof, _unit_order(nodes, None))
     asap = _asap(N, deps, prof, nodes, regions)
-    deps = _dependencies(nodes, prof, regions, _unit_order(nodes, asap))
+    deps = _with_state(sram, nodes, prof, _unit_order(nodes, asap))
     succ: list[list[tuple[int, int]]] = [[] for _ in range(N)]
     npred = np.zeros(N, dtype=np.int64)
 
@@ -198,8 +199,8 @@ def _unit_order(nodes, asap) -> dict:
     return {u: [i for _, idx in sorted(lst) for i in idx] for u, lst in per_unit.items()}
 
 
-def _dependencies(nodes, prof, regions, unit_order) -> list[dict]:
-    """deps[i] = {j: delay}: node i may issue no earlier than node j's issue + delay."""
+def _sram_dependencies(nodes, prof, regions) -> list[dict]:
+    """deps[i] = {j: delay} from SRAM locations: node i may issue no earlier than node j's issue + delay."""
     N = len(nodes)
     deps: list[dict] = [dict() for _ in range(N)]
 
@@ -263,7 +264,17 @@ def _dependencies(nodes, prof, regions, unit_order) -> list[dict]:
                         rd = readers[a.region]
                         for v, t in zip(vecs.tolist(), te.tolist()):
                             rd[v].append((i, t))
-    # MXM state, in each unit's order
+    return deps
+
+
+def _with_state(sram: list[dict], nodes, prof, unit_order) -> list[dict]:
+    """The SRAM dependencies plus those of MXM state (shadow, active, accumulators) in each unit's order."""
+    deps = [dict(d) for d in sram]
+
+    def need(i, j, d):
+        if j != i and (j not in deps[i] or d > deps[i][j]):
+            deps[i][j] = d
+
     for order in unit_order.values():
         pseudo_w: dict[tuple, tuple] = {}
         pseudo_r: dict[tuple, list] = defaultdict(list)
@@ -313,8 +324,9 @@ def _group_max(keys: np.ndarray, vals: np.ndarray):
 
 
 def _bank_runs(p, regions) -> list[tuple[int, int, int]]:
-    """(bank, start, hold) for every bank access, relative to issue."""
-    out = []
+    """(bank, start, length) busy intervals of every bank an instruction touches, relative to issue;
+    consecutive accesses to one bank are merged."""
+    by_bank: dict[int, list] = defaultdict(list)
     for a in p.accesses:
         if a.region < 0:
             continue
@@ -322,14 +334,26 @@ def _bank_runs(p, regions) -> list[tuple[int, int, int]]:
         if a.whole:
             first, last = a.t0, a.t0 + ((a.count - 1) * a.num) // a.den
             for b in range(r.bank, r.bank + min(r.width, r.rows)):
-                out.append((b, first, last - first + a.hold))
+                by_bank[b].append((first, last + a.hold))
             continue
         vecs = _vectors(a)
         times = _times(a)
-        rows = vecs // r.row_vectors
-        banks = r.bank + rows % r.width
+        banks = r.bank + (vecs // r.row_vectors) % r.width
         for b, t in zip(banks.tolist(), times.tolist()):
-            out.append((b, t, a.hold))
+            by_bank[b].append((t, t + a.hold))
+    out = []
+    for b in sorted(by_bank):
+        iv = sorted(by_bank[b])
+        lo, hi = iv[0]
+        for x, y in iv[1:]:
+            if x < hi:
+                raise CompileError(f"bank {b}: an instruction's own accesses overlap (cycles {x}..{hi})")
+            if x == hi:
+                hi = y
+            else:
+                out.append((b, lo, hi - lo))
+                lo, hi = x, y
+        out.append((b, lo, hi - lo))
     return out
 
 
@@ -341,13 +365,10 @@ def _clash(bank_busy, chip, runs, t) -> int | None:
         if occ is None:
             continue
         lo = t + s
-        seg = occ[lo:lo + h]
-        if any(seg):
-            # the first free cycle after this conflict
-            k = lo + h
-            while k < len(occ) and occ[k]:
-                k += 1
-            cand = t + (k - lo)
+        k = occ.find(1, lo, lo + h)
+        if k >= 0:
+            free = occ.find(0, k)  # the first free cycle after this conflict
+            cand = t + ((len(occ) if free < 0 else free) - lo)
             worst = cand if worst is None else max(worst, cand)
     return worst
 
@@ -355,10 +376,7 @@ def _clash(bank_busy, chip, runs, t) -> int | None:
 def _book(bank_busy, chip, runs, t) -> None:
     for b, s, h in runs:
         occ = bank_busy[(chip, b)]
-        hi = t + s + h
+        lo, hi = t + s, t + s + h
         if len(occ) < hi:
-            occ.extend(b"\0" * (hi - len(occ) + 4096))
-        for k in range(t + s, hi):
-            if occ[k]:
-                raise CompileError(f"chip {chip} bank {b}: double booking at cycle {k} (an instruction conflicts with itself: {runs})")
-            occ[k] = 1
+            occ.extend(bytes(max(hi - len(occ), len(occ)) + 4096))
+        occ[lo:hi] = b"\1" * h
