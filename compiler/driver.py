@@ -75,6 +75,7 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
     for b, bk in enumerate(buckets):
         low = Lowerer(g, plan, hw, opts.precision, bk["context"], opts.max_context, pool, b)
         low.run()
+        low.duplicate_shared_inputs()
         lowered.append(low)
     rep.seconds["lower"] = time.perf_counter() - t0
     t0 = time.perf_counter()

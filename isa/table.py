@@ -210,7 +210,9 @@ OPS = (
            "named by the index map (negative gives 0)."),
     OpSpec("LW", 0x30, "mxmw", F_LW, "chip.mxm.lw",
            "Load a weight tile into the unit's shadow buffer: `rows` rows from row0, vector column `col`."),
-    OpSpec("IW", 0x31, "mxmw", F_IW, "chip.mxm.iw_cycles", "Install the shadow tile as the active tile."),
+    OpSpec("IW", 0x31, "mxma", F_IW, "chip.mxm.iw_cycles",
+           "Install the shadow tile as the active tile (issued with the activations that use it, so the "
+           "weight queue can stream the next tile meanwhile)."),
     OpSpec("ACC", 0x32, "mxma", F_ACC, "chip.mxm.latency_cycles",
            "acc[slot] (+)= sum_r x[x_lane + r] * tile[r, :] over the active tile's rows, in fp32."),
     OpSpec("EMIT", 0x33, "mxma", F_EMIT, "chip.mxm.emit_cycles",

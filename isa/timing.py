@@ -398,18 +398,20 @@ class Machine:
         r = self.regions[tab]
         if not 1 <= rows <= r.rows:
             raise IsaError(f"SCATCOL rows {rows} not in 1..{r.rows} of region {r.name!r}")
-        # element r of the source goes to row r: rows rotate over the table's banks; the source
-        # elements come VECTOR_LANES to a vector
-        interval = max(1, ceil(self.hold(tab) / min(r.width, r.rows)))
+        # element r of the source goes to row r; rows rotate over the table's banks, so as many rows are
+        # written per cycle as the stripe has banks free (each write holds its bank `hold` cycles)
+        per_cycle = Fraction(max(1, min(r.width, r.rows)), self.hold(tab))
+        cpr = Fraction(1, 1) / per_cycle  # cycles per row
         t_addr = self.read_latency + self.region_transit(idx, tab)
         lat = self.read_latency + self.region_transit(src, tab)
         nsrc = -(-rows // VECTOR_LANES)
         t0 = max(t_addr - lat, 0)
+        src_gap = max(1, int(cpr * VECTOR_LANES))
         acc = [Access(idx, a["idx_off"], 1, 0, False, hold=self.hold(idx)),
-               Access(src, a["src_off"], nsrc, t0, False, num=interval * VECTOR_LANES, hold=self.hold(src)),
-               Access(tab, 0, rows * r.row_vectors, t0 + lat, True, num=interval, den=r.row_vectors,
-                      hold=self.hold(tab), ready=self.ready(tab), whole=True)]
-        return Profile(busy=t0 + rows * interval, accesses=acc)
+               Access(src, a["src_off"], nsrc, t0, False, num=src_gap, hold=self.hold(src)),
+               Access(tab, 0, rows * r.row_vectors, t0 + lat, True, num=cpr.numerator,
+                      den=cpr.denominator * r.row_vectors, hold=self.hold(tab), ready=self.ready(tab), whole=True)]
+        return Profile(busy=t0 + max(1, ceil(rows * cpr)), accesses=acc)
 
     def _p_send(self, a, fam, q):
         src, n = a["src_reg"], a["n"]

@@ -45,12 +45,22 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
         return order
 
     partners: dict[int, set[int]] = defaultdict(set)
+    acc_units: dict[int, set[int]] = defaultdict(set)
     for code in code_by_bucket:
         for chip_nodes in code:
             for n in chip_nodes:
                 ops = [o for o in _operands(n.instr) if o >= 0]
                 for o in ops:
                     partners[o].update(x for x in ops if x != o)
+                if n.instr.op == "ACC":
+                    acc_units[n.instr["x_reg"]].add(n.instr["unit"])
+    # an activation that only one MXM unit streams in lives next to that unit: its ACCs then reach
+    # the array within a few cycles, so the unit's tiles can follow each other closely (the producer
+    # pays the hops on its write instead)
+    for b in bufs:
+        us = acc_units.get(b.id)
+        if b.zone == "act" and us is not None and len(us) == 1 and b.hemi is None:
+            b.zone, b.hemi = "near_mxm", next(iter(us)) % 2
 
     chips = sorted({b.chip for b in bufs})
     rank_of = {z: {bank: k for k, bank in enumerate(zone_banks(z))} for z in ("act", "outer")}
@@ -74,17 +84,23 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
         while best is None:
             per_bank = -(-b.rows // w) * b.row_vectors * vbytes
             h = -(-b.rows // w) * b.row_vectors
-            for start in range(0, nb - w + 1, w):  # aligned stripes: groups never partly overlap
+            half = nb // 2
+            lo_b, hi_b = (0, nb) if b.hemi is None else (b.hemi * half, (b.hemi + 1) * half)
+            for start in range(lo_b, hi_b - w + 1, w):  # aligned stripes: groups never partly overlap
                 group = range(start, start + w)
                 if avoid.intersection(group) or max(uc[start:start + w]) + per_bank > cap:
                     continue
                 addr = max(hc[start:start + w])
                 if zone == "act":  # near the VXM first: the innermost slices, then outwards
                     cost = (rank[start] // (4 * bps), addr, rank[start])
-                else:
-                    cost = (max(uc[start:start + w]), rank[start])
+                else:  # next to the MXM first (a tile arrives sooner), then inwards
+                    cost = (rank[start] // (2 * w), max(uc[start:start + w]), rank[start])
                 if best is None or cost < best[0]:
                     best = (cost, start, addr)
+            if best is None and b.hemi is not None and w >= min(half, b.rows):
+                b.hemi = None  # does not fit its hemisphere: anywhere, at a transit cost
+                w = max(1, min(b.width, b.rows))
+                continue
             if best is None:
                 if w >= min(nb, b.rows):
                     need = total_need[b.chip]

@@ -32,6 +32,7 @@ class Buf:
     zone: str = "act"  # placement preference: act (near the VXM), weight (near the MXM), state, table
     width: int = 4  # banks to stripe over
     shared: bool = False  # the same region in every bucket (weights, caches, inputs, outputs)
+    hemi: int | None = None  # 0 West / 1 East: placed next to that hemisphere's MXM unit
 
     @property
     def vectors(self) -> int:

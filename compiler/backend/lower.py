@@ -157,7 +157,7 @@ class Lowerer:
         return self._mxm(chip, u, "mxmw", Instr("LW", unit=u, src_reg=w.id, row0=row0, col=col, rows=rows), tag, True)
 
     def iw(self, chip, u, tag=""):
-        return self._mxm(chip, u, "mxmw", Instr("IW", unit=u), tag)
+        return self._mxm(chip, u, "mxma", Instr("IW", unit=u), tag)
 
     def acc(self, chip, u, x: Buf, x_off, x_lane, slot, accumulate, tag=""):
         self._load[chip][u] += 1
@@ -227,9 +227,50 @@ class Lowerer:
             self._lower_eqn(i, e)
             self._invariant = False
             if invariant:
-                cache[i] = ([self.code[c][before[c]:] for c in range(self.chips)],
+                cache[i] = ([list(self.code[c][before[c]:]) for c in range(self.chips)],
                             [{k: v for k, v in self.vals[c].items() if seen[c].get(k) is not v} for c in range(self.chips)],
                             ([list(x) for x in self._slot], [list(x) for x in self._load], list(self._sxm)))
+
+    def duplicate_shared_inputs(self) -> None:
+        """An activation streamed into both MXM units is written twice by its producing VXM instruction
+        (two ALUs, the same inputs): each unit then reads a copy placed next to it, so its activation
+        arrives within a few cycles and the unit's tiles can follow each other closely."""
+        for chip, nodes in enumerate(self.code):
+            units_of: dict[int, set] = {}
+            writer: dict[int, list] = {}
+            for n in nodes:
+                a = n.instr.args
+                if n.instr.op == "ACC":
+                    units_of.setdefault(a["x_reg"], set()).add(a["unit"])
+                for k in ("dst_reg", "table_reg"):
+                    if k in a and not (n.instr.op in ("GATHER",) and k == "table_reg"):
+                        if n.instr.op in ("SCATTER", "SCATCOL") or k == "dst_reg":
+                            writer.setdefault(a[k], []).append(n)
+            dup = {}
+            for reg, us in units_of.items():
+                ws = writer.get(reg, [])
+                if len(us) < 2 or len(ws) != 1 or ws[0].instr.op != "VXM" or ws[0].instr["dst_off"] != 0:
+                    continue
+                src = self.pool.bufs[reg]
+                if src.shared and src.kind != "act":
+                    continue
+                copy = self.pool.new(chip, src.name + ".u1", src.rows, src.dtype, "act",
+                                     key=("dup", reg, chip)) if src.shared or src.id not in self.pool.bucket_of \
+                    else self.pool.new(chip, src.name + ".u1", src.rows, src.dtype, "act", bucket=self.pool.bucket_of[src.id])
+                dup[reg] = (ws[0], copy)
+            if not dup:
+                continue
+            out = []
+            for n in nodes:
+                a = n.instr.args
+                if n.instr.op == "ACC" and a["x_reg"] in dup and a["unit"] % 2 == 1:
+                    n = Node(n.chip, n.family, n.instr.replace(x_reg=dup[a["x_reg"]][1].id), n.queue, n.tag, uid=n.uid, grp=n.grp)
+                out.append(n)
+                for reg, (w, copy) in dup.items():
+                    if n is w:
+                        out.append(Node(n.chip, n.family, n.instr.replace(dst_reg=copy.id), n.queue, n.tag + ".u1",
+                                        uid=n.uid + 0.5, grp=None))
+            self.code[chip] = out
 
     def _lower_eqn(self, i, e) -> None:
         if True:
@@ -471,14 +512,14 @@ class Lowerer:
                 self.vxm(chip, rfn, (part, 0), (src.buf, src.off), n=ng, group=m)
             out = self.new_out(chip, e.outputs[0], "bvec", dtype="fp32")
             if op == "sum":
-                self.lane_sum(chip, part, out.buf, ng, self.ones_tiles(chip, LANES))
+                self.lane_sum(chip, part, out.buf, ng, LANES)
             else:
                 self.lane_max(chip, part, out.buf, ng)
             return
         if LANES % gp == 0 and op == "sum" and x.off == 0:
             src = self.as_dtype(chip, x, sum_dt)
             out = self.new_out(chip, e.outputs[0], "exp", g=gp, dtype="fp32")
-            self.lane_sum(chip, src.buf, out.buf, src.vectors, self.ones_tiles(chip, gp))
+            self.lane_sum(chip, src.buf, out.buf, src.vectors, gp)
             return
         raise UnsupportedError(f"{e!r}: a {op} over groups of {gp} elements is not supported "
                                f"(supported: groups that are multiples of 320, one group, or sums over divisors of 320)")
@@ -490,10 +531,10 @@ class Lowerer:
         self.vxm(chip, "copy", (b, 0), (v.buf, v.off), n=v.vectors)
         return Val(b, v.idx, v.layout, v.tlen, v.g)
 
-    def ones_tiles(self, chip, g: int) -> list[Buf]:
+    def ones_tiles(self, chip, g: int, u: int) -> list[Buf]:
         """The two halves (rows 0..159, 160..319) of the 320x320 block-diagonal ones matrix with blocks
-        of g lanes: x @ M gives every lane the sum of its block."""
-        key = ("ones", chip, g, self.wdtype)
+        of g lanes: x @ M gives every lane the sum of its block. One copy next to each MXM unit."""
+        key = ("ones", chip, g, self.wdtype, u)
         if key in self.pool.shared:
             return [self.pool.shared[key], self.pool.shared[key + ("b",)]]
         r = np.arange(LANES)
@@ -504,12 +545,14 @@ class Lowerer:
             t = full[h * tr:(h + 1) * tr]
             tiles.append(self.pool.new(chip, f"ones{g}{'ab'[h]}", t.shape[0], self.wdtype, "const", data=t.reshape(-1),
                                        zone="weight", width=16, key=key + sub))
+            tiles[-1].hemi = u % 2
         return tiles
 
-    def lane_sum(self, chip, src: Buf, dst: Buf, n: int, tiles: list[Buf]):
+    def lane_sum(self, chip, src: Buf, dst: Buf, n: int, g: int):
         """dst vector k = src vector k times the block-ones matrix (both halves), on one MXM unit. When
         the halves are equal (one block of 320) one installed tile serves both."""
         u = self.next_unit(chip)
+        tiles = self.ones_tiles(chip, g, u)
         tr = self.tile_rows
         slots = [self.slot(chip, u) for _ in range(n)]
         same = tiles[0].data is not None and np.array_equal(tiles[0].data, tiles[1].data)
@@ -656,7 +699,7 @@ class Lowerer:
                     continue
                 link = self.links[c][o]
                 nv = parts[c][2]
-                rb = self.buf(c, f"ar{o}", nv)
+                rb = self.buf(c, f"ar{o}", nv, parts[c][0].dtype)
                 self.emit(c, "c2cr", Instr("RECV", link=link, dst_reg=rb.id, dst_off=0, n=nv), f"c2c{link}r", tag=f"ar {var}")
                 recv[(c, o)] = rb
         for c in range(self.chips):
@@ -685,7 +728,7 @@ class Lowerer:
         K, N = W.shape
         if i in self.plan.rowsplit and xname not in self.vals[chip]:
             # this chip holds no part of the region: it contributes zeros (a buffer never written)
-            part = self.buf(chip, "zeros", _vecs(N))
+            part = self.buf(chip, "zeros", _vecs(N), self.wdtype)
             return self._rowsplit_out(chip, e, part, N)
         x = self.val(chip, xname)
         if x.layout != "flat" or x.tlen != 1:
@@ -704,23 +747,18 @@ class Lowerer:
         bias = self.g.consts[e.inputs[2]] if len(e.inputs) == 3 else None
         wkey = ("w", wname, chip, self.wdtype, "rows" if rowsplit else "cols",
                 (x.idx if rowsplit else cols).tobytes())
-        n_out = Wl.shape[1]
-        wb = self.pool.shared.get(wkey)
-        if wb is None:
-            data = np.zeros((Wl.shape[0], _vecs(n_out) * LANES), np.float32)
-            data[:, :n_out] = Wl
-            wb = self.pool.new(chip, wname, Wl.shape[0], self.wdtype, "weight", row_vectors=_vecs(n_out),
-                               data=data.reshape(-1), zone="weight", width=16, key=wkey)
+        plan = self.weight_plan(chip, wname, Wl, wkey)
         if rowsplit:
-            part = self.buf(chip, "partial", _vecs(N))
-            self.matvec(chip, x, wb, part, 0, N)
+            # partial sums cross the links in the MXM's type (fp16 on the hardware), added in fp32
+            part = self.buf(chip, "partial", _vecs(N), self.wdtype)
+            self.matvec(chip, x, plan, part, 0)
             return self._rowsplit_out(chip, e, part, N)
         out = self.new_out(chip, y)
         if bias is None:
-            self.matvec(chip, x, wb, out.buf, out.off, n_out)
+            self.matvec(chip, x, plan, out.buf, out.off)
         else:
             tmp = self.buf(chip, "mv", out.vectors)
-            self.matvec(chip, x, wb, tmp, 0, n_out)
+            self.matvec(chip, x, plan, tmp, 0)
             b = self.operand(chip, e.inputs[2], cols, out)
             self.vxm(chip, "add", (out.buf, out.off), (tmp, 0), b, n=out.vectors, **self.mask_args(out))
 
@@ -749,12 +787,7 @@ class Lowerer:
             off += cols.size
         Wl = np.concatenate(parts, axis=1)
         wkey = ("wgroup", chip, self.wdtype) + tuple((e.inputs[1], c.tobytes()) for _, _, e, c in colsets)
-        wb = self.pool.shared.get(wkey)
-        if wb is None:
-            data = np.zeros((K, _vecs(off) * LANES), np.float32)
-            data[:, :off] = Wl
-            wb = self.pool.new(chip, "+".join(e.inputs[1] for e in eqns)[:120], K, self.wdtype, "weight",
-                               row_vectors=_vecs(off), data=data.reshape(-1), zone="weight", width=16, key=wkey)
+        plan = self.weight_plan(chip, "+".join(e.inputs[1] for e in eqns)[:120], Wl, wkey, fused=True)
         sinks, post = [], []
         for lo, hi, e, cols in colsets:
             if len(e.inputs) == 3:
@@ -764,7 +797,7 @@ class Lowerer:
             else:
                 out = self.new_out(chip, e.outputs[0], partial=True)
                 sinks.append((lo, hi, out.buf, out.off * LANES))
-        self.matvec(chip, x, wb, None, 0, off, sinks=sinks)
+        self.matvec(chip, x, plan, None, 0, sinks=sinks)
         for e, tmp, cols in post:
             out = self.new_out(chip, e.outputs[0])
             b = self.operand(chip, e.inputs[2], cols, out)
@@ -785,60 +818,82 @@ class Lowerer:
             self.vxm(chip, "add", (out.buf, out.off), (summed, 0), b, n=out.vectors, **self.mask_args(out))
         return bias
 
-    def matvec(self, chip, x: Val, w: Buf, dst: Buf, dst_off: int, n_out: int, sinks=None):
-        """dst = x @ w over tiles; column blocks alternate MXM units; a single column block splits its
-        rows over the units and adds the two halves. `sinks` [(col_lo, col_hi, buf, element offset)]
-        instead of dst: each column range is emitted into its own buffer."""
+    def weight_plan(self, chip, name, Wl: np.ndarray, key, fused: bool = False) -> dict:
+        """Weight buffers for a local matrix Wl [K, N], one per MXM unit, each in that unit's hemisphere
+        (next to the unit: a tile arrives a few hops after it is read). Column blocks go to units in
+        turn; a single column block of many rows is split by rows instead (two halves, added after)."""
+        K, N = Wl.shape
         tr = self.tile_rows
-        K = w.rows
-        nrb, ncb = -(-K // tr), w.row_vectors
+        nrb, ncb = -(-K // tr), _vecs(N)
+        U = self.units
+        full = np.zeros((K, ncb * LANES), np.float32)
+        full[:, :N] = Wl
+        plan = {"K": K, "N": N, "ncb": ncb, "nrb": nrb, "blocks": {}, "halves": None}
+        if ncb == 1 and nrb >= 2 and U >= 2 and not fused:
+            split = (nrb + 1) // 2
+            halves = []
+            for h, (r0, r1) in enumerate(((0, split * tr), (split * tr, K))):
+                b = self.pool.new(chip, f"{name}.h{h}", r1 - r0, self.wdtype, "weight", row_vectors=1,
+                                  data=full[r0:r1].reshape(-1), zone="weight", width=16, key=key + ("half", h))
+                b.hemi = h % 2
+                halves.append((h, b, r0, r1))
+            plan["halves"] = halves
+            return plan
+        for u in range(U):
+            cbs = [cb for cb in range(ncb) if cb % U == u]
+            if not cbs:
+                continue
+            data = np.concatenate([full[:, cb * LANES:(cb + 1) * LANES] for cb in cbs], axis=1)
+            b = self.pool.new(chip, f"{name}.u{u}", K, self.wdtype, "weight", row_vectors=len(cbs),
+                              data=data.reshape(-1), zone="weight", width=16, key=key + ("unit", u))
+            b.hemi = u % 2
+            for j, cb in enumerate(cbs):
+                plan["blocks"][cb] = (u, b, j)
+        return plan
+
+    def matvec(self, chip, x: Val, plan: dict, dst: Buf | None, dst_off: int, sinks=None):
+        """dst = x @ W over tiles: column block cb on unit cb % units; with `sinks`
+        [(col_lo, col_hi, buf, element offset)] each column range is emitted into its own buffer."""
+        tr = self.tile_rows
+        K = plan["K"]
         xv = lambda rb: (x.off + (rb * tr) // LANES, (rb * tr) % LANES)  # noqa: E731
-        if sinks is not None:
-            for cb in range(ncb):
-                u = self.next_unit(chip)
+        if plan["halves"] is not None:
+            parts = []
+            for h, b, r0, r1 in plan["halves"]:
+                u = h % self.units
                 s = self.slot(chip, u)
-                for rb in range(nrb):
-                    self.lw(chip, u, w, rb * tr, cb, min(tr, K - rb * tr))
+                for k, rb in enumerate(range(r0 // tr, -(-r1 // tr))):
+                    self.lw(chip, u, b, k * tr, 0, min(tr, r1 - rb * tr))
                     self.iw(chip, u)
                     off, lane = xv(rb)
-                    self.acc(chip, u, x.buf, off, lane, s, accumulate=rb > 0)
-                for lo, hi, buf, eoff in sinks:
-                    c0, c1 = max(lo, cb * LANES), min(hi, (cb + 1) * LANES)
-                    c = c0
-                    while c < c1:
-                        dvec, dlane = divmod(eoff + c - lo, LANES)
-                        n = min(c1 - c, LANES - dlane)
-                        self.emit_acc(chip, u, s, buf, dvec, dst_lane=dlane, src_lane=c - cb * LANES, lanes=n)
-                        c += n
+                    self.acc(chip, u, x.buf, off, lane, s, accumulate=k > 0)
+                hb = self.buf(chip, "half", 1)
+                self.emit_acc(chip, u, s, hb, 0)
+                parts.append(hb)
+            rem = plan["N"] % LANES
+            mask = {"period": 1, "valid": rem} if rem else {}
+            self.vxm(chip, "add", (dst, dst_off), (parts[0], 0), (parts[1], 0), n=1, **mask)
             return
-        if ncb >= 2 or nrb < 2 or self.units < 2:
-            for cb in range(ncb):
-                u = self.next_unit(chip)
-                s = self.slot(chip, u)
-                for rb in range(nrb):
-                    self.lw(chip, u, w, rb * tr, cb, min(tr, K - rb * tr))
-                    self.iw(chip, u)
-                    off, lane = xv(rb)
-                    self.acc(chip, u, x.buf, off, lane, s, accumulate=rb > 0)
-                # weight columns past n_out are zero, so the padding lanes come out 0
-                self.emit_acc(chip, u, s, dst, dst_off + cb)
-            return
-        halves = []
-        split = (nrb + 1) // 2
-        for h, (r0, r1) in enumerate(((0, split), (split, nrb))):
-            u = self.next_unit(chip)
+        for cb in range(plan["ncb"]):
+            u, b, col = plan["blocks"][cb]
             s = self.slot(chip, u)
-            for rb in range(r0, r1):
-                self.lw(chip, u, w, rb * tr, 0, min(tr, K - rb * tr))
+            for rb in range(plan["nrb"]):
+                self.lw(chip, u, b, rb * tr, col, min(tr, K - rb * tr))
                 self.iw(chip, u)
                 off, lane = xv(rb)
-                self.acc(chip, u, x.buf, off, lane, s, accumulate=rb > r0)
-            hb = self.buf(chip, "half", 1)
-            self.emit_acc(chip, u, s, hb, 0)
-            halves.append(hb)
-        rem = n_out % LANES
-        mask = {"period": 1, "valid": rem} if rem else {}
-        self.vxm(chip, "add", (dst, dst_off), (halves[0], 0), (halves[1], 0), n=1, **mask)
+                self.acc(chip, u, x.buf, off, lane, s, accumulate=rb > 0)
+            if sinks is None:
+                # weight columns past N are zero, so the padding lanes come out 0
+                self.emit_acc(chip, u, s, dst, dst_off + cb)
+                continue
+            for lo, hi, buf, eoff in sinks:
+                c0, c1 = max(lo, cb * LANES), min(hi, (cb + 1) * LANES)
+                c = c0
+                while c < c1:
+                    dvec, dlane = divmod(eoff + c - lo, LANES)
+                    n = min(c1 - c, LANES - dlane)
+                    self.emit_acc(chip, u, s, buf, dvec, dst_lane=dlane, src_lane=c - cb * LANES, lanes=n)
+                    c += n
 
     # ------------------------------------------------------------------ attention
     def _attn_pv_packed(self, chip, e, p: Val, kv: Val, heads, D, grp, qheads, out: Val):
@@ -848,7 +903,7 @@ class Lowerer:
         its lanes, and the P shares are added. P times fewer tile rows to stream than one position per
         vector (and P times less SRAM)."""
         W = len(heads) * D
-        P = v_pack(W)
+        P = self.v_pack(W)
         tr = self.tile_rows
         L = self.ctx
         R = -(-L // P)  # tile rows (packs) visible in this bucket
@@ -865,7 +920,7 @@ class Lowerer:
                 m[((li * P + j) * rpad + r)[ok]] = li * L + pos[ok]
         pj = self.buf(chip, "pj", _vecs(m.size), self.wdtype)
         self.shuf(chip, pj, 0, p, m.astype(np.int32), tag="pj")
-        u = self.next_unit(chip)
+        u = kv.state[3]
         slots = {(li, j): self.slot(chip, u) for li in range(nh) for j in range(P)}
         for rb in range(nrb):
             self.lw(chip, u, kv.buf, rb * tr, 0, min(tr, kv.buf.rows - rb * tr))
@@ -900,7 +955,21 @@ class Lowerer:
                 nxt.append(dst)
             terms = nxt
 
+    def v_pack(self, width: int) -> int:
+        """Positions per V-cache vector. Packing saves SRAM and streaming for long caches but costs a
+        shuffle and an add tree per token, so short caches keep one position per row."""
+        return v_pack(width) if self.max_context > PACK_V_FROM else 1
+
+    def state_unit(self, st_name) -> int:
+        """The MXM unit that serves a layer's attention: layers alternate units; the caches sit next to it."""
+        return self.g.states[st_name].layer % self.units
+
     def _state_buf(self, chip, st_name, heads: list[int]) -> Buf:
+        b = self._state_buf_new(chip, st_name, heads)
+        b.hemi = self.state_unit(st_name) % 2
+        return b
+
+    def _state_buf_new(self, chip, st_name, heads: list[int]) -> Buf:
         st = self.g.states[st_name]
         key = ("state", st_name, chip)
         if key in self.pool.shared:
@@ -909,7 +978,7 @@ class Lowerer:
         if st.kind == "k":  # transposed: a row per (head, dim), columns over positions
             return self.pool.new(chip, st_name, len(heads) * D, self.wdtype, "state", row_vectors=_vecs(self.kv_cols),
                                  zone="state", width=16, key=key)
-        pack = v_pack(len(heads) * D)
+        pack = self.v_pack(len(heads) * D)
         if pack > 1:  # `pack` positions per vector, position p at row p // pack, lanes (p % pack) * W
             return self.pool.new(chip, st_name, -(-self.kv_cols // pack), self.wdtype, "state", row_vectors=1,
                                  zone="state", width=16, key=key)
@@ -930,7 +999,7 @@ class Lowerer:
         if st.kind == "k":
             self.emit(chip, "mem", Instr("SCATCOL", table_reg=sb.id, src_reg=new.buf.id, src_off=new.off,
                                          idx_reg=pos.buf.id, idx_off=0, rows=len(heads) * D), tag=e.outputs[0])
-        elif v_pack(len(heads) * D) > 1:  # packed rows: the W elements of position p at flat p * W
+        elif self.v_pack(len(heads) * D) > 1:  # packed rows: the W elements of position p at flat p * W
             self.emit(chip, "mem", Instr("SCATTER", table_reg=sb.id, src_reg=new.buf.id, src_off=new.off,
                                          idx_reg=pos.buf.id, idx_off=0, elems=len(heads) * D), tag=e.outputs[0])
         else:
@@ -939,12 +1008,12 @@ class Lowerer:
                 raise UnsupportedError(f"{e!r}: value row size mismatch")
             self.emit(chip, "mem", Instr("SCATTER", table_reg=sb.id, src_reg=src.buf.id, src_off=src.off,
                                          idx_reg=pos.buf.id, idx_off=0), tag=e.outputs[0])
-        self.vals[chip][e.outputs[0]] = Val(sb, pres, "state", state=(st.kind, heads, D))
+        self.vals[chip][e.outputs[0]] = Val(sb, pres, "state", state=(st.kind, heads, D, self.state_unit(st.name)))
 
     def _attn_qk(self, chip, e, i):
         q = self.val(chip, e.inputs[0])
         kv = self.val(chip, e.inputs[1])
-        _, heads, D = kv.state
+        _, heads, D, ku = kv.state
         grp = e.params["group"]
         qheads = sorted(set((q.idx // D).tolist()))
         out = self.new_out(chip, e.outputs[0])
@@ -953,7 +1022,27 @@ class Lowerer:
         tr = self.tile_rows
         R = len(heads) * D
         nrb = -(-R // tr)
-        # one activation vector per (query head, row block) it meets: q placed at its kv head's rows
+        q = self.as_dtype(chip, q, self.wdtype)
+        if D <= tr and all((li * D) % LANES + D <= LANES for li in range(len(qheads))):
+            # each kv head's rows form a tile by themselves; each query head streams straight from q
+            ncb = self.ctx // LANES
+            u = ku
+            for cb in range(ncb):
+                for jj, kh in enumerate(heads):
+                    users = [li for li, h in enumerate(qheads) if h // grp == kh]
+                    if not users:
+                        continue
+                    self.lw(chip, u, kv.buf, jj * D, cb, D)
+                    self.iw(chip, u)
+                    slots = {li: self.slot(chip, u) for li in users}
+                    for li in users:
+                        pos = q.off * LANES + li * D
+                        self.acc(chip, u, q.buf, pos // LANES, pos % LANES, slots[li], accumulate=False)
+                    for li in users:
+                        self.emit_acc(chip, u, slots[li], out.buf, out.off + li * ncb + cb)
+            return
+        # otherwise one activation vector per (query head, row block) it meets: q placed at its kv
+        # head's rows by an SXM shuffle
         pairs, mapping = {}, []
         for li, h in enumerate(qheads):
             j = heads.index(h // grp)
@@ -969,7 +1058,7 @@ class Lowerer:
         self.shuf(chip, qx, 0, qsrc, np.concatenate(mapping).astype(np.int32), tag="qx")
         ncb = self.ctx // LANES
         for cb in range(ncb):
-            u = self.next_unit(chip)
+            u = ku
             slots, first = {}, {}
             for rb in range(nrb):
                 if rb not in pairs:
@@ -987,14 +1076,14 @@ class Lowerer:
     def _attn_pv(self, chip, e, i):
         p = self.val(chip, e.inputs[0])
         kv = self.val(chip, e.inputs[1])
-        _, heads, D = kv.state
+        _, heads, D, ku = kv.state
         grp = e.params["group"]
         out = self.new_out(chip, e.outputs[0], partial=True)
         qheads = sorted(set((out.idx // D).tolist()))
         if out.n != len(qheads) * D or p.n != len(qheads):
             raise UnsupportedError(f"chip {chip}: {e!r} must hold whole query heads")
         p = self.as_dtype(chip, p, self.wdtype)
-        if v_pack(len(heads) * D) > 1:
+        if self.v_pack(len(heads) * D) > 1:
             return self._attn_pv_packed(chip, e, p, kv, heads, D, grp, qheads, out)
         tr = self.tile_rows
         ncb = kv.buf.row_vectors
@@ -1009,7 +1098,7 @@ class Lowerer:
                     users.append((li, j, c0, c1))
             if not users:
                 continue
-            u = self.next_unit(chip)
+            u = ku
             slots = {li: self.slot(chip, u) for li, *_ in users}
             for rb in range(nrb):
                 self.lw(chip, u, kv.buf, rb * tr, cb, tr)
@@ -1027,6 +1116,9 @@ class Lowerer:
                     n = min(c1 - c, LANES - dlane)
                     self.emit_acc(chip, u, slots[li], out.buf, dvec, dst_lane=dlane, src_lane=c - cb * LANES, lanes=n)
                     c += n
+
+
+PACK_V_FROM = 1024  # max_context above which the V cache is packed
 
 
 def v_pack(width: int) -> int:

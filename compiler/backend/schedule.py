@@ -122,6 +122,7 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
     for i, n in enumerate(nodes):
         for j in n.deps:
             edge(j, i, 0)
+    attached = _attach_installs(nodes, prof, succ, npred, edge)
     # --- priorities: longest path to the end
     busy = np.array([p.busy for p in prof], dtype=np.int64)
     tail = np.array([max([busy[i]] + [a.t0 + ((a.count - 1) * a.num) // a.den + a.ready for a in prof[i].accesses if a.write])
@@ -148,6 +149,28 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
     heapq.heapify(heap)
     bank_runs = [_bank_runs(prof[i], regions) for i in range(N)]
     done = 0
+    install_of = {a: w for a, (w, _, _) in attached.items()}
+    is_attached = {w for (w, _, _) in attached.values()}
+    pred_of = defaultdict(list)
+    for j in range(N):
+        for (k, d) in succ[j]:
+            if k in is_attached:
+                pred_of[k].append((j, d))
+
+    def place(i, t, q):
+        nonlocal done
+        issue[i] = t
+        qname[i] = q
+        qfree[(nodes[i].chip, q)] = max(qfree[(nodes[i].chip, q)], t + prof[i].busy)
+        done += 1
+        for (j, d) in succ[i]:
+            if t + d >= est[j]:
+                est[j] = t + d
+                why[j] = i
+            npred[j] -= 1
+            if npred[j] == 0 and j not in is_attached:
+                heapq.heappush(heap, (int(est[j]), -int(prio[j]), j))
+
     while heap:
         t, negp, i = heapq.heappop(heap)
         n = nodes[i]
@@ -160,23 +183,65 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
         if clash is not None:
             heapq.heappush(heap, (max(t + 1, clash), negp, i))
             continue
+        w = install_of.get(i)
+        if w is not None:
+            # the group's install goes with its first ACC: after the tile is loaded and the previous
+            # tile's activations have passed, before this ACC's activation reaches the array
+            _, arrive, ready = attached[i]
+            lo = max([issue[j] + d for (j, d) in pred_of[w]] + [qfree[(n.chip, nodes[w].queue)]])
+            if nodes[w].queue == n.queue and t - prof[w].busy < lo <= t:
+                lo = t + 1  # one queue: the install goes right after this ACC
+            hi = t + arrive - ready
+            if lo > hi:
+                heapq.heappush(heap, (t + (lo - hi), negp, i))
+                continue
+            place(w, int(lo), nodes[w].queue)
+            why[w] = max(pred_of[w], key=lambda jd: issue[jd[0]] + jd[1])[0] if pred_of[w] else -1
         q = q_ok[0]
-        issue[i] = t
-        qname[i] = q
-        qfree[(n.chip, q)] = t + prof[i].busy
         _book(bank_busy, n.chip, bank_runs[i], t)
-        done += 1
-        for (j, d) in succ[i]:
-            if t + d >= est[j]:
-                est[j] = t + d
-                why[j] = i
-            npred[j] -= 1
-            if npred[j] == 0:
-                heapq.heappush(heap, (int(est[j]), -int(prio[j]), j))
+        place(i, t, q)
     if done != N:
         raise CompileError(f"scheduler: {N - done} instructions could not be scheduled (dependency cycle)")
     cycles = int(max((issue + tail).max(), 0)) if N else 0
-    return Scheduled(nodes, issue, qname, prof, cycles, why, tail)
+    out = Scheduled(nodes, issue, qname, prof, cycles, why, tail)
+    out.asap_cycles = int((asap + tail).max()) if N else 0  # unlimited resources, same dependencies
+    return out
+
+
+def _attach_installs(nodes, prof, succ, npred, edge) -> dict:
+    """Each tile group's IW is scheduled together with the group's first ACC (see the main loop): the
+    ACC inherits the IW's constraints, shifted by how long its activation takes to reach the array, so
+    an ACC may issue before its tile is installed (a list scheduler in time order could not do that
+    through the IW). Returns {first ACC: (IW, activation arrival offset, install ready offset)}."""
+    from isa.timing import PSEUDO_ACTIVE
+
+    groups: dict = defaultdict(list)
+    for i, n in enumerate(nodes):
+        if n.grp is not None:
+            groups[n.grp].append(i)
+    iw_nodes = {i for i, n in enumerate(nodes) if n.instr.op == "IW"}
+    into: dict = defaultdict(list)  # IW -> its incoming edges
+    for j in range(len(succ)):
+        for (k, d) in succ[j]:
+            if k in iw_nodes:
+                into[k].append((j, d))
+    out = {}
+    for g, idx in groups.items():
+        iws = [i for i in idx if nodes[i].instr.op == "IW"]
+        accs = [i for i in idx if nodes[i].instr.op == "ACC"]
+        if len(iws) != 1 or not accs:
+            continue
+        w, a = iws[0], accs[0]
+        arrive = next(x.t0 for x in prof[a].accesses if x.region == PSEUDO_ACTIVE and not x.write)
+        ready = next(x.ready for x in prof[w].accesses if x.region == PSEUDO_ACTIVE and x.write)
+        # the IW -> ACC edge is met by construction: drop it
+        kept = [(j, d) for (j, d) in succ[w] if j != a]
+        npred[a] -= len(succ[w]) - len(kept)
+        succ[w][:] = kept
+        for (j, d) in into[w]:
+            edge(j, a, d + ready - arrive)
+        out[a] = (w, arrive, ready)
+    return out
 
 
 def _unit_order(nodes, asap) -> dict:

@@ -1,0 +1,182 @@
+"""A lower bound on the cycles of one decode token, from the model and the hardware parameters alone.
+
+Never from the schedule. For a mapping of the model onto the chips (which linears are split how, which
+chip holds what: a property of the partition, not of the instruction order) it takes the largest of:
+
+- **weight streaming**: the bytes a chip must move from SRAM into its MXM units for one token (its
+  weights and the KV cache it reads at this context) over the chip's install bandwidth;
+- **compute**: the activation passes through the matrix units, one per cycle per unit;
+- **links**: the bytes the busiest link must carry (all-reduce partials), over the link bandwidth;
+- **dependency latency**: the longest chain of dependent operations through the token, each costing
+  the least the hardware allows: a VXM function its pipeline latency; a step between units the SRAM read
+  and write latencies plus the stream hops between them (the VXM sits at the centre, the SXM and MXM at
+  the edges); a cross-lane sum one pass through an MXM unit; a cross-lane max two SXM permute rounds (the
+  algorithm this compiler uses); a matrix product the MXM latency plus the tiles that cannot have been
+  loaded ahead of its input (a unit holds two: the active tile and the shadow buffer); an all-reduce one
+  hop plus the partial's serialisation on a link and the additions; data movement nothing at all (it may
+  be a view).
+
+`bound(...)` returns the terms; the bound is their maximum. The compiler's schedule is then judged by
+cycles / bound (the bound ratio).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import ceil, log2
+
+import numpy as np
+
+from ..ir import DATA_MOVEMENT, Graph, T
+from .indexmaps import shape1, size1
+from .partition import Plan
+
+LANES = 320
+
+
+@dataclass
+class Bound:
+    cycles: int
+    terms: dict = field(default_factory=dict)
+    chain: list = field(default_factory=list)  # (eqn, start, finish) along the critical chain
+
+    @property
+    def limiter(self) -> str:
+        return max(self.terms, key=self.terms.get)
+
+
+def _vec(n: int) -> int:
+    return -(-n // LANES)
+
+
+def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
+    """Lower bound for one token whose attention sees `ctx` cache positions, on `plan.chips` chips."""
+    ch = hw.chip
+    R, W = ch.sram.read_latency_cycles, ch.sram.write_latency_cycles
+    hop = ch.streams.hop_cycles
+    sph = ch.sram.slices_per_hemisphere
+    units = hw.mxm_units
+    ebytes = 2 if precision == "fp16" else 4
+    vbytes = LANES * ebytes
+    tile_rows = ch.mxm.fp16_tile_rows
+    tile_cycles = tile_rows * vbytes * units / ch.mxm.install_bytes_per_cycle  # one tile into one unit
+    lat = ch.vxm.latency_cycles
+    pos = {"vxm": 0, "mem": 0, "sxm": sph + 1, "mxm": sph + 2}
+    link_cpv = ceil(vbytes / ch.c2c.link_bytes_per_cycle)  # a partial on a link, in the MXM's type
+    chips = plan.chips
+
+    hold32 = max(1, 4 * LANES // ch.sram.access_bytes)  # an fp32 vector holds its bank this long
+
+    def move(a: str, b: str) -> int:
+        """From one unit's result in SRAM to the next unit's input: write (an fp32 vector takes `hold32`
+        bank cycles to land), hops, read."""
+        return W + hold32 - 1 + R + max(2, abs(pos[a] - pos[b])) * hop
+
+    def vxm_lat(op: str) -> int:
+        return {"exp": lat.exp, "tanh": lat.tanh, "rsqrt": lat.rsqrt, "recip": lat.recip,
+                "mul": lat.mul}.get(op, lat.add)
+
+    # per-chip work of every matrix product under this mapping
+    def local(var, c) -> int:
+        h = plan.hold[c].get(var)
+        return 0 if h is None else int(h.size)
+
+    def tiles_linear(e, c) -> int:
+        K, N = g.consts[e.inputs[1]].shape
+        rows = local(e.inputs[0], c) if e in rowsplit_eqns else K
+        cols = N if e in rowsplit_eqns else local(e.outputs[0], c)
+        if not rows or not cols:
+            return 0
+        return ceil(rows / tile_rows) * _vec(cols)
+
+    rowsplit_eqns = _IdSet(g.eqns, plan.rowsplit)
+
+    stream_bytes = np.zeros(chips)
+    passes = np.zeros(chips)
+    link_bytes = 0.0
+    finish: dict[str, tuple[float, str]] = {}
+    best_chain: dict[str, list] = {}
+    for e in g.eqns:
+        prim = e.prim
+        unit = "vxm"
+        lam = 0.0
+        if prim == "linear":
+            unit = "mxm"
+            per_chip = [tiles_linear(e, c) for c in range(chips)]
+            for c, t in enumerate(per_chip):
+                stream_bytes[c] += t * tile_rows * vbytes
+                passes[c] += t
+            tu = ceil(max(per_chip) / units) if per_chip else 0
+            lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
+            if e in rowsplit_eqns and chips > 1:
+                n = size1(g.vars[e.outputs[0]].shape)
+                link_bytes += _vec(n) * vbytes
+                lam += ch.c2c.hop_latency_cycles + _vec(n) * link_cpv + ceil(log2(chips)) * (lat.add + move("vxm", "vxm"))
+        elif prim in ("attn_qk", "attn_pv"):
+            unit = "mxm"
+            kv = e.inputs[1]
+            per_chip = []
+            for c in range(chips):
+                held = local(kv, c)  # (kv head, dim) elements of the cache this chip reads
+                if not held:
+                    per_chip.append(0)
+                    continue
+                if prim == "attn_qk":
+                    t = ceil(held / tile_rows) * _vec(ctx)
+                else:
+                    pack = max(1, LANES // held) if held <= LANES // 2 and LANES % held == 0 else 1  # the densest
+                    t = ceil(ceil(ctx / pack) / tile_rows) * _vec(held * pack)
+                per_chip.append(t)
+                stream_bytes[c] += t * tile_rows * vbytes
+                passes[c] += t
+            tu = ceil(max(per_chip) / units) if per_chip else 0
+            lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
+        elif prim == "reduce":
+            x = e.inputs[0]
+            shp = g.vars[x].shape
+            gp = shape1(shp)[-1] * (ctx if shp[-1] == T else 1)
+            pre = lat.add + move("vxm", "vxm") if gp > LANES else 0  # lane-wise over the group's vectors
+            if e.params["op"] == "sum":
+                unit = "mxm"
+                lam = pre + ch.mxm.latency_cycles + ch.mxm.emit_cycles
+            else:  # two rounds of SXM rotations and VXM maxima
+                lam = pre + 2 * (move("vxm", "sxm") + ch.sxm.latency_cycles.permute + move("sxm", "vxm") + lat.add)
+        elif prim in ("unary", "binary"):
+            lam = vxm_lat(e.params["op"])
+        elif prim in ("where", "mask_fill"):
+            lam = lat.add
+        elif prim in ("gather", "kv_append"):
+            unit = "mem"
+            lam = 0
+        elif prim in DATA_MOVEMENT:
+            unit = None  # free: a view, as far as a bound can tell
+        start, chain = 0.0, []
+        for i in e.inputs:
+            if i in finish:
+                t, u = finish[i]
+                if unit is not None and u is not None:
+                    t += move(u, unit)
+                if t > start:
+                    start, chain = t, best_chain[i]
+        f = start + lam
+        finish[e.outputs[0]] = (f, unit if unit is not None else (finish[e.inputs[0]][1] if e.inputs and e.inputs[0] in finish else None))
+        best_chain[e.outputs[0]] = chain + [(e, start, f)]
+    out = g.outputs["logits"]
+    latency = finish[out][0] + W if out in finish else 0.0
+    bpc = ch.mxm.install_bytes_per_cycle
+    terms = {
+        "weight_streaming": float(stream_bytes.max() / bpc) if chips else 0.0,
+        "compute": float(passes.max() / units),
+        "links": float(link_bytes / ch.c2c.link_bytes_per_cycle) if chips > 1 else 0.0,
+        "latency": float(latency),
+    }
+    return Bound(int(ceil(max(terms.values()))), {k: int(ceil(v)) for k, v in terms.items()}, best_chain.get(out, []))
+
+
+class _IdSet:
+    """Membership of equations by position in the graph (equations are not hashable by value)."""
+
+    def __init__(self, eqns, idx) -> None:
+        self.ids = {id(eqns[i]) for i in idx}
+
+    def __contains__(self, e) -> bool:
+        return id(e) in self.ids
