@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .backend.alloc import place
-from .backend.decompose import decompose, split_linears
+from .backend.bound import bound
+from .backend.decompose import decompose, fold_movement, split_linears
 from .backend.emit import build_program, streams_for
 from .backend.lower import BufferPool, Lowerer
 from .backend.partition import plan as make_plan
@@ -47,6 +48,7 @@ class Report:
     cycles: list = field(default_factory=list)
     instructions: int = 0
     sram_bytes: dict = field(default_factory=dict)
+    bounds: list = field(default_factory=list)
 
 
 def buckets_for(max_context: int) -> list[dict]:
@@ -63,7 +65,7 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
     opts.check()
     rep = Report()
     t0 = time.perf_counter()
-    g = split_linears(decompose(graph))
+    g = split_linears(fold_movement(decompose(graph)))
     rep.seconds["decompose"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     plan = make_plan(g, opts.chips)
@@ -86,6 +88,11 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
     for b, low in enumerate(lowered):
         sched = schedule(low.code, regions, hw)
         buckets[b]["cycles"] = sched.cycles
+        # the lower bound for the smallest context this bucket serves: valid for all its tokens
+        lb = bound(g, plan, hw, opts.precision, buckets[b]["first_position"] + 1)
+        buckets[b]["lower_bound_cycles"] = lb.cycles
+        buckets[b]["lower_bound_terms"] = lb.terms
+        rep.bounds.append(lb.cycles)
         rep.cycles.append(sched.cycles)
         rep.instructions += len(sched.nodes)
         streams.update(streams_for(b, sched, hw.chip.icu.nop_max_repeat))

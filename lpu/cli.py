@@ -110,7 +110,9 @@ def cmd_compile(args) -> int:
     size = Path(args.output).stat().st_size
     summary = {"output": args.output, "bytes": size, "chips": args.chips, "hw": hw.name, "precision": args.precision,
                "max_context": args.max_context, "buckets": len(prog.header["buckets"]),
-               "cycles_per_bucket": rep.cycles, "instructions": rep.instructions, "compile_seconds": round(secs, 3),
+               "cycles_per_bucket": rep.cycles, "lower_bound_cycles": rep.bounds,
+               "bound_ratio": [round(c / b, 4) for c, b in zip(rep.cycles, rep.bounds)],
+               "instructions": rep.instructions, "compile_seconds": round(secs, 3),
                "sram_bytes_per_chip": {str(k): v for k, v in sorted(rep.sram_bytes.items())}}
     if args.json:
         print(json.dumps(summary))
@@ -119,6 +121,8 @@ def cmd_compile(args) -> int:
               f"in {secs:.2f} s -> {args.output} ({size / 2**20:.1f} MiB)")
         print(f"  {rep.instructions:,} instructions in {len(rep.cycles)} context bucket(s); "
               f"cycles per token by bucket: {', '.join(f'{c:,}' for c in rep.cycles)}")
+        print(f"  lower bound by bucket: {', '.join(f'{b:,}' for b in rep.bounds)}; bound ratio "
+              f"{', '.join(f'{c / b:.3f}' for c, b in zip(rep.cycles, rep.bounds))}")
         top = max(rep.sram_bytes.values()) if rep.sram_bytes else 0
         print(f"  SRAM: up to {top / 2**20:.1f} MiB of {hw.sram_bytes_per_chip / 2**20:.0f} MiB per chip")
     return 0
@@ -180,6 +184,8 @@ def cmd_decode(args) -> int:
     print(f"cycles   per token: {', '.join(f'{c:,}' for c in res.cycles_per_token)}")
     print(f"         mean {mean:,.0f} cycles = {mean / res.clock_hz * 1e6:.2f} us at {res.clock_hz / 1e6:.0f} MHz "
           f"-> {res.tokens_per_second:,.0f} tokens/s")
+    if res.lower_bound_cycles and res.lower_bound_cycles[-1]:
+        print(f"bound    lower bound {res.lower_bound_cycles[-1]:,} cycles; bound ratio {res.bound_ratio[-1]:.3f}")
     print(f"emulator {res.emulator_seconds:.2f} s wall ({res.warmup_seconds:.2f} s JIT warm-up)")
     return 0
 

@@ -36,6 +36,8 @@ class DecodeResult:
     emulator_seconds: float
     warmup_seconds: float
     positions: list[int] = field(default_factory=list)
+    lower_bound_cycles: list[int] = field(default_factory=list)
+    bound_ratio: list[float] = field(default_factory=list)
     logits: np.ndarray | None = None
 
     def to_json(self) -> dict:
@@ -125,8 +127,11 @@ class Decoder:
         wall = time.perf_counter() - t0
         warm = getattr(self.em, "warmup_seconds", 0.0) - warm0
         mean = float(np.mean(cycles))
+        bounds = [int(self.buckets[self.bucket_of(p)].get("lower_bound_cycles", 0)) for p in positions]
+        ratios = [round(c / b, 4) if b else 0.0 for c, b in zip(cycles, bounds)]
         return DecodeResult(
             tokens=tokens, cycles_per_token=cycles, prefill_cycles=int(sum(prompt_cycles)), prompt_cycles=prompt_cycles,
             clock_hz=self.clock_hz, chips=self.chips, tokens_per_second=self.clock_hz / mean,
             emulator_seconds=wall - warm, warmup_seconds=warm + warm0, positions=positions,
+            lower_bound_cycles=bounds, bound_ratio=ratios,
             logits=np.stack(rows).astype(np.float32) if rows else None)

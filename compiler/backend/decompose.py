@@ -334,3 +334,141 @@ def _toposort(eqns, g: Graph):
     except nx.NetworkXUnfeasible:
         raise UnsupportedError("cyclic equations after split_linears") from None
     return [eqns[k] for k in order]
+
+
+def fold_movement(g: Graph) -> Graph:
+    """Data movement as one permutation where possible (a pass: Graph -> Graph, same meaning).
+
+    1. A negation feeding a concatenation moves after it as a multiplication by a sign vector (exact:
+       x * -1 == -x), so a rotate-half (concat(-x2, x1) of two slices of x) becomes one permutation of x.
+    2. Chains of data movement from a single source become reshape -> take -> reshape: one shuffle
+       instead of one per step.
+    3. (p * s) * b with s a vector of +-1 becomes p * (s * b): the sign meets b (often a table row ready
+       long before) off the critical chain; exact, since multiplying by +-1 does not round.
+    """
+    from .indexmaps import move_map, shape1
+
+    cons = g.consumers()
+    prod = g.producers()
+    b = Builder(g)
+    out: list[Eqn] = []
+    rename: dict[str, str] = {}
+    movement = set(("reshape", "transpose", "slice", "concat", "expand", "take"))
+
+    def nm(v):
+        while v in rename:
+            v = rename[v]
+        return v
+
+    # 1. neg -> concat
+    for e in g.eqns:
+        e = Eqn(e.prim, tuple(nm(i) for i in e.inputs), e.outputs, dict(e.params))
+        if e.prim == "concat" and T not in g.vars[e.outputs[0]].shape:
+            negs = [k for k, i in enumerate(e.inputs)
+                    if i in prod and prod[i].prim == "unary" and prod[i].params["op"] == "neg" and len(cons.get(i, [])) == 1]
+            if negs:
+                shapes = [shape1(g.shape(i)) for i in e.inputs]
+                ax = e.params["axis"] % len(shapes[0])
+                sign = np.concatenate([np.full(s, -1.0 if k in negs else 1.0, np.float32) for k, s in enumerate(shapes)], axis=ax)
+                ins = tuple(prod[i].inputs[0] if k in negs else i for k, i in enumerate(e.inputs))
+                raw = b.fresh("cat")
+                g.vars[raw] = Var(raw, g.vars[e.outputs[0]].shape)
+                out.append(Eqn("concat", ins, (raw,), dict(e.params)))
+                sc = b.const(sign, "sign")
+                out.append(Eqn("binary", (raw, sc), e.outputs, {"op": "mul"}))
+                continue
+        out.append(e)
+    g = Graph(g.vars, g.consts, _dce(out, g), g.inputs, g.outputs, g.states, g.meta)
+    # 2. movement chains from one source -> reshape, take, reshape
+    prod = g.producers()
+    cons = g.consumers()
+    root: dict[str, tuple[str, np.ndarray]] = {}  # var -> (source var, flat index of the source per element)
+    out = []
+    for e in g.eqns:
+        if e.prim in movement and all(T not in g.shape(i) for i in e.inputs) and T not in g.vars[e.outputs[0]].shape \
+                and all(i in g.vars for i in e.inputs):
+            which, idx = move_map(g, e)
+            srcs = []
+            for k, i in enumerate(e.inputs):
+                r = root.get(i, (i, np.arange(int(np.prod(shape1(g.shape(i)))))))
+                srcs.append(r)
+            names = {s for s, _ in srcs}
+            if len(names) == 1:
+                src = names.pop()
+                flat = np.empty(which.size, dtype=np.int64)
+                for k in range(len(e.inputs)):
+                    sel = which == k
+                    flat[sel] = srcs[k][1][idx[sel]]
+                root[e.outputs[0]] = (src, flat)
+        out.append(e)
+    final = []
+    for e in out:
+        o = e.outputs[0]
+        if o in root and e.prim in movement:
+            # keep it only where something other than movement uses it (the others are folded)
+            users = cons.get(o, [])
+            if users and all(u.prim in movement and u.outputs[0] in root for u in users) and o not in g.outputs.values():
+                continue
+            src, flat = root[o]
+            n_src = int(np.prod(shape1(g.shape(src))))
+            if np.array_equal(flat, np.arange(n_src)) and flat.size == n_src:
+                final.append(Eqn("reshape", (src,), (o,), {"shape": tuple(g.vars[o].shape)}))
+                continue
+            f1 = b.fresh("flat")
+            g.vars[f1] = Var(f1, (n_src,))
+            f2 = b.fresh("perm")
+            g.vars[f2] = Var(f2, (flat.size,))
+            final.append(Eqn("reshape", (src,), (f1,), {"shape": (n_src,)}))
+            final.append(Eqn("take", (f1,), (f2,), {"indices": flat.astype(np.int64), "axis": 0}))
+            final.append(Eqn("reshape", (f2,), (o,), {"shape": tuple(g.vars[o].shape)}))
+            continue
+        final.append(e)
+    g = Graph(g.vars, g.consts, _dce(final, g), g.inputs, g.outputs, g.states, g.meta)
+    # 3. (p * sign) * b -> p * (sign * b)
+    prod = g.producers()
+    cons = g.consumers()
+    out = []
+    for e in g.eqns:
+        if e.prim == "binary" and e.params["op"] == "mul":
+            for k in (0, 1):
+                inner = prod.get(e.inputs[k])
+                if inner is None or inner.prim != "binary" or inner.params["op"] != "mul" or len(cons.get(e.inputs[k], [])) != 1:
+                    continue
+                c = [i for i in inner.inputs if i in g.consts and np.all(np.abs(g.consts[i]) == 1.0)]
+                if len(c) != 1:
+                    continue
+                p = inner.inputs[0] if inner.inputs[1] == c[0] else inner.inputs[1]
+                other = e.inputs[1 - k]
+                if other in g.consts:
+                    continue
+                sb = b.fresh("signed")
+                g.vars[sb] = Var(sb, _bshape(g.shape(c[0]), g.shape(other)))
+                out.append(Eqn("binary", (c[0], other), (sb,), {"op": "mul"}))
+                out.append(Eqn("binary", (p, sb), e.outputs, {"op": "mul"}))
+                break
+            else:
+                out.append(e)
+            continue
+        out.append(e)
+    g = Graph(g.vars, g.consts, _toposort(_dce(out, g), g), g.inputs, g.outputs, g.states, g.meta)
+    used = {i for q in g.eqns for i in q.inputs} | set(g.outputs.values())
+    g.consts = {k: v for k, v in g.consts.items() if k in used}
+    defined = {o for q in g.eqns for o in q.outputs}
+    g.vars = {k: v for k, v in g.vars.items() if k in g.inputs or k in defined}
+    return g.verify()
+
+
+def _bshape(a, b):
+    from ..ir import broadcast
+    return broadcast(tuple(a), tuple(b))
+
+
+def _dce(eqns, g: Graph) -> list:
+    """Drop equations whose outputs nothing uses (kv_append always stays: it writes the cache)."""
+    need = set(g.outputs.values())
+    keep = []
+    for e in reversed(eqns):
+        if e.prim == "kv_append" or any(o in need for o in e.outputs):
+            keep.append(e)
+            need.update(e.inputs)
+    return keep[::-1]
