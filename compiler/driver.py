@@ -14,13 +14,13 @@ from .backend.bound import bound
 from .backend.decompose import decompose, fold_movement, split_linears
 from .backend.emit import build_program, streams_for
 from .backend.lower import BufferPool, Lowerer
-from .backend.partition import plan as make_plan
+from .backend.partition import plan as make_plan, plan_pp
 from .backend.schedule import schedule
 from .errors import CompileError
 
 LANES = 320
 PRECISIONS = ("fp16", "fp32")
-PARTITIONS = ("tp", "auto")
+PARTITIONS = ("tp", "pp", "auto")
 
 
 @dataclass
@@ -49,6 +49,23 @@ class Report:
     instructions: int = 0
     sram_bytes: dict = field(default_factory=dict)
     bounds: list = field(default_factory=list)
+    mappings: dict = field(default_factory=dict)  # candidate mapping -> estimated cycles
+
+
+def choose_mapping(g, hw, opts: Options):
+    """Tensor-parallel or pipeline: each candidate is estimated by its lower bound at the largest
+    context (the same model of the machine the bound uses: streaming, links, dependency latency), and
+    the fastest is taken; --partition tp|pp forces one."""
+    if opts.chips == 1:
+        return make_plan(g, 1), {"single": None}
+    cands = {"tp": make_plan, "pp": plan_pp} if opts.partition == "auto" else \
+        {opts.partition: make_plan if opts.partition == "tp" else plan_pp}
+    plans, est = {}, {}
+    for name, fn in cands.items():
+        plans[name] = fn(g, opts.chips)
+        est[name] = bound(g, plans[name], hw, opts.precision, opts.max_context).cycles
+    best = min(est, key=lambda k: (est[k], k))
+    return plans[best], est
 
 
 def buckets_for(max_context: int) -> list[dict]:
@@ -68,7 +85,7 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
     g = split_linears(fold_movement(decompose(graph)))
     rep.seconds["decompose"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    plan = make_plan(g, opts.chips)
+    plan, rep.mappings = choose_mapping(g, hw, opts)
     rep.seconds["partition"] = time.perf_counter() - t0
     buckets = buckets_for(opts.max_context)
     pool = BufferPool()
@@ -100,7 +117,8 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
     meta = {
         "precision": opts.precision,
         "max_context": opts.max_context,
-        "partition": "tp" if opts.chips > 1 else "single",
+        "partition": plan.mapping,
+        "mapping_estimates": {k: v for k, v in sorted(rep.mappings.items()) if v is not None},
         "model": {k: v for k, v in sorted((graph.meta or {}).items()) if isinstance(v, (int, float, str, bool))},
         "source": source or {},
         "vocab_size": int(np.prod([d for d in g.vars[g.outputs["logits"]].shape if d != "T"])),

@@ -42,7 +42,8 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
                    help="KV-cache positions to reserve (default: 1024 for compile; enough for the request for decode)")
     p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"),
                    help="fp16: the hardware's own (fp16 weights and matrix inputs, fp32 accumulation); fp32: for validation")
-    p.add_argument("--partition", default="auto", choices=("tp", "auto"), help="mapping over chips (default auto)")
+    p.add_argument("--partition", default="auto", choices=("tp", "pp", "auto"),
+                   help="mapping over chips: tensor-parallel, pipeline, or auto (the faster by the compiler's estimate; default)")
 
 
 def build_parser() -> argparse.ArgumentParser:

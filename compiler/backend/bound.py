@@ -150,11 +150,17 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
         elif prim in DATA_MOVEMENT:
             unit = None  # free: a view, as far as a bound can tell
         start, chain = 0.0, []
+        here = plan.owner.get(e.outputs[0]) if plan.mapping == "pp" else None
         for i in e.inputs:
             if i in finish:
                 t, u = finish[i]
                 if unit is not None and u is not None:
                     t += move(u, unit)
+                if here is not None and plan.owner.get(i, here) != here:
+                    # a pipeline stage boundary: the value crosses a link
+                    nv = _vec(size1(g.vars[i].shape))
+                    t += ch.c2c.hop_latency_cycles + nv * ceil(LANES * 4 / ch.c2c.link_bytes_per_cycle)
+                    link_bytes += nv * LANES * 4
                 if t > start:
                     start, chain = t, best_chain[i]
         f = start + lam
@@ -163,9 +169,12 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
     out = g.outputs["logits"]
     latency = finish[out][0] + W if out in finish else 0.0
     bpc = ch.mxm.install_bytes_per_cycle
+    # a token visits pipeline stages one after another; tensor-parallel chips stream side by side
+    streaming = stream_bytes.sum() if plan.mapping == "pp" else stream_bytes.max()
+    compute = passes.sum() if plan.mapping == "pp" else passes.max()
     terms = {
-        "weight_streaming": float(stream_bytes.max() / bpc) if chips else 0.0,
-        "compute": float(passes.max() / units),
+        "weight_streaming": float(streaming / bpc) if chips else 0.0,
+        "compute": float(compute / units),
         "links": float(link_bytes / ch.c2c.link_bytes_per_cycle) if chips > 1 else 0.0,
         "latency": float(latency),
     }

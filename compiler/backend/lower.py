@@ -307,9 +307,28 @@ class Lowerer:
     # ------------------------------------------------------------------ operands
     def val(self, chip, name) -> Val:
         v = self.vals[chip].get(name)
+        if v is None and self.plan.mapping == "pp" and name in self.plan.owner:
+            v = self.transfer(name, self.plan.owner[name], chip)
         if v is None:
             raise UnsupportedError(f"chip {chip}: {name!r} is needed but not held (partitioning gap)")
         return v
+
+    def transfer(self, name: str, src: int, dst: int) -> Val:
+        """Pipeline: send a value computed on chip src to chip dst over their direct link."""
+        v = self.vals[src].get(name)
+        if v is None:
+            raise UnsupportedError(f"chip {src}: {name!r} should have been computed there (pipeline stage gap)")
+        if v.layout == "state":
+            raise UnsupportedError(f"{name!r}: a KV cache cannot move between pipeline stages")
+        nv = v.vectors
+        key = ("xfer", name, dst) if T not in self.g.vars[name].shape else None
+        b = self.pool.new(dst, name, nv, v.buf.dtype, "act", key=key) if key else self.buf(dst, name, nv, v.buf.dtype)
+        link_s, link_r = self.links[src][dst], self.links[dst][src]
+        self.emit(src, "c2ct", Instr("SEND", link=link_s, src_reg=v.buf.id, src_off=v.off, n=nv), f"c2c{link_s}t", tag=f"pp {name}")
+        self.emit(dst, "c2cr", Instr("RECV", link=link_r, dst_reg=b.id, dst_off=0, n=nv), f"c2c{link_r}r", tag=f"pp {name}")
+        out = Val(b, v.idx, v.layout, v.tlen, v.g, off=0)
+        self.vals[dst][name] = out
+        return out
 
     def const_buf(self, chip, data: np.ndarray, dtype="fp32", name="k") -> Buf:
         data = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)

@@ -42,6 +42,9 @@ class Plan:
     embed_rows: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # gather eqn -> row range per chip
     sharded_outputs: set[str] = field(default_factory=set)  # graph outputs left split over chips
     regions: list[dict] = field(default_factory=list)  # for reports: sink, units per chip
+    mapping: str = "tp"  # tp | pp | single
+    owner: dict[str, int] = field(default_factory=dict)  # pp: the chip that computes each var
+    stages: list[tuple[int, int]] = field(default_factory=list)  # pp: eqn index range per chip
 
     def has(self, chip: int, var: str) -> bool:
         return var in self.hold[chip]
@@ -280,3 +283,58 @@ def _find_region(g: Graph, L, prod, index, cons, chips):
                 if id(u) not in members:
                     return None
     return cone, sources, units
+
+
+def plan_pp(g: Graph, chips: int) -> Plan:
+    """Pipeline mapping: the equations in order, cut into `chips` contiguous stages of about equal weight
+    bytes, each cut placed where the fewest values cross it (between layers: the residual stream). A
+    value needed on a later chip is sent over the link between the two chips."""
+    full = {v: np.arange(size1(var.shape), dtype=np.int64) for v, var in g.vars.items()}
+    n = len(g.eqns)
+    if chips == 1:
+        return Plan(1, [dict(full)], mapping="single")
+    weight = np.zeros(n)
+    for i, e in enumerate(g.eqns):
+        for x in e.inputs:
+            if x in g.consts and e.prim in ("linear", "gather"):
+                weight[i] += g.consts[x].size
+    cum = np.concatenate([[0.0], np.cumsum(weight)])
+    # elements alive across each boundary k (between eqn k-1 and eqn k)
+    last_use: dict[str, int] = {}
+    for i, e in enumerate(g.eqns):
+        for x in e.inputs:
+            last_use[x] = i
+    produced_at = {o: i for i, e in enumerate(g.eqns) for o in e.outputs}
+    live = np.zeros(n + 1)
+    for v, i in produced_at.items():
+        lu = last_use.get(v, i)
+        if v in g.outputs.values():
+            lu = n
+        if lu > i:
+            # a KV cache cannot leave its chip: never cut while one is in use
+            live[i + 1:lu + 1] += np.inf if g.eqns[i].prim == "kv_append" else size1(g.vars[v].shape)
+    cuts = [0]
+    for k in range(1, chips):
+        target = cum[-1] * k / chips
+        centre = int(np.searchsorted(cum, target))
+        window = max(1, n // (4 * chips))
+        lo, hi = max(cuts[-1] + 1, centre - window), min(n - (chips - k), centre + window)
+        if lo > hi:
+            lo = hi = max(cuts[-1] + 1, min(centre, n - (chips - k)))
+        cand = range(lo, hi + 1)
+        # fewest live elements; among those, closest to the weight target
+        best = min(cand, key=lambda b: (live[b], abs(cum[b] - target), b))
+        cuts.append(best)
+    cuts.append(n)
+    owner_eqn = np.zeros(n, dtype=np.int64)
+    for c in range(chips):
+        owner_eqn[cuts[c]:cuts[c + 1]] = c
+    hold: list[dict[str, np.ndarray]] = [dict() for _ in range(chips)]
+    owner: dict[str, int] = {}
+    for i, e in enumerate(g.eqns):
+        c = int(owner_eqn[i])
+        for o in e.outputs:
+            owner[o] = c
+            hold[c][o] = full[o]
+    p = Plan(chips, hold, mapping="pp", owner=owner, stages=[(cuts[c], cuts[c + 1]) for c in range(chips)])
+    return p

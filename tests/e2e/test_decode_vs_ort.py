@@ -26,9 +26,9 @@ def ort(name):
 
 
 @functools.lru_cache(maxsize=None)
-def run(name, chips, precision):
+def run(name, chips, precision, partition="auto"):
     prog, _ = compile_model(FIX / f"{name}.onnx", config.load("groqchip1", chips=chips),
-                            Options(chips=chips, precision=precision, max_context=CTX))
+                            Options(chips=chips, precision=precision, max_context=CTX, partition=partition))
     res = Decoder(prog).generate(PROMPT, N)
     return prog, res
 
@@ -61,9 +61,11 @@ def test_fp16_logits_within_3_percent_before_the_first_differing_token(name):
 
 @pytest.mark.parametrize("name", ["gpt2_optimum", "llama_dynamo"])
 @pytest.mark.parametrize("chips", [2, 4, 8])
-def test_every_chip_count_gives_the_same_tokens(name, chips):
+@pytest.mark.parametrize("partition", ["tp", "pp"])
+def test_every_chip_count_and_mapping_gives_the_same_tokens(name, chips, partition):
     tokens, logits = ort(name)
-    _, res = run(name, chips, "fp32")
+    prog, res = run(name, chips, "fp32", partition)
+    assert prog.header["partition"] == partition
     assert res.tokens == tokens
     assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
 
