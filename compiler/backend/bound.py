@@ -167,7 +167,8 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
         finish[e.outputs[0]] = (f, unit if unit is not None else (finish[e.inputs[0]][1] if e.inputs and e.inputs[0] in finish else None))
         best_chain[e.outputs[0]] = chain + [(e, start, f)]
     out = g.outputs["logits"]
-    latency = finish[out][0] + W if out in finish else 0.0
+    # the token-start barrier (Sync/Notify) precedes everything
+    latency = (finish[out][0] + W if out in finish else 0.0) + ch.icu.sync_cycles
     bpc = ch.mxm.install_bytes_per_cycle
     # a token visits pipeline stages one after another; tensor-parallel chips stream side by side
     streaming = stream_bytes.sum() if plan.mapping == "pp" else stream_bytes.max()

@@ -199,6 +199,14 @@ class Lowerer:
 
     # ------------------------------------------------------------------ entry
     def run(self) -> None:
+        # every token starts with a chip-wide barrier (the host's inputs are in; chips aligned), and
+        # with more than one chip each link re-aligns its clocks (the scheduler repeats this every
+        # deskew interval of a long program)
+        for c in range(self.chips):
+            self.emit(c, "icu", Instr("SYNC"), "icu0", tag="token start")
+            if self.chips > 1:
+                for l in range(len(self.links[c]) and hw_links(self.hw)):
+                    self.emit(c, "c2ct", Instr("DESKEW", link=l), f"c2c{l}t", tag="deskew")
         self._inputs()
         # column-split linears reading the same input are fused on each chip (one weight buffer, one
         # pass of tiles; each output is emitted from its lanes of the accumulators)
@@ -1143,6 +1151,10 @@ PACK_V_FROM = 1024  # max_context above which the V cache is packed
 def v_pack(width: int) -> int:
     """Positions per vector in the V cache: whole positions of `width` elements when they tile a vector."""
     return LANES // width if width <= LANES // 2 and LANES % width == 0 else 1
+
+
+def hw_links(hw) -> int:
+    return (hw.system.chips - 1) * hw.system.links_per_chip_pair
 
 
 def _link_table(hw) -> list[list[int]]:

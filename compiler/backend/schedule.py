@@ -21,6 +21,7 @@ from isa import Machine, queues_for, topology
 from isa.table import parse_queue, queue_name
 
 from ..errors import CompileError
+from .buffers import Node
 
 
 class Scheduled:
@@ -70,6 +71,7 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
     # program order per chip, but a global topological order is creation order: nodes were created
     # producer-first across chips; sort by the id the lowerer gave them
     nodes.sort(key=lambda n: n.uid)
+    nodes = _with_periodic_deskews(nodes, hw)
     N = len(nodes)
     prof = []
     for n in nodes:
@@ -122,6 +124,19 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
     for i, n in enumerate(nodes):
         for j in n.deps:
             edge(j, i, 0)
+    # the token-start barrier: nothing else on the chip issues before it completes; the k-th periodic
+    # deskew of a link comes k intervals after it
+    sync_of = {}
+    for i, n in enumerate(nodes):
+        if n.instr.op == "SYNC":
+            sync_of[n.chip] = i
+    interval = hw.chip.c2c.deskew_interval_cycles
+    for i, n in enumerate(nodes):
+        j = sync_of.get(n.chip)
+        if j is None or j == i:
+            continue
+        k = getattr(n, "deskew_k", 0)
+        edge(j, i, prof[j].busy + k * interval)
     attached = _attach_installs(nodes, prof, succ, npred, edge)
     # --- priorities: longest path to the end
     busy = np.array([p.busy for p in prof], dtype=np.int64)
@@ -202,10 +217,50 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
         place(i, t, q)
     if done != N:
         raise CompileError(f"scheduler: {N - done} instructions could not be scheduled (dependency cycle)")
+    # periodic deskews past the program's end are not needed: drop them (their queues just idle)
+    periodic = np.array([getattr(n, "deskew_k", 0) > 0 for n in nodes], dtype=bool)
+    end = int((issue + tail)[~periodic].max()) if (~periodic).any() else 0
+    keep = ~periodic | (issue < end)
+    if not keep.all():
+        idx = np.nonzero(keep)[0]
+        remap = np.full(N, -1, dtype=np.int64)
+        remap[idx] = np.arange(idx.size)
+        nodes = [nodes[i] for i in idx]
+        prof = [prof[i] for i in idx]
+        issue, tail, asap = issue[idx], tail[idx], asap[idx]
+        qname = [qname[i] for i in idx]
+        why = np.where(why[idx] >= 0, remap[np.maximum(why[idx], 0)], -1)
+        N = idx.size
     cycles = int(max((issue + tail).max(), 0)) if N else 0
     out = Scheduled(nodes, issue, qname, prof, cycles, why, tail)
     out.asap_cycles = int((asap + tail).max()) if N else 0  # unlimited resources, same dependencies
     return out
+
+
+def _with_periodic_deskews(nodes, hw) -> list:
+    """Append DESKEW nodes to every link for each deskew interval a long program may span: a link
+    re-aligns its clocks every `deskew_interval_cycles` (each chip's counters drift; [ISCA22])."""
+    from isa import Instr as _I
+
+    chips = hw.system.chips
+    if chips < 2:
+        return nodes
+    interval = hw.chip.c2c.deskew_interval_cycles
+    # a generous horizon: every instruction's busy time in a row is more than any schedule needs
+    horizon = sum(1 for _ in nodes) * 4 + 200_000
+    links = (chips - 1) * hw.system.links_per_chip_pair
+    extra = []
+    top = max((n.uid for n in nodes), default=0)
+    k = 1
+    while k * interval < horizon and k <= 64:
+        for c in range(chips):
+            for l in range(links):
+                top += 1
+                n = Node(c, "c2ct", _I("DESKEW", link=l), f"c2c{l}t", tag=f"deskew {k}", uid=top)
+                n.deskew_k = k
+                extra.append(n)
+        k += 1
+    return nodes + extra
 
 
 def _attach_installs(nodes, prof, succ, npred, edge) -> dict:
