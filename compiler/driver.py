@@ -82,7 +82,7 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
     opts.check()
     rep = Report()
     t0 = time.perf_counter()
-    g = split_linears(fold_movement(decompose(graph)))
+    g = fold_movement(split_linears(decompose(graph)))
     rep.seconds["decompose"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     plan, rep.mappings = choose_mapping(g, hw, opts)

@@ -1,0 +1,115 @@
+"""A compiled program broken on purpose is rejected by the emulator's schedule checker, with an error
+naming the chip, the cycle and the instruction."""
+from __future__ import annotations
+
+import copy
+import functools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import isa
+from compiler.driver import Options, compile_graph
+from lpu import config
+from lpu.emulator import EmulationError, Emulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compiler"))
+from tinyir import llama_like  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(chips: int) -> bytes:
+    prog, _ = compile_graph(llama_like(), config.load("groqchip1", chips=chips), Options(chips=chips, max_context=320))
+    return prog.to_bytes()
+
+
+def program(chips: int) -> isa.Program:
+    return isa.Program.from_bytes(compiled(chips))
+
+
+def issue_cycles(prog, key):
+    m = isa.Machine(prog.header["hw"], prog.regions)
+    t, out = 0, []
+    for ins in isa.decode_many(prog.streams[key]):
+        out.append(t)
+        t += m.profile(ins, key[2]).busy
+    return out
+
+
+def test_the_unbroken_program_passes():
+    Emulator(program(2)).check(0)
+
+
+def test_an_instruction_moved_before_its_operand_is_ready():
+    prog = program(1)
+    # an ACC whose queue waited (NOP) for its activation: shorten the wait
+    for key in sorted(prog.streams):
+        if not key[2].endswith("a"):
+            continue
+        instrs = isa.decode_many(prog.streams[key])
+        for k in range(1, len(instrs)):
+            if instrs[k].op == "ACC" and instrs[k - 1].op == "NOP" and instrs[k - 1]["count"] > 40:
+                t_old = issue_cycles(prog, key)[k]
+                instrs[k - 1] = instrs[k - 1].replace(count=instrs[k - 1]["count"] - 40)
+                prog.streams[key] = isa.encode_many(instrs)
+                with pytest.raises(EmulationError) as e:
+                    Emulator(prog).check(0)
+                err = e.value
+                assert err.kind == "hazard" and err.chip == key[1] and err.queue == key[2]
+                assert err.cycle == t_old - 40 and "ACC" in err.instr
+                assert f"chip {key[1]}, cycle {t_old - 40}, queue {key[2]}" in str(err)
+                return
+    pytest.fail("no ACC waiting on a NOP found")
+
+
+def test_a_bank_booked_twice():
+    prog = program(1)
+    # an LW streams weight rows from its banks; a COPY reading the same rows in the same cycles is a
+    # second access to those banks
+    for key in sorted(prog.streams):
+        if not key[2].endswith("w"):
+            continue
+        instrs = isa.decode_many(prog.streams[key])
+        lw = next((k for k, i in enumerate(instrs) if i.op == "LW" and i["rows"] >= 64), None)
+        if lw is None:
+            continue
+        t = issue_cycles(prog, key)[lw]
+        w = instrs[lw]
+        scratch = next(r for r in prog.regions if r.chip == key[1] and r.name.startswith("t.") and r.dtype == "fp16"
+                       and r.n_vectors >= 1)
+        mem_key = (0, key[1], "mem3")
+        extra = [isa.Instr("NOP", count=t)] if t else []
+        extra.append(isa.Instr("COPY", queue=3, dst_reg=scratch.id, src_reg=w["src_reg"],
+                               src_off=w["row0"] * prog.regions[w["src_reg"]].row_vectors + w["col"], n=1))
+        assert mem_key not in prog.streams or not len(prog.streams[mem_key])
+        prog.streams[mem_key] = isa.encode_many(extra)
+        with pytest.raises(EmulationError) as e:
+            Emulator(prog).check(0)
+        err = e.value
+        assert err.kind in ("bank", "hazard") and err.chip == key[1]
+        assert "cycle" in str(err) and ("LW" in str(err) or "COPY" in str(err))
+        return
+    pytest.fail("no LW found")
+
+
+def test_a_receive_before_its_transfer_arrives():
+    prog = program(2)
+    # delay a SEND: the matching RECV on the other chip now stores data that has not arrived
+    for key in sorted(prog.streams):
+        if not key[2].endswith("t"):
+            continue
+        instrs = isa.decode_many(prog.streams[key])
+        k = next((k for k, i in enumerate(instrs) if i.op == "SEND"), None)
+        if k is None:
+            continue
+        instrs.insert(k, isa.Instr("NOP", count=500))
+        prog.streams[key] = isa.encode_many(instrs)
+        with pytest.raises(EmulationError) as e:
+            Emulator(prog).check(0)
+        err = e.value
+        assert err.kind == "link" and "RECV" in str(err) or "SEND" in str(err)
+        assert "chip" in str(err) and "cycle" in str(err)
+        return
+    pytest.fail("no SEND found")
