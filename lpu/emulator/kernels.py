@@ -4,21 +4,40 @@ Everything here takes only arrays and scalars (the stumpy pattern): `machine.py`
 memory and turns a bucket's streams into the flat instruction matrix `ins` (one row per instruction,
 in execution order, columns COLUMNS); `run_bucket` loops over it.
 
-Memory is one float32 array [vectors, VECTOR_LANES] for all chips; `regs` (columns R_*) and
-`bank_base` turn (region, vector) into a row of it. Element types: fp32 stored as is, fp16 stored as
-float32 values always rounded to fp16 (bit-exact numpy astype(float16), done with integer operations
-on uint32 views because Numba has no float16), i32 stored as integral float32 values.
+Memory is two arrays indexed by the same rows (layout.py): `mem`, float32 [vectors, VECTOR_LANES], and
+`mem16`, uint16 [vectors16 >= vectors, VECTOR_LANES]; `regs` (columns R_*) and `bank_base` turn (region, vector) into a row.
+A region's R_STORE says which array holds it: ST_F16 for fp16 regions that share no row with a region of
+another type (weights, KV caches, fp16 activations: half the bytes, and the ACC loop streams half the
+bytes), whose rows hold the fp16 bit patterns; ST_F32 for the others, where fp32 is stored as is, fp16 as
+float32 values always rounded to fp16, i32 as integral float32 values. Only the rows a region uses are
+ever touched, so the unused rows of either array cost no resident memory.
+
+fp16 <-> float32 conversions are bit-exact numpy astype (round to nearest even, subnormals, overflow to
+inf, NaN payloads kept): LLVM's half conversions (F16C on x86) plus a select for NaNs, or branch-free
+integer/float bit tricks where the CPU has no half conversions; both vectorise.
 
 Every instruction reads all its sources before it writes (results go through `scratch`): that is the
 "full effect at once" semantics the schedule checker guarantees equals the timed hardware.
 No fastmath anywhere: NaN comparisons, the fp16 rounding and the summation order must stay exact.
+
+Parallel execution (run_group): chips share nothing but links, so the chips are split into groups, one
+per thread, each running its chips' instructions in execution order (machine.py). A RECV fed by another
+group's SEND waits until that group has passed the SEND (`progress`, atomic release/acquire; spinning,
+then yielding the core, so that a busy machine costs a context switch, not a time slice). Same order per
+chip, same results, bit for bit.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import platform
 
+import llvmlite.binding as _llvm
 import numpy as np
-from numba import njit
+from llvmlite import ir as _ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 LANES = 320  # isa.VECTOR_LANES (asserted in machine.py)
 
@@ -57,8 +76,15 @@ COLUMNS = (
  C_ELEMS) = range(len(COLUMNS))
 
 # Columns of the region table
-REGION_COLUMNS = ("chip", "bank", "width", "addr", "row_vectors", "rows", "dtype", "n_vectors")
-R_CHIP, R_BANK, R_WIDTH, R_ADDR, R_RV, R_ROWS, R_DTYPE, R_NVEC = range(len(REGION_COLUMNS))
+REGION_COLUMNS = ("chip", "bank", "width", "addr", "row_vectors", "rows", "dtype", "n_vectors", "store", "base")
+R_CHIP, R_BANK, R_WIDTH, R_ADDR, R_RV, R_ROWS, R_DTYPE, R_NVEC, R_STORE, R_BASE = range(len(REGION_COLUMNS))
+ST_F32, ST_F16 = 0, 1  # R_STORE: which memory array holds the region
+# R_BASE: -1 (the region lives at its rows in the bank layout), or its first row, laid out column-major
+
+# MXM tile state per unit (rows of the `tile` array): shadow tile, then active tile, the same fields:
+# first entry in the bucket's `tiles`, rows (-1: none), store of the region
+T_SH_START, T_SH_ROWS, T_SH_ST, T_AC_START, T_AC_ROWS, T_AC_ST = range(6)
+TILE_STATE = 6
 
 # Runtime error codes (err[0]); err[1] = instruction row; errval[0] = the offending value
 E_OK = 0
@@ -76,87 +102,241 @@ E_UNKNOWN_OP = 10
 _BIG_INDEX = 2147483648.0  # |index| >= 2**31 is out of any range (and not an i32)
 
 
-# ----------------------------------------------------------------------------- fp16 rounding
-@njit(cache=True, inline="always")
-def f16_round_bits(b):
-    """float32 bit pattern (int64 in 0..2**32-1) -> bit pattern of float32(float16(x)), numpy-exact:
-    round to nearest even, fp16 subnormals, overflow to inf, NaN payload truncated (kept a NaN)."""
-    sign = b & 0x80000000
-    a = b & 0x7FFFFFFF
-    if a >= 0x7F800000:
-        if a == 0x7F800000:
-            return b
-        hm = (a & 0x7FFFFF) >> 13
-        if hm == 0:
-            hm = 1
-        return sign | 0x7F800000 | (hm << 13)
-    if a >= 0x477FF000:  # >= 65520: rounds to 65536, beyond fp16
-        return sign | 0x7F800000
-    if a >= 0x38800000:  # fp16 normal range: keep 10 mantissa bits, ties to even
-        return sign | ((a + 0xFFF + ((a >> 13) & 1)) & 0x7FFFE000)
-    e = a >> 23
-    if e < 102:  # below 2**-25: rounds to zero
-        return sign
-    sig = (a & 0x7FFFFF) | 0x800000  # value = sig * 2**(e - 150); fp16 subnormal quantum 2**-24
-    shift = 126 - e
-    m = sig >> shift
-    rem = sig & ((1 << shift) - 1)
-    half = 1 << (shift - 1)
-    if rem > half or (rem == half and (m & 1) == 1):
-        m += 1
-    if m == 0:
-        return sign
-    p = 0
-    while (m >> (p + 1)) != 0:
-        p += 1
-    return sign | ((p + 103) << 23) | ((m << (23 - p)) & 0x7FFFFF)
+# ----------------------------------------------------------------------------- fp16 <-> float32
+def _host_converts_half() -> bool:
+    """True where LLVM lowers half<->float conversions to instructions (x86 F16C, AArch64)."""
+    arch = platform.machine().lower()
+    if arch in ("aarch64", "arm64"):
+        return True
+    if arch in ("x86_64", "amd64"):
+        try:
+            return "+f16c" in _llvm.get_host_cpu_features().flatten().split(",")
+        except Exception:  # pragma: no cover - llvmlite without feature queries
+            return False
+    return False
+
+
+HW_HALF = _host_converts_half()
+_U = np.uint32
+
+
+@intrinsic
+def _bits_f32(typingctx, b):
+    """uint32 bit pattern -> float32."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], _ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _f32_bits(typingctx, x):
+    """float32 -> its uint32 bit pattern."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], _ir.IntType(32))
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _h2f_hw(typingctx, h):
+    """fp16 bits (uint16) -> float32 by LLVM's fpext (quiets signalling NaNs)."""
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], _ir.HalfType()), _ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def _f2h_hw(typingctx, x):
+    """float32 -> fp16 bits by LLVM's fptrunc (round to nearest even; NaN payloads not numpy's)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], _ir.HalfType()), _ir.IntType(16))
+    return types.uint16(types.float32), codegen
 
 
 @njit(cache=True, inline="always")
-def f16_to_f32_bits(h):
-    """fp16 bit pattern -> float32 bit pattern (exact)."""
-    sign = (h & 0x8000) << 16
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0:
-        if m == 0:
-            return sign
-        p = 0
-        while (m >> (p + 1)) != 0:
-            p += 1
-        return sign | ((p + 103) << 23) | ((m << (23 - p)) & 0x7FFFFF)
-    if e == 31:
-        return sign | 0x7F800000 | (m << 13)
-    return sign | ((e + 112) << 23) | (m << 13)
+def h2f_soft(h):
+    """fp16 bits -> float32, exact, integer/float bit tricks only: a normal or subnormal half, moved into
+    float32's exponent field, is the value times 2**-112 (exactly, without DAZ); inf/NaN keep the payload."""
+    hh = _U(h)
+    sh = (hh & _U(0x7FFF)) << _U(13)
+    v = _f32_bits(_bits_f32(sh) * np.float32(5.192296858534828e+33))  # 2**112
+    special = _U(0x7F800000) | (sh & _U(0x007FE000))
+    v = special if sh >= _U(0x0F800000) else v
+    return _bits_f32(v | ((hh & _U(0x8000)) << _U(16)))
+
+
+@njit(cache=True, inline="always")
+def f2h_soft(x):
+    """float32 -> fp16 bits, exactly numpy's astype(float16), bit tricks only (F. Giesen's rtne variant)."""
+    b = _f32_bits(x)
+    sign = (b >> _U(16)) & _U(0x8000)
+    a = b & _U(0x7FFFFFFF)
+    m = (a & _U(0x7FFFFF)) >> _U(13)
+    big = _U(0x7C00) | (max(m, _U(1)) if a > _U(0x7F800000) else _U(0))  # >= 65536: inf, NaN keeps payload
+    sub = _f32_bits(_bits_f32(a) + np.float32(0.5)) - _U(0x3F000000)  # below 2**-14: the FPU rounds
+    nor = (a + _U(0xC8000FFF) + ((a >> _U(13)) & _U(1))) >> _U(13)  # rebias, round half to even
+    o = big if a >= _U(0x47800000) else (sub if a < _U(0x38800000) else nor)
+    return np.uint16(o | sign)
+
+
+@njit(cache=True, inline="always")
+def h2f_exact(h):
+    """fp16 bits -> float32, bit-exact numpy astype(float32) (NaN payloads kept)."""
+    if HW_HALF:
+        hh = _U(h)
+        v = _f32_bits(_h2f_hw(np.uint16(h)))
+        nanb = _U(0x7F800000) | ((hh & _U(0x8000)) << _U(16)) | ((hh & _U(0x3FF)) << _U(13))
+        isnan = ((hh & _U(0x7C00)) == _U(0x7C00)) & ((hh & _U(0x3FF)) != _U(0))
+        return _bits_f32(nanb if isnan else v)
+    return h2f_soft(h)
+
+
+@njit(cache=True, inline="always")
+def f2h_exact(x):
+    """float32 -> fp16 bits, bit-exact numpy astype(float16) (NaN payloads kept)."""
+    if HW_HALF:
+        h = _U(_f2h_hw(x))
+        b = _f32_bits(x)
+        nanh = ((b >> _U(16)) & _U(0x8000)) | _U(0x7C00) | max((b & _U(0x7FFFFF)) >> _U(13), _U(1))
+        return np.uint16(nanh if x != x else h)
+    return f2h_soft(x)
+
+
+@njit(cache=True, inline="always")
+def h2f_fast(h):
+    """fp16 bits -> float32 for arithmetic (the ACC loop): exact values; a signalling NaN may come back
+    quieted, which no arithmetic result can tell (x86 quiets NaN operands)."""
+    if HW_HALF:
+        return _h2f_hw(np.uint16(h))
+    return h2f_soft(h)
 
 
 @njit(cache=True)
 def round_f16_array(x_bits, out_bits):
-    """Elementwise f16_round_bits over uint32 arrays (the host side and the tests use it)."""
+    """out = bits of float32(float16(x)) for uint32 bit patterns x (host side and tests)."""
     for k in range(x_bits.size):
-        out_bits[k] = f16_round_bits(np.int64(x_bits[k]))
+        out_bits[k] = _f32_bits(h2f_exact(f2h_exact(_bits_f32(_U(x_bits[k])))))
 
 
 @njit(cache=True)
-def load_f16_vectors(mem_bits, rows, data_u16):
-    """mem rows[k] = the k-th VECTOR_LANES fp16 values of data (uint16 bit patterns)."""
+def f16_bits_to_f32(h, out, soft):
+    """out[k] = float32 of fp16 bits h[k] (soft: the bit-trick path; tests check both paths)."""
+    if soft:
+        for k in range(h.size):
+            out[k] = h2f_soft(h[k])
+    else:
+        for k in range(h.size):
+            out[k] = h2f_exact(h[k])
+
+
+@njit(cache=True)
+def f32_to_f16_bits(x, out, soft):
+    """out[k] = fp16 bits of float32 x[k] (soft: the bit-trick path)."""
+    if soft:
+        for k in range(x.size):
+            out[k] = f2h_soft(x[k])
+    else:
+        for k in range(x.size):
+            out[k] = f2h_exact(x[k])
+
+
+@njit(cache=True)
+def load_f16_vectors(mem, rows, data_u16):
+    """mem rows[k] = the k-th VECTOR_LANES fp16 values of data (uint16 bit patterns), as float32."""
     for k in range(rows.size):
-        g = rows[k]
-        base = k * LANES
+        src = data_u16[k * LANES:(k + 1) * LANES]
+        dst = mem[rows[k]]
         for l in range(LANES):
-            mem_bits[g, l] = f16_to_f32_bits(np.int64(data_u16[base + l]))
+            dst[l] = h2f_exact(src[l])
+
+
+# ----------------------------------------------------------------------------- threads
+@intrinsic
+def _load_acquire(typingctx, arr, idx):
+    """arr[idx] (int64 array), an atomic load with acquire ordering."""
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        return builder.load_atomic(ptr, "acquire", 8)
+    return types.int64(arr, idx), codegen
+
+
+@intrinsic
+def _store_release(typingctx, arr, idx, val):
+    """arr[idx] = val (int64 array), an atomic store with release ordering."""
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        builder.store_atomic(args[2], ptr, "release", 8)
+        return context.get_dummy_value()
+    return types.void(arr, idx, types.int64), codegen
+
+
+def _register_yield() -> bool:
+    """Make libc's sched_yield callable from the kernels as `lpu_sched_yield` (False where there is none)."""
+    try:
+        addr = ctypes.cast(ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value
+    except (AttributeError, OSError, TypeError):
+        return False
+    if not addr:
+        return False
+    _llvm.add_symbol("lpu_sched_yield", addr)
+    return True
+
+
+HAVE_YIELD = _register_yield()
+
+
+@intrinsic
+def _sched_yield(typingctx):
+    def codegen(context, builder, sig, args):
+        if HAVE_YIELD:
+            fn = cgutils.get_or_insert_function(builder.module, _ir.FunctionType(_ir.IntType(32), []), "lpu_sched_yield")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+_SPINS = 4000  # polls before a waiting thread starts yielding its core
+
+
+@njit(cache=True, inline="always")
+def _wait_for(progress, grp, row, flag):
+    """Wait until group grp has passed `row` (progress[grp] >= row); False if another group failed."""
+    k = 0
+    while _load_acquire(progress, grp) < row:
+        if _load_acquire(flag, 0) != 0:
+            return False
+        k += 1
+        if k > _SPINS:
+            _sched_yield()
+    return True
 
 
 # ----------------------------------------------------------------------------- addressing
 @njit(cache=True, inline="always")
 def vec_row(regs, bank_base, nbanks, r, v):
-    """Row of `mem` holding vector v of region r (Region.locate, then the bank's base row)."""
+    """Row of the memory holding vector v of region r (Region.locate, then the bank's base row; or the
+    region's own column-major rows, layout.py)."""
     rv = np.int64(regs[r, R_RV])
+    b = regs[r, R_BASE]
+    if b >= 0:
+        if rv == 1:
+            return b + v
+        row = v // rv
+        return b + (v - row * rv) * regs[r, R_ROWS] + row
+    w = np.int64(regs[r, R_WIDTH])
+    cb = np.int64(regs[r, R_CHIP]) * nbanks + regs[r, R_BANK]
+    if rv == 1:
+        if w == 1:
+            return bank_base[cb] + regs[r, R_ADDR] + v
+        q = v // w
+        return bank_base[cb + (v - q * w)] + regs[r, R_ADDR] + q
     row = v // rv
     j = v - row * rv
-    w = np.int64(regs[r, R_WIDTH])
     q = row // w
-    return bank_base[np.int64(regs[r, R_CHIP]) * nbanks + regs[r, R_BANK] + (row - q * w)] + regs[r, R_ADDR] + q * rv + j
+    return bank_base[cb + (row - q * w)] + regs[r, R_ADDR] + q * rv + j
 
 
 @njit(cache=True, inline="always")
@@ -169,17 +349,46 @@ def src_index(off, mode, m, i):
 
 
 @njit(cache=True, inline="always")
-def store_lanes(mem, mem_bits, g, lane0, nl, dtype, scratch, scratch_bits, base):
-    """mem[g, lane0:lane0+nl] = scratch[base:base+nl] rounded to dtype."""
+def load_vec(mem, mem16, st, g, out, base):
+    """out[base:base+LANES] = memory row g as float32 (st: the region's store). (Loops index views by the
+    loop variable alone: Numba's negative-index handling of `base + l` would keep LLVM from vectorising.)"""
+    o = out[base:base + LANES]
+    if st == ST_F16:
+        r16 = mem16[g]
+        for l in range(LANES):
+            o[l] = h2f_exact(r16[l])
+    else:
+        r = mem[g]
+        for l in range(LANES):
+            o[l] = r[l]
+
+
+@njit(cache=True, inline="always")
+def load_elem(mem, mem16, st, g, l):
+    if st == ST_F16:
+        return h2f_exact(mem16[g, l])
+    return mem[g, l]
+
+
+@njit(cache=True, inline="always")
+def store_lanes(mem, mem16, st, dtype, g, lane0, nl, src, base):
+    """memory row g, lanes lane0..lane0+nl-1 = src[base:base+nl] rounded to dtype."""
+    s = src[base:base + nl]
+    if st == ST_F16:
+        d16 = mem16[g, lane0:lane0 + nl]
+        for l in range(nl):
+            d16[l] = f2h_exact(s[l])
+        return
+    d = mem[g, lane0:lane0 + nl]
     if dtype == DT_FP16:
         for l in range(nl):
-            mem_bits[g, lane0 + l] = f16_round_bits(np.int64(scratch_bits[base + l]))
+            d[l] = h2f_exact(f2h_exact(s[l]))
     elif dtype == DT_I32:
         for l in range(nl):
-            mem[g, lane0 + l] = np.trunc(scratch[base + l])
+            d[l] = np.trunc(s[l])
     else:
         for l in range(nl):
-            mem[g, lane0 + l] = scratch[base + l]
+            d[l] = s[l]
 
 
 @njit(cache=True, inline="always")
@@ -205,111 +414,136 @@ def _is_index(v):
     return v == v and abs(v) < _BIG_INDEX and math.floor(v) == v
 
 
+@njit(cache=True)
+def tile_rows(ins, regs, bank_base, nbanks, start, out):
+    """Memory rows of every LW's tile: rows of instruction i at out[start[i]:start[i] + rows] (LW only)."""
+    for i in range(ins.shape[0]):
+        if ins[i, C_OPCODE] != OP_LW:
+            continue
+        sreg = ins[i, C_SRC_REG]
+        rv = np.int64(regs[sreg, R_RV])
+        row0 = np.int64(ins[i, C_ROW0])
+        col = np.int64(ins[i, C_COL])
+        s = start[i]
+        for r in range(np.int64(ins[i, C_ROWS])):
+            out[s + r] = vec_row(regs, bank_base, nbanks, sreg, (row0 + r) * rv + col)
+
+
 # ----------------------------------------------------------------------------- units
 @njit(cache=True, error_model="numpy")
-def _vxm(ins, i, imm, mem, regs, bank_base, nbanks, scratch, bvec):
+def _vxm(ins, i, imm, mem, mem16, regs, bank_base, nbanks, scratch, avec, bvec):
     fn = ins[i, C_FN]
     n = np.int64(ins[i, C_N])
     a_reg, a_off, a_mode, a_m = ins[i, C_A_REG], np.int64(ins[i, C_A_OFF]), ins[i, C_A_MODE], np.int64(ins[i, C_A_M])
     b_reg, b_off, b_mode, b_m = ins[i, C_B_REG], np.int64(ins[i, C_B_OFF]), ins[i, C_B_MODE], np.int64(ins[i, C_B_M])
+    a_st = regs[a_reg, R_STORE]
     zero = np.float32(0.0)
     one = np.float32(1.0)
     if fn == FN_RSUM or fn == FN_RMAX:
         group = max(np.int64(1), np.int64(ins[i, C_GROUP]))
         for d in range(n):
             base = d * LANES
+            sc = scratch[base:base + LANES]
             ga = vec_row(regs, bank_base, nbanks, a_reg, src_index(a_off, a_mode, a_m, d * group))
-            for l in range(LANES):
-                scratch[base + l] = mem[ga, l]
+            load_vec(mem, mem16, a_st, ga, scratch, base)
             for g in range(1, group):
                 ga = vec_row(regs, bank_base, nbanks, a_reg, src_index(a_off, a_mode, a_m, d * group + g))
+                load_vec(mem, mem16, a_st, ga, avec, 0)
                 if fn == FN_RSUM:
                     for l in range(LANES):
-                        scratch[base + l] = scratch[base + l] + mem[ga, l]
+                        sc[l] = sc[l] + avec[l]
                 else:
                     for l in range(LANES):
-                        scratch[base + l] = _fmax(scratch[base + l], mem[ga, l])
+                        sc[l] = _fmax(sc[l], avec[l])
         return
     binary = fn >= FN_ADD
     fill = imm[i]
+    b_st = regs[b_reg, R_STORE] if binary and b_mode != MODE_IMM else ST_F32
+    if binary and b_mode == MODE_IMM:
+        for l in range(LANES):
+            bvec[l] = fill
     for d in range(n):
-        base = d * LANES
+        sc = scratch[d * LANES:(d + 1) * LANES]
         ga = vec_row(regs, bank_base, nbanks, a_reg, src_index(a_off, a_mode, a_m, d))
-        if binary:
-            if b_mode == MODE_IMM:
-                for l in range(LANES):
-                    bvec[l] = fill
-            else:
-                gb = vec_row(regs, bank_base, nbanks, b_reg, src_index(b_off, b_mode, b_m, d))
-                for l in range(LANES):
-                    bvec[l] = mem[gb, l]
+        load_vec(mem, mem16, a_st, ga, avec, 0)
+        if binary and b_mode != MODE_IMM:
+            gb = vec_row(regs, bank_base, nbanks, b_reg, src_index(b_off, b_mode, b_m, d))
+            load_vec(mem, mem16, b_st, gb, bvec, 0)
         if fn == FN_COPY:
             for l in range(LANES):
-                scratch[base + l] = mem[ga, l]
+                sc[l] = avec[l]
         elif fn == FN_NEG:
             for l in range(LANES):
-                scratch[base + l] = -mem[ga, l]
+                sc[l] = -avec[l]
         elif fn == FN_ABS:
             for l in range(LANES):
-                scratch[base + l] = abs(mem[ga, l])
+                sc[l] = abs(avec[l])
         elif fn == FN_RELU:
             for l in range(LANES):
-                scratch[base + l] = _fmax(mem[ga, l], zero)
+                sc[l] = _fmax(avec[l], zero)
         elif fn == FN_EXP:
             for l in range(LANES):
-                scratch[base + l] = np.float32(np.exp(np.float64(mem[ga, l])))
+                sc[l] = np.float32(np.exp(np.float64(avec[l])))
         elif fn == FN_TANH:
             for l in range(LANES):
-                scratch[base + l] = np.float32(np.tanh(np.float64(mem[ga, l])))
+                sc[l] = np.float32(np.tanh(np.float64(avec[l])))
         elif fn == FN_RSQRT:
             for l in range(LANES):
-                scratch[base + l] = np.float32(1.0 / np.sqrt(np.float64(mem[ga, l])))
+                sc[l] = np.float32(1.0 / np.sqrt(np.float64(avec[l])))
         elif fn == FN_RECIP:
             for l in range(LANES):
-                scratch[base + l] = one / mem[ga, l]
+                sc[l] = one / avec[l]
         elif fn == FN_ISNAN:
             for l in range(LANES):
-                x = mem[ga, l]
-                scratch[base + l] = one if x != x else zero
+                x = avec[l]
+                sc[l] = one if x != x else zero
         elif fn == FN_ADD:
             for l in range(LANES):
-                scratch[base + l] = mem[ga, l] + bvec[l]
+                sc[l] = avec[l] + bvec[l]
         elif fn == FN_SUB:
             for l in range(LANES):
-                scratch[base + l] = mem[ga, l] - bvec[l]
+                sc[l] = avec[l] - bvec[l]
         elif fn == FN_MUL:
             for l in range(LANES):
-                scratch[base + l] = mem[ga, l] * bvec[l]
+                sc[l] = avec[l] * bvec[l]
         elif fn == FN_MAX:
             for l in range(LANES):
-                scratch[base + l] = _fmax(mem[ga, l], bvec[l])
+                sc[l] = _fmax(avec[l], bvec[l])
         elif fn == FN_MIN:
             for l in range(LANES):
-                scratch[base + l] = _fmin(mem[ga, l], bvec[l])
+                sc[l] = _fmin(avec[l], bvec[l])
         elif fn == FN_CMPGT:
             for l in range(LANES):
-                scratch[base + l] = one if mem[ga, l] > bvec[l] else zero
+                sc[l] = one if avec[l] > bvec[l] else zero
         elif fn == FN_CMPGE:
             for l in range(LANES):
-                scratch[base + l] = one if mem[ga, l] >= bvec[l] else zero
+                sc[l] = one if avec[l] >= bvec[l] else zero
         elif fn == FN_CMPEQ:
             for l in range(LANES):
-                scratch[base + l] = one if mem[ga, l] == bvec[l] else zero
+                sc[l] = one if avec[l] == bvec[l] else zero
         elif fn == FN_SELECT:
             for l in range(LANES):
-                scratch[base + l] = bvec[l] if mem[ga, l] != zero else fill
+                sc[l] = bvec[l] if avec[l] != zero else fill
 
 
 @njit(cache=True, error_model="numpy")
-def _acc(mem, acc, tmp, xg, x_lane, tile, rows, cu, slot, accumulate):
-    """acc[cu, slot] = (accumulate ? acc : 0) + sum_r x[x_lane + r] * tile row r (rows of mem)."""
+def _acc(mem, mem16, st, tiles, start, rows, xv, x_lane, acc, cu, slot, accumulate, tmp):
+    """acc[cu, slot] = (accumulate ? acc : 0) + sum_r xv[x_lane + r] * tile row r, summed in row order.
+    Tile row r is memory row tiles[start + r]; the multiply and the add are rounded separately."""
     for l in range(LANES):
         tmp[l] = 0.0
-    for r in range(rows):
-        xr = mem[xg, x_lane + r]
-        g = tile[r]
-        for l in range(LANES):
-            tmp[l] += xr * mem[g, l]
+    if st == ST_F16:
+        for r in range(rows):
+            xr = xv[x_lane + r]
+            g = tiles[start + r]
+            for l in range(LANES):
+                tmp[l] += xr * h2f_fast(mem16[g, l])
+    else:
+        for r in range(rows):
+            xr = xv[x_lane + r]
+            g = tiles[start + r]
+            for l in range(LANES):
+                tmp[l] += xr * mem[g, l]
     if accumulate:
         for l in range(LANES):
             acc[cu, slot, l] = acc[cu, slot, l] + tmp[l]
@@ -319,95 +553,58 @@ def _acc(mem, acc, tmp, xg, x_lane, tile, rows, cu, slot, accumulate):
 
 
 @njit(cache=True, error_model="numpy")
-def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
-               acc, shadow, shadow_rows, active, active_rows,
-               linkbuf, link_base, link_cap, link_head, link_tail,
-               scratch, scratch_bits, err, errval):
-    """Execute instruction rows 0..len(ins)-1 in order. Returns -1, or the row that failed (err/errval say why)."""
+def exec_range(ins, aux, imm, lo, hi, mem, mem16, regs, bank_base, nbanks, units, tiles,
+               acc, tile,
+               linkbuf, link_base, link_cap, link_head, link_tail, scratch, err, errval,
+               me, wait_grp, wait_row, progress, flag):
+    """Execute instruction rows lo..hi-1 in order. Returns -1, the row that failed (err/errval say why), or
+    -2 if another group failed while this one waited. An LW's aux[i] is its first entry in `tiles` (its
+    tile's memory rows, see tile_rows). `tile` [TILE_STATE, units of all chips]: the shadow and active
+    tile of each MXM unit (T_*). Parallel runs (me >= 0): a RECV row i with wait_grp[i] >= 0 first
+    waits for progress[wait_grp[i]] >= wait_row[i]; each SEND publishes progress[me] = its row + 1."""
+    avec = np.empty(LANES, dtype=np.float32)
     bvec = np.empty(LANES, dtype=np.float32)
     tmp = np.empty(LANES, dtype=np.float32)
-    link_head[:] = 0
-    link_tail[:] = 0
-    for i in range(ins.shape[0]):
+    for i in range(lo, hi):
         op = ins[i, C_OPCODE]
         chip = np.int64(ins[i, C_CHIP])
-        if op == OP_VXM:
-            _vxm(ins, i, imm, mem, regs, bank_base, nbanks, scratch, bvec)
+        if op == OP_ACC:
+            cu = chip * units + ins[i, C_UNIT]
+            rows = tile[T_AC_ROWS, cu]
+            if rows < 0:
+                err[0] = E_NO_TILE
+                return i
+            xreg = ins[i, C_X_REG]
+            xg = vec_row(regs, bank_base, nbanks, xreg, np.int64(ins[i, C_X_OFF]))
+            load_vec(mem, mem16, regs[xreg, R_STORE], xg, avec, 0)
+            _acc(mem, mem16, tile[T_AC_ST, cu], tiles, tile[T_AC_START, cu], rows, avec, np.int64(ins[i, C_X_LANE]),
+                 acc, cu, np.int64(ins[i, C_SLOT]), ins[i, C_ACCUMULATE] != 0, tmp)
+        elif op == OP_VXM:
+            _vxm(ins, i, imm, mem, mem16, regs, bank_base, nbanks, scratch, avec, bvec)
             n = np.int64(ins[i, C_N])
             dreg = ins[i, C_DST_REG]
             doff = np.int64(ins[i, C_DST_OFF])
             period = np.int64(ins[i, C_PERIOD])
             valid = np.int64(ins[i, C_VALID])
             dt = regs[dreg, R_DTYPE]
+            dst = regs[dreg, R_STORE]
             for d in range(n):
                 if period > 0 and d % period == period - 1:
-                    for l in range(valid, LANES):
-                        scratch[d * LANES + l] = 0.0
+                    scratch[d * LANES + valid:(d + 1) * LANES] = 0.0
                 g = vec_row(regs, bank_base, nbanks, dreg, doff + d)
-                store_lanes(mem, mem_bits, g, 0, LANES, dt, scratch, scratch_bits, d * LANES)
-        elif op == OP_SXM:
-            n = np.int64(ins[i, C_N])
-            sreg = ins[i, C_SRC_REG]
-            soff = np.int64(ins[i, C_SRC_OFF])
-            if ins[i, C_FN] == SXM_ROT:
-                shift = np.int64(ins[i, C_SHIFT])
-                for d in range(n):
-                    gs = vec_row(regs, bank_base, nbanks, sreg, soff + d)
-                    for l in range(LANES):
-                        scratch[d * LANES + l] = mem[gs, (l + shift) % LANES]
-            else:
-                w = np.int64(ins[i, C_WINDOW])
-                win = np.empty(w, dtype=np.int64)
-                for k in range(w):
-                    win[k] = vec_row(regs, bank_base, nbanks, sreg, soff + k)
-                mreg = ins[i, C_MAP_REG]
-                moff = np.int64(ins[i, C_MAP_OFF])
-                limit = w * LANES
-                for d in range(n):
-                    gm = vec_row(regs, bank_base, nbanks, mreg, moff + d)
-                    for l in range(LANES):
-                        e = np.int64(mem[gm, l])
-                        if e < 0:
-                            scratch[d * LANES + l] = 0.0
-                        elif e >= limit:
-                            err[0] = E_SHUF_MAP
-                            errval[0] = mem[gm, l]
-                            return i
-                        else:
-                            scratch[d * LANES + l] = mem[win[e // LANES], e % LANES]
-            dreg = ins[i, C_DST_REG]
-            doff = np.int64(ins[i, C_DST_OFF])
-            dt = regs[dreg, R_DTYPE]
-            for d in range(n):
-                g = vec_row(regs, bank_base, nbanks, dreg, doff + d)
-                store_lanes(mem, mem_bits, g, 0, LANES, dt, scratch, scratch_bits, d * LANES)
+                store_lanes(mem, mem16, dst, dt, g, 0, LANES, scratch, d * LANES)
         elif op == OP_LW:
             cu = chip * units + ins[i, C_UNIT]
-            sreg = ins[i, C_SRC_REG]
-            rv = np.int64(regs[sreg, R_RV])
-            row0 = np.int64(ins[i, C_ROW0])
-            col = np.int64(ins[i, C_COL])
-            rows = np.int64(ins[i, C_ROWS])
-            for r in range(rows):
-                shadow[cu, r] = vec_row(regs, bank_base, nbanks, sreg, (row0 + r) * rv + col)
-            shadow_rows[cu] = rows
+            tile[T_SH_START, cu] = aux[i]
+            tile[T_SH_ROWS, cu] = np.int64(ins[i, C_ROWS])
+            tile[T_SH_ST, cu] = regs[ins[i, C_SRC_REG], R_STORE]
         elif op == OP_IW:
             cu = chip * units + ins[i, C_UNIT]
-            if shadow_rows[cu] < 0:
+            if tile[T_SH_ROWS, cu] < 0:
                 err[0] = E_NO_TILE
                 return i
-            for r in range(shadow_rows[cu]):
-                active[cu, r] = shadow[cu, r]
-            active_rows[cu] = shadow_rows[cu]
-        elif op == OP_ACC:
-            cu = chip * units + ins[i, C_UNIT]
-            rows = active_rows[cu]
-            if rows < 0:
-                err[0] = E_NO_TILE
-                return i
-            xg = vec_row(regs, bank_base, nbanks, ins[i, C_X_REG], np.int64(ins[i, C_X_OFF]))
-            _acc(mem, acc, tmp, xg, np.int64(ins[i, C_X_LANE]), active[cu], rows, cu,
-                 np.int64(ins[i, C_SLOT]), ins[i, C_ACCUMULATE] != 0)
+            for k in range(TILE_STATE // 2):
+                tile[TILE_STATE // 2 + k, cu] = tile[k, cu]
         elif op == OP_EMIT:
             cu = chip * units + ins[i, C_UNIT]
             slot = np.int64(ins[i, C_SLOT])
@@ -417,25 +614,72 @@ def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
                 scratch[l] = acc[cu, slot, sl + l]
             dreg = ins[i, C_DST_REG]
             g = vec_row(regs, bank_base, nbanks, dreg, np.int64(ins[i, C_DST_OFF]))
-            store_lanes(mem, mem_bits, g, np.int64(ins[i, C_DST_LANE]), lanes, regs[dreg, R_DTYPE], scratch, scratch_bits, 0)
+            store_lanes(mem, mem16, regs[dreg, R_STORE], regs[dreg, R_DTYPE], g, np.int64(ins[i, C_DST_LANE]), lanes,
+                        scratch, 0)
+        elif op == OP_SXM:
+            n = np.int64(ins[i, C_N])
+            sreg = ins[i, C_SRC_REG]
+            soff = np.int64(ins[i, C_SRC_OFF])
+            sst = regs[sreg, R_STORE]
+            if ins[i, C_FN] == SXM_ROT:
+                shift = np.int64(ins[i, C_SHIFT]) % LANES
+                for d in range(n):
+                    gs = vec_row(regs, bank_base, nbanks, sreg, soff + d)
+                    load_vec(mem, mem16, sst, gs, avec, 0)
+                    sc = scratch[d * LANES:(d + 1) * LANES]
+                    for l in range(LANES - shift):
+                        sc[l] = avec[l + shift]
+                    for l in range(LANES - shift, LANES):
+                        sc[l] = avec[l + shift - LANES]
+            else:
+                w = np.int64(ins[i, C_WINDOW])
+                win = np.empty(w * LANES, dtype=np.float32)
+                for k in range(w):
+                    load_vec(mem, mem16, sst, vec_row(regs, bank_base, nbanks, sreg, soff + k), win, k * LANES)
+                mreg = ins[i, C_MAP_REG]
+                moff = np.int64(ins[i, C_MAP_OFF])
+                mst = regs[mreg, R_STORE]
+                limit = w * LANES
+                for d in range(n):
+                    gm = vec_row(regs, bank_base, nbanks, mreg, moff + d)
+                    load_vec(mem, mem16, mst, gm, avec, 0)
+                    for l in range(LANES):
+                        e = np.int64(avec[l])
+                        if e < 0:
+                            scratch[d * LANES + l] = 0.0
+                        elif e >= limit:
+                            err[0] = E_SHUF_MAP
+                            errval[0] = avec[l]
+                            return i
+                        else:
+                            scratch[d * LANES + l] = win[e]
+            dreg = ins[i, C_DST_REG]
+            doff = np.int64(ins[i, C_DST_OFF])
+            dt = regs[dreg, R_DTYPE]
+            dst = regs[dreg, R_STORE]
+            for d in range(n):
+                g = vec_row(regs, bank_base, nbanks, dreg, doff + d)
+                store_lanes(mem, mem16, dst, dt, g, 0, LANES, scratch, d * LANES)
         elif op == OP_COPY:
             n = np.int64(ins[i, C_N])
             sreg = ins[i, C_SRC_REG]
             soff = np.int64(ins[i, C_SRC_OFF])
+            sst = regs[sreg, R_STORE]
             for d in range(n):
-                gs = vec_row(regs, bank_base, nbanks, sreg, soff + d)
-                for l in range(LANES):
-                    scratch[d * LANES + l] = mem[gs, l]
+                load_vec(mem, mem16, sst, vec_row(regs, bank_base, nbanks, sreg, soff + d), scratch, d * LANES)
             dreg = ins[i, C_DST_REG]
             doff = np.int64(ins[i, C_DST_OFF])
             dt = regs[dreg, R_DTYPE]
+            dst = regs[dreg, R_STORE]
             for d in range(n):
                 g = vec_row(regs, bank_base, nbanks, dreg, doff + d)
-                store_lanes(mem, mem_bits, g, 0, LANES, dt, scratch, scratch_bits, d * LANES)
+                store_lanes(mem, mem16, dst, dt, g, 0, LANES, scratch, d * LANES)
         elif op == OP_GATHER:
             treg = ins[i, C_TABLE_REG]
-            gi = vec_row(regs, bank_base, nbanks, ins[i, C_IDX_REG], np.int64(ins[i, C_IDX_OFF]))
-            v = mem[gi, ins[i, C_IDX_LANE]]
+            tst = regs[treg, R_STORE]
+            ireg = ins[i, C_IDX_REG]
+            gi = vec_row(regs, bank_base, nbanks, ireg, np.int64(ins[i, C_IDX_OFF]))
+            v = load_elem(mem, mem16, regs[ireg, R_STORE], gi, ins[i, C_IDX_LANE])
             if not _is_index(v):
                 err[0] = E_GATHER_INDEX
                 errval[0] = v
@@ -443,6 +687,10 @@ def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
             row = np.int64(v) - np.int64(ins[i, C_BASE])
             rv = np.int64(regs[treg, R_RV])
             k = np.int64(ins[i, C_ELEMS])
+            dreg = ins[i, C_DST_REG]
+            doff = np.int64(ins[i, C_DST_OFF])
+            dt = regs[dreg, R_DTYPE]
+            dst = regs[dreg, R_STORE]
             if k > 0:  # packed rows: flat elements row*k .. row*k+k-1, then zeros
                 nv = (k + LANES - 1) // LANES
                 for e in range(nv * LANES):
@@ -451,32 +699,25 @@ def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
                     for e in range(k):
                         f = row * k + e
                         gs = vec_row(regs, bank_base, nbanks, treg, f // LANES)
-                        scratch[e] = mem[gs, f % LANES]
-                dreg = ins[i, C_DST_REG]
-                doff = np.int64(ins[i, C_DST_OFF])
-                dt = regs[dreg, R_DTYPE]
+                        scratch[e] = load_elem(mem, mem16, tst, gs, f % LANES)
                 for j in range(nv):
                     g = vec_row(regs, bank_base, nbanks, dreg, doff + j)
-                    store_lanes(mem, mem_bits, g, 0, LANES, dt, scratch, scratch_bits, j * LANES)
+                    store_lanes(mem, mem16, dst, dt, g, 0, LANES, scratch, j * LANES)
                 continue
             if 0 <= row < ins[i, C_ROWS]:
                 for j in range(rv):
-                    gs = vec_row(regs, bank_base, nbanks, treg, row * rv + j)
-                    for l in range(LANES):
-                        scratch[j * LANES + l] = mem[gs, l]
+                    load_vec(mem, mem16, tst, vec_row(regs, bank_base, nbanks, treg, row * rv + j), scratch, j * LANES)
             else:
-                for k in range(rv * LANES):
-                    scratch[k] = 0.0
-            dreg = ins[i, C_DST_REG]
-            doff = np.int64(ins[i, C_DST_OFF])
-            dt = regs[dreg, R_DTYPE]
+                for e in range(rv * LANES):
+                    scratch[e] = 0.0
             for j in range(rv):
                 g = vec_row(regs, bank_base, nbanks, dreg, doff + j)
-                store_lanes(mem, mem_bits, g, 0, LANES, dt, scratch, scratch_bits, j * LANES)
+                store_lanes(mem, mem16, dst, dt, g, 0, LANES, scratch, j * LANES)
         elif op == OP_SCATTER:
             treg = ins[i, C_TABLE_REG]
-            gi = vec_row(regs, bank_base, nbanks, ins[i, C_IDX_REG], np.int64(ins[i, C_IDX_OFF]))
-            v = mem[gi, ins[i, C_IDX_LANE]]
+            ireg = ins[i, C_IDX_REG]
+            gi = vec_row(regs, bank_base, nbanks, ireg, np.int64(ins[i, C_IDX_OFF]))
+            v = load_elem(mem, mem16, regs[ireg, R_STORE], gi, ins[i, C_IDX_LANE])
             if not _is_index(v):
                 err[0] = E_SCATTER_INDEX
                 errval[0] = v
@@ -489,32 +730,30 @@ def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
                 errval[0] = v
                 return i
             rv = np.int64(regs[treg, R_RV])
+            sreg = ins[i, C_SRC_REG]
+            soff = np.int64(ins[i, C_SRC_OFF])
+            sst = regs[sreg, R_STORE]
+            dt = regs[treg, R_DTYPE]
+            tst = regs[treg, R_STORE]
             if k > 0:  # packed rows: write k elements at flat row*k
-                sreg = ins[i, C_SRC_REG]
-                soff = np.int64(ins[i, C_SRC_OFF])
                 for e in range(k):
                     gs = vec_row(regs, bank_base, nbanks, sreg, soff + e // LANES)
-                    scratch[e] = mem[gs, e % LANES]
-                dt = regs[treg, R_DTYPE]
+                    scratch[e] = load_elem(mem, mem16, sst, gs, e % LANES)
                 for e in range(k):
                     f = row * k + e
                     g = vec_row(regs, bank_base, nbanks, treg, f // LANES)
-                    store_lanes(mem, mem_bits, g, f % LANES, 1, dt, scratch, scratch_bits, e)
+                    store_lanes(mem, mem16, tst, dt, g, f % LANES, 1, scratch, e)
                 continue
-            sreg = ins[i, C_SRC_REG]
-            soff = np.int64(ins[i, C_SRC_OFF])
             for j in range(rv):
-                gs = vec_row(regs, bank_base, nbanks, sreg, soff + j)
-                for l in range(LANES):
-                    scratch[j * LANES + l] = mem[gs, l]
-            dt = regs[treg, R_DTYPE]
+                load_vec(mem, mem16, sst, vec_row(regs, bank_base, nbanks, sreg, soff + j), scratch, j * LANES)
             for j in range(rv):
                 g = vec_row(regs, bank_base, nbanks, treg, row * rv + j)
-                store_lanes(mem, mem_bits, g, 0, LANES, dt, scratch, scratch_bits, j * LANES)
+                store_lanes(mem, mem16, tst, dt, g, 0, LANES, scratch, j * LANES)
         elif op == OP_SCATCOL:
             treg = ins[i, C_TABLE_REG]
-            gi = vec_row(regs, bank_base, nbanks, ins[i, C_IDX_REG], np.int64(ins[i, C_IDX_OFF]))
-            v = mem[gi, ins[i, C_IDX_LANE]]
+            ireg = ins[i, C_IDX_REG]
+            gi = vec_row(regs, bank_base, nbanks, ireg, np.int64(ins[i, C_IDX_OFF]))
+            v = load_elem(mem, mem16, regs[ireg, R_STORE], gi, ins[i, C_IDX_LANE])
             if not _is_index(v):
                 err[0] = E_SCATCOL_INDEX
                 errval[0] = v
@@ -528,15 +767,17 @@ def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
             rows = np.int64(ins[i, C_ROWS])
             sreg = ins[i, C_SRC_REG]
             soff = np.int64(ins[i, C_SRC_OFF])
+            sst = regs[sreg, R_STORE]
             for r in range(rows):
                 gs = vec_row(regs, bank_base, nbanks, sreg, soff + r // LANES)
-                scratch[r] = mem[gs, r % LANES]
+                scratch[r] = load_elem(mem, mem16, sst, gs, r % LANES)
             dt = regs[treg, R_DTYPE]
+            tst = regs[treg, R_STORE]
             vc = c // LANES
             lane = c % LANES
             for r in range(rows):
                 g = vec_row(regs, bank_base, nbanks, treg, r * rv + vc)
-                store_lanes(mem, mem_bits, g, lane, 1, dt, scratch, scratch_bits, r)
+                store_lanes(mem, mem16, tst, dt, g, lane, 1, scratch, r)
         elif op == OP_SEND:
             dl = ins[i, C_DLINK]
             n = np.int64(ins[i, C_N])
@@ -545,33 +786,71 @@ def run_bucket(ins, imm, mem, mem_bits, regs, bank_base, nbanks, units,
                 return i
             sreg = ins[i, C_SRC_REG]
             soff = np.int64(ins[i, C_SRC_OFF])
+            sst = regs[sreg, R_STORE]
             for d in range(n):
                 gs = vec_row(regs, bank_base, nbanks, sreg, soff + d)
-                slot = link_base[dl] + link_tail[dl] + d
-                for l in range(LANES):
-                    linkbuf[slot, l] = mem[gs, l]
+                load_vec(mem, mem16, sst, gs, linkbuf, (link_base[dl] + link_tail[dl] + d) * LANES)
             link_tail[dl] += n
+            if me >= 0:
+                _store_release(progress, me, i + 1)
         elif op == OP_RECV:
+            if me >= 0 and wait_grp[i] >= 0:
+                if not _wait_for(progress, wait_grp[i], wait_row[i], flag):
+                    return -2
             dl = ins[i, C_DLINK]
             n = np.int64(ins[i, C_N])
             if link_tail[dl] - link_head[dl] < n:
                 err[0] = E_RECV_EMPTY
                 errval[0] = link_tail[dl] - link_head[dl]
                 return i
-            for d in range(n):
-                slot = link_base[dl] + link_head[dl] + d
-                for l in range(LANES):
-                    scratch[d * LANES + l] = linkbuf[slot, l]
+            s0 = (link_base[dl] + link_head[dl]) * LANES
+            scratch[:n * LANES] = linkbuf[s0:s0 + n * LANES]
             link_head[dl] += n
             dreg = ins[i, C_DST_REG]
             doff = np.int64(ins[i, C_DST_OFF])
             dt = regs[dreg, R_DTYPE]
+            dst = regs[dreg, R_STORE]
             for d in range(n):
                 g = vec_row(regs, bank_base, nbanks, dreg, doff + d)
-                store_lanes(mem, mem_bits, g, 0, LANES, dt, scratch, scratch_bits, d * LANES)
+                store_lanes(mem, mem16, dst, dt, g, 0, LANES, scratch, d * LANES)
         elif op == OP_NOP or op == OP_SYNC or op == OP_DESKEW:
             pass
         else:
             err[0] = E_UNKNOWN_OP
             return i
     return -1
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def run_bucket(ins, aux, imm, mem, mem16, regs, bank_base, nbanks, units, tiles,
+               acc, tile,
+               linkbuf, link_base, link_cap, link_head, link_tail, scratch, err, errval):
+    """One token, serially: every instruction row in order. Returns -1 or the failing row."""
+    link_head[:] = 0
+    link_tail[:] = 0
+    tile[T_SH_ROWS, :] = -1
+    tile[T_AC_ROWS, :] = -1
+    none = np.zeros(1, dtype=np.int64)
+    return exec_range(ins, aux, imm, 0, ins.shape[0], mem, mem16, regs, bank_base, nbanks, units, tiles,
+                      acc, tile,
+                      linkbuf, link_base, link_cap, link_head, link_tail, scratch, err, errval,
+                      -1, none, none, none, none)
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def run_group(ins, aux, imm, lo, hi, mem, mem16, regs, bank_base, nbanks, units, tiles,
+              acc, tile,
+              linkbuf, link_base, link_cap, link_head, link_tail, scratch, err, errval,
+              me, wait_grp, wait_row, progress, flag):
+    """Group `me`'s share of a token (rows lo..hi-1), on its own thread (the GIL is released). The caller
+    resets the link and tile state and sets progress[g] to each group's first row and flag[0] to 0.
+    Returns as exec_range; on failure, raises flag[0] so that the other groups stop waiting."""
+    bad = exec_range(ins, aux, imm, lo, hi, mem, mem16, regs, bank_base, nbanks, units, tiles,
+                     acc, tile,
+                     linkbuf, link_base, link_cap, link_head, link_tail, scratch, err, errval,
+                     me, wait_grp, wait_row, progress, flag)
+    if bad == -1:
+        _store_release(progress, me, hi)
+    else:
+        _store_release(flag, 0, 1)
+    return bad

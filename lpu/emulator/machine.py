@@ -7,9 +7,14 @@
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
+import mmap
+import os
 import time
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -42,40 +47,157 @@ assert (isa.MODE_SEQ, isa.MODE_REP, isa.MODE_GRP, isa.MODE_IMM) == (K.MODE_SEQ, 
 _IMAGE_PIECE_VECTORS = 4096  # image copy granularity: bounds the temporaries of a conversion
 
 
-class _Bucket:
-    """A checked bucket program, ready for run_bucket."""
+def default_threads() -> int:
+    """Threads an Emulator uses by default: $LPU_THREADS, else the CPUs this process may run on."""
+    env = os.environ.get("LPU_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise EmulationError(f"LPU_THREADS={env!r} is not a number of threads") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
-    def __init__(self, sched: Schedule, report: C.CheckReport, links: int, chips: int, regs: np.ndarray) -> None:
+
+def _release_file_pages(a: np.ndarray) -> None:
+    """Drop the pages of `a` from this process's resident set if `a` is a view of a read-only file mapping
+    (Program.load's np.memmap): they stay in the page cache and are read again from there if touched.
+    Loading copies the image into the emulator memory, so without this the file would be resident twice."""
+    base = a
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    mm = getattr(base, "_mmap", None) if base is not None else None
+    if mm is None or getattr(base, "mode", "") != "r" or not hasattr(mm, "madvise") or not a.nbytes:
+        return
+    try:
+        start = np.frombuffer(mm, dtype=np.uint8).ctypes.data  # the mapping's first byte
+    except (TypeError, ValueError):
+        return
+    lo = a.ctypes.data - start
+    hi = lo + a.nbytes
+    if lo < 0 or hi > len(mm):
+        return
+    lo = -(-lo // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the piece only
+    hi = hi // mmap.PAGESIZE * mmap.PAGESIZE
+    if hi > lo:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):
+            pass
+
+
+class _Bucket:
+    """A checked bucket program, ready for run_bucket (serial) or run_phases (one thread per chip group)."""
+
+    def __init__(self, sched: Schedule, report: C.CheckReport, links: int, chips: int, layout: Layout,
+                 threads: int) -> None:
+        regs = layout.table
         keep = np.nonzero((sched.opcode != K.OP_SYNC) & (sched.opcode != K.OP_DESKEW))[0]
         self.sched = sched
         self.report = report
-        self.rows = keep  # schedule index of each instruction row
-        self.ins = np.ascontiguousarray(sched.ins[keep])
-        self.imm = np.ascontiguousarray(sched.imm[keep], dtype=np.float32)
+        rows = keep  # schedule index of each instruction row
+        ins = np.ascontiguousarray(sched.ins[keep])
+        imm = np.ascontiguousarray(sched.imm[keep], dtype=np.float32)
         ndl = max(chips * links, 1)
         cap = np.bincount(sched.sends["dlink"], weights=sched.sends["count"], minlength=ndl).astype(np.int64)
         self.link_cap = cap
         self.link_base = np.concatenate([[0], np.cumsum(cap)[:-1]]).astype(np.int64)
-        self.linkbuf = np.zeros((max(int(cap.sum()), 1), VECTOR_LANES), dtype=np.float32)
+        self.linkbuf = np.zeros(max(int(cap.sum()), 1) * VECTOR_LANES, dtype=np.float32)
         self.link_head = np.zeros(ndl, dtype=np.int64)
         self.link_tail = np.zeros(ndl, dtype=np.int64)
-        op = self.ins[:, K.C_OPCODE]
-        n = self.ins[:, K.C_N].astype(np.int64)
-        table_rv = regs[self.ins[:, K.C_TABLE_REG], K.R_RV] if regs.shape[0] else np.ones(len(op), np.int64)
-        # scratch vectors each instruction stages its results in (kernels.run_bucket)
-        packed = -(-self.ins[:, K.C_ELEMS].astype(np.int64) // VECTOR_LANES)
+        op = ins[:, K.C_OPCODE]
+        n = ins[:, K.C_N].astype(np.int64)
+        table_rv = regs[ins[:, K.C_TABLE_REG], K.R_RV] if regs.shape[0] else np.ones(len(op), np.int64)
+        # scratch vectors each instruction stages its results in (kernels.exec_range)
+        packed = -(-ins[:, K.C_ELEMS].astype(np.int64) // VECTOR_LANES)
         need = np.select([(op == K.OP_VXM) | (op == K.OP_SXM) | (op == K.OP_COPY) | (op == K.OP_RECV),
                           (op == K.OP_GATHER) | (op == K.OP_SCATTER),
                           op == K.OP_SCATCOL],
-                         [n, np.maximum(table_rv, packed), -(-self.ins[:, K.C_ROWS].astype(np.int64) // VECTOR_LANES)], 1)
-        need = [1, int(need.max()) if need.size else 1]
-        self.scratch_vectors = max(need)
+                         [n, np.maximum(table_rv, packed), -(-ins[:, K.C_ROWS].astype(np.int64) // VECTOR_LANES)], 1)
+        self.scratch_vectors = max(1, int(need.max()) if need.size else 1)
+        # every LW's tile rows, computed once: aux[i] = where LW i's rows start in `tiles`
+        lw_rows = np.where(op == K.OP_LW, ins[:, K.C_ROWS].astype(np.int64), 0)
+        aux = np.concatenate([[0], np.cumsum(lw_rows)[:-1]]).astype(np.int64)
+        self.tiles = np.zeros(max(int(lw_rows.sum()), 1), dtype=np.int64)
+        K.tile_rows(ins, regs, layout.mem_bank_base, layout.banks, aux, self.tiles)
+        # parallel plan: contiguous chip groups, one per thread; RECVs wait for other groups' SENDs
+        self.starts = None
+        plan = _plan(ins, chips, threads) if threads > 1 and chips > 1 else None
+        if plan is not None:
+            order, self.starts, self.wait_grp, self.wait_row = plan
+            ins, imm, aux, rows = ins[order], imm[order], aux[order], rows[order]
+        self.rows, self.ins, self.imm, self.aux = rows, np.ascontiguousarray(ins), imm, np.ascontiguousarray(aux)
+        groups = 1 if self.starts is None else len(self.starts) - 1
+        self.groups = groups
+        self.scratch = np.zeros((groups, self.scratch_vectors * VECTOR_LANES), dtype=np.float32)
+        self.err = np.zeros((groups, 2), dtype=np.int64)
+        self.errval = np.zeros((groups, 1), dtype=np.float64)
+        self.progress = np.zeros(groups, dtype=np.int64)
+        self.flag = np.zeros(1, dtype=np.int64)
+
+
+def _chip_groups(ins: np.ndarray, chips: int, threads: int) -> np.ndarray:
+    """Group of each chip: `threads` contiguous runs of chips of about equal work (ACCs weigh a tile)."""
+    op = ins[:, K.C_OPCODE]
+    work = np.where(op == K.OP_ACC, 160, np.maximum(ins[:, K.C_N].astype(np.int64), 1))
+    per_chip = np.bincount(ins[:, K.C_CHIP], weights=work, minlength=chips)[:chips]
+    cum = np.cumsum(per_chip) - per_chip / 2  # each chip's middle
+    total = float(per_chip.sum()) or 1.0
+    g = np.minimum((cum / total * threads).astype(np.int64), threads - 1)
+    # contiguous and non-empty: renumber the groups that got chips
+    _, g = np.unique(g, return_inverse=True)
+    return g.astype(np.int64)
+
+
+def _plan(ins: np.ndarray, chips: int, threads: int):
+    """How kernels.run_group runs a bucket on `threads` threads, or None (fewer than two groups, or a RECV
+    not fed by SENDs earlier in execution order: the serial run then reports it as it would on its own).
+    Returns (order, starts, wait_grp, wait_row): rows regrouped (group g's rows, in execution order, are
+    starts[g]..starts[g+1]-1 of ins[order]); per regrouped row, for a RECV fed by another group, that
+    group and the regrouped row just past the last SEND it receives from (else -1, -1)."""
+    gof = _chip_groups(ins, chips, min(threads, chips))
+    T = int(gof.max()) + 1
+    if T < 2:
+        return None
+    op = ins[:, K.C_OPCODE]
+    grp = gof[ins[:, K.C_CHIP].astype(np.int64)]
+    sent: dict[int, tuple[list, list]] = {}  # dlink -> cumulative vectors sent, row of each SEND
+    head: dict[int, int] = {}
+    dep = {}  # RECV row -> last SEND row it receives from (another group's)
+    for i in np.nonzero((op == K.OP_SEND) | (op == K.OP_RECV))[0].tolist():
+        dl, cnt = int(ins[i, K.C_DLINK]), int(ins[i, K.C_N])
+        if op[i] == K.OP_SEND:
+            cum, who = sent.setdefault(dl, ([], []))
+            cum.append((cum[-1] if cum else 0) + cnt)
+            who.append(i)
+            continue
+        h = head.get(dl, 0) + cnt
+        head[dl] = h
+        cum, who = sent.get(dl, ([], []))
+        if not cum or cum[-1] < h:
+            return None
+        j = who[bisect.bisect_left(cum, h)]  # the SEND holding vector h-1 (earlier ones precede it)
+        if grp[j] != grp[i]:
+            dep[i] = j
+    order = np.concatenate([np.nonzero(grp == g)[0] for g in range(T)])
+    starts = np.concatenate([[0], np.cumsum(np.bincount(grp, minlength=T))]).astype(np.int64)
+    new = np.empty(len(op), dtype=np.int64)
+    new[order] = np.arange(len(op))
+    wait_grp = np.full(len(op), -1, dtype=np.int64)
+    wait_row = np.full(len(op), -1, dtype=np.int64)
+    for i, j in dep.items():
+        wait_grp[new[i]] = grp[j]
+        wait_row[new[i]] = new[j] + 1
+    return order, starts, wait_grp, wait_row
 
 
 class Emulator:
     """Runs a program's bucket programs token by token on an emulated multi-chip LPU node."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, threads: int | None = None) -> None:
+        """`threads`: how many threads run a token (groups of chips in parallel); default default_threads()."""
         try:
             program.validate()
         except ProgramError as exc:
@@ -98,6 +220,9 @@ class Emulator:
         self.topo = self._topology(h.get("topology", isa.topology(h["hw"])))
         self.layout = Layout(program.regions, self.chips, m.banks)
         self.units = m.mxm_units
+        self.threads = default_threads() if threads is None else int(threads)
+        if self.threads < 1:
+            raise EmulationError(f"threads={threads}: at least 1")
         self._profiler = Profiler(m)
         self._buckets: dict[int, _Bucket] = {}
 
@@ -106,15 +231,17 @@ class Emulator:
         self.warmup_seconds = time.perf_counter() - t
 
         cu = self.chips * self.units
-        self.memory = np.zeros((self.layout.vectors, VECTOR_LANES), dtype=np.float32)
-        self._bits = self.memory.view(np.uint32)
         self._acc = np.zeros((cu, m.acc_slots, VECTOR_LANES), dtype=np.float32)
-        self._shadow = np.zeros((cu, m.tile_rows), dtype=np.int64)
-        self._active = np.zeros((cu, m.tile_rows), dtype=np.int64)
-        self._shadow_rows = np.full(cu, -1, dtype=np.int64)
-        self._active_rows = np.full(cu, -1, dtype=np.int64)
-        self._scratch = np.zeros(VECTOR_LANES, dtype=np.float32)
+        self._tile = np.zeros((K.TILE_STATE, cu), dtype=np.int64)  # MXM tile state per unit (kernels.T_*)
+        self._pool = None  # worker threads for the chip groups past the first (created on first use)
+        self._cells: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._allocate()
         self._load_image()
+
+    def _allocate(self) -> None:
+        # np.zeros: pages are mapped on first touch, so rows no region of that store uses cost nothing
+        self.memory = np.zeros((self.layout.vectors32, VECTOR_LANES), dtype=np.float32)
+        self.memory16 = np.zeros((self.layout.vectors16, VECTOR_LANES), dtype=np.uint16)
 
     # ---------------------------------------------------------------- set-up
     def _topology(self, topo) -> np.ndarray:
@@ -134,16 +261,23 @@ class Emulator:
     def _warmup(self) -> None:
         """Compile (or load from Numba's on-disk cache) every kernel with the argument types used later."""
         i64 = np.zeros(0, dtype=np.int64)
+        one = np.zeros(1, dtype=np.int64)
         regs = np.zeros((1, len(K.REGION_COLUMNS)), dtype=np.int64)
         mem = np.zeros((1, VECTOR_LANES), dtype=np.float32)
-        K.run_bucket(np.zeros((0, len(K.COLUMNS)), np.int32), np.zeros(0, np.float32), mem, mem.view(np.uint32), regs,
-                     np.zeros(1, np.int64), 1, 1, np.zeros((1, 1, VECTOR_LANES), np.float32), np.zeros((1, 1), np.int64),
-                     np.zeros(1, np.int64), np.zeros((1, 1), np.int64), np.zeros(1, np.int64), mem.copy(),
-                     np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
-                     np.zeros(1, np.float32), np.zeros(1, np.uint32), np.zeros(2, np.int64), np.zeros(1, np.float64))
+        mem16 = np.zeros((1, VECTOR_LANES), dtype=np.uint16)
+        ins = np.zeros((0, len(K.COLUMNS)), np.int32)
+        f32 = np.zeros(VECTOR_LANES, np.float32)
+        acc = np.zeros((1, 1, VECTOR_LANES), np.float32)
+        aux = np.zeros(0, np.int64)
+        tile = np.zeros((K.TILE_STATE, 1), np.int64)
+        K.run_bucket(ins, aux, np.zeros(0, np.float32), mem, mem16, regs, one, 1, 1, one, acc, tile, f32, one, one, one,
+                     one, f32, np.zeros(2, np.int64), np.zeros(1, np.float64))
+        K.run_group(ins, aux, np.zeros(0, np.float32), 0, 0, mem, mem16, regs, one, 1, 1, one, acc, tile, f32, one, one,
+                    one, one, f32, np.zeros(2, np.int64), np.zeros(1, np.float64), 0, one, one, one.copy(), one.copy())
+        K.tile_rows(ins, regs, one, 1, i64, i64)
         b = np.zeros(1, dtype=np.uint32)
         K.round_f16_array(b, b.copy())
-        K.load_f16_vectors(mem.view(np.uint32), i64, np.zeros(0, np.uint16))
+        K.load_f16_vectors(mem, i64, np.zeros(0, np.uint16))
         C._mxm_pass(i64, i64, i64, i64, i64, i64, 1, 1, np.zeros(4, np.int64))
         C._bookings(i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, regs, np.zeros(1, np.int64), 1)
         C._bank_scan(i64, i64, i64, i64, i64, i64, i64, np.zeros(4, np.int64))
@@ -160,14 +294,17 @@ class Emulator:
                 q = min(p + _IMAGE_PIECE_VECTORS, nvec)
                 rows = lay.rows(reg_id, np.arange(off + p, off + q))
                 piece = flat[p * VECTOR_LANES:q * VECTOR_LANES]
-                if r.dtype == "fp16":
-                    K.load_f16_vectors(self._bits, rows, piece.view(np.uint16))
+                if lay.store[reg_id] == K.ST_F16:
+                    self.memory16[rows] = piece.view(np.uint16).reshape(-1, VECTOR_LANES)
+                elif r.dtype == "fp16":
+                    K.load_f16_vectors(self.memory, rows, piece.view(np.uint16))
                 else:
                     self.memory[rows] = piece.reshape(-1, VECTOR_LANES)  # fp32 copy, i32 -> float32
+                _release_file_pages(piece)
 
     def reset(self) -> None:
         """Back to the state just after loading: the SRAM image, everything else zero."""
-        self.memory[:] = 0
+        self._allocate()
         self._acc[:] = 0
         self._load_image()
 
@@ -179,8 +316,13 @@ class Emulator:
         return sym
 
     def _shard_cells(self, sh):
-        e = sh.offset + np.arange(sh.count, dtype=np.int64)
-        return self.layout.rows(sh.region, e // VECTOR_LANES), e % VECTOR_LANES
+        """(memory rows, lanes) of a shard's elements (cached: the host reads and writes the same every token)."""
+        key = (sh.region, sh.offset, sh.count)
+        cells = self._cells.get(key)
+        if cells is None:
+            e = sh.offset + np.arange(sh.count, dtype=np.int64)
+            cells = self._cells[key] = (self.layout.rows(sh.region, e // VECTOR_LANES), e % VECTOR_LANES)
+        return cells
 
     def write(self, symbol: str, values: np.ndarray) -> None:
         """Write a symbol's flat elements into every shard that holds them, rounded to each region's type."""
@@ -191,7 +333,11 @@ class Emulator:
             raise EmulationError(f"symbol {symbol!r} has {size} elements (shape {tuple(sym.shape)}); got {vals.size}")
         for sh in sym.shards:
             rows, lanes = self._shard_cells(sh)
-            self.memory[rows, lanes] = round_to(vals[sh.start:sh.start + sh.count], self.program.regions[sh.region].dtype)
+            v = round_to(vals[sh.start:sh.start + sh.count], self.program.regions[sh.region].dtype)
+            if self.layout.store[sh.region] == K.ST_F16:
+                self.memory16[rows, lanes] = v.astype(np.float16).view(np.uint16)
+            else:
+                self.memory[rows, lanes] = v
 
     def read(self, symbol: str) -> np.ndarray:
         """A symbol's flat elements (float32), gathered from its shards (the first shard holding an element wins)."""
@@ -201,7 +347,10 @@ class Emulator:
         covered = np.zeros(size, dtype=bool)
         for sh in reversed(sym.shards):
             rows, lanes = self._shard_cells(sh)
-            out[sh.start:sh.start + sh.count] = self.memory[rows, lanes]
+            if self.layout.store[sh.region] == K.ST_F16:
+                out[sh.start:sh.start + sh.count] = self.memory16[rows, lanes].view(np.float16).astype(np.float32)
+            else:
+                out[sh.start:sh.start + sh.count] = self.memory[rows, lanes]
             covered[sh.start:sh.start + sh.count] = True
         if not covered.all():
             raise EmulationError(f"symbol {symbol!r}: element {int(np.argmin(covered))} is in no shard")
@@ -220,10 +369,8 @@ class Emulator:
         report = C.Checker(sched, self.layout, self.machine, self.chips, self.topo).run()
         report = dataclasses.replace(report, check_seconds=time.perf_counter() - t)
         sched.runs = None  # the access runs are only needed by the checker
-        b = _Bucket(sched, report, self.machine.links, self.chips, self.layout.table)
+        b = _Bucket(sched, report, self.machine.links, self.chips, self.layout, self.threads)
         sched.ins = sched.imm = None  # _Bucket holds the rows it runs; error messages decode from the streams
-        if b.scratch_vectors * VECTOR_LANES > self._scratch.size:
-            self._scratch = np.zeros(b.scratch_vectors * VECTOR_LANES, dtype=np.float32)
         self._buckets[int(bucket)] = b
         return b
 
@@ -234,17 +381,50 @@ class Emulator:
     def run(self, bucket: int) -> int:
         """Execute one token of a bucket program; returns its cycles."""
         b = self._bucket(bucket)
-        self._shadow_rows[:] = -1
-        self._active_rows[:] = -1
-        err = np.zeros(2, dtype=np.int64)
-        errval = np.zeros(1, dtype=np.float64)
-        bad = K.run_bucket(b.ins, b.imm, self.memory, self._bits, self.layout.table, self.layout.bank_base,
-                           self.layout.banks, self.units, self._acc, self._shadow, self._shadow_rows, self._active,
-                           self._active_rows, b.linkbuf, b.link_base, b.link_cap, b.link_head, b.link_tail,
-                           self._scratch, self._scratch.view(np.uint32), err, errval)
-        if bad >= 0:
-            raise self._runtime_error(b, int(bad), int(err[0]), float(errval[0]))
+        if b.starts is None:
+            bad = self._run_group(b, -1)
+            g = 0 if bad >= 0 else -1
+        else:
+            b.link_head[:] = 0
+            b.link_tail[:] = 0
+            self._tile[K.T_SH_ROWS] = -1
+            self._tile[K.T_AC_ROWS] = -1
+            b.progress[:] = b.starts[:-1]
+            b.flag[:] = 0
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads - 1, thread_name_prefix="lpu-emulator")
+            futures = [self._pool.submit(self._run_worker, b, g) for g in range(1, b.groups)]
+            try:
+                bads = [self._run_group(b, 0)]
+            except BaseException:
+                b.flag[0] = 1  # let the workers stop waiting for group 0
+                raise
+            finally:
+                bads_rest = [f.result() for f in futures]  # never leave a worker running on this bucket
+            bads += bads_rest
+            failed = [g for g, x in enumerate(bads) if x >= 0]
+            g = failed[0] if failed else -1
+            bad = bads[g] if failed else -1
+        if g >= 0:
+            raise self._runtime_error(b, int(bad), int(b.err[g, 0]), float(b.errval[g, 0]))
         return b.report.cycles
+
+    def _run_worker(self, b: _Bucket, g: int) -> int:
+        try:
+            return self._run_group(b, g)
+        except BaseException:
+            b.flag[0] = 1  # the other groups may be waiting for this one
+            raise
+
+    def _run_group(self, b: _Bucket, g: int) -> int:
+        """Run group g's rows (g = -1: the whole bucket, serially); returns the failing row or a negative."""
+        lay = self.layout
+        args = (self.memory, self.memory16, lay.table, lay.mem_bank_base, lay.banks, self.units, b.tiles, self._acc,
+                self._tile, b.linkbuf, b.link_base, b.link_cap, b.link_head, b.link_tail)
+        if g < 0:
+            return K.run_bucket(b.ins, b.aux, b.imm, *args, b.scratch[0], b.err[0], b.errval[0])
+        return K.run_group(b.ins, b.aux, b.imm, b.starts[g], b.starts[g + 1], *args, b.scratch[g], b.err[g], b.errval[g],
+                           g, b.wait_grp, b.wait_row, b.progress, b.flag)
 
     def _runtime_error(self, b: _Bucket, row: int, code: int, value: float) -> EmulationError:
         s = b.sched

@@ -113,8 +113,28 @@ def test_memory_is_the_size_of_the_data():
     b.region("a", bank=0, rows=10, row_vectors=3, width=4, dtype="fp16")  # 3 rows per bank x 3 vectors = 9 addresses
     b.region("b", bank=2, rows=1, dtype="fp32", addr=50)  # bank 2: addresses up to 51
     emu = Emulator(b.build())
-    assert emu.layout.vectors == 9 * 4 + (51 - 9)
-    assert emu.memory.nbytes == emu.layout.vectors * LANES * 4
+    assert emu.layout.vectors == 9 * 4 + (51 - 9)  # physical rows (the checker's)
+    # neither region shares a row: each has its own rows, fp16 as 2-byte bit patterns
+    assert emu.memory.nbytes == 1 * LANES * 4
+    assert emu.memory16.nbytes == 30 * LANES * 2
+
+
+def test_aliasing_regions_share_memory_rows():
+    b = ProgramBuilder()
+    h = b.region("h", bank=0, rows=4, dtype="fp16", width=2)
+    h2 = b.region("h2", bank=0, rows=2, dtype="fp16", width=2, addr=1)  # aliases h's vectors 2 and 3
+    f = b.region("f", bank=4, rows=2, dtype="fp32")
+    f16 = b.region("f16", bank=4, rows=1, dtype="fp16", addr=1)  # aliases f's vector 1: stays float32
+    emu = Emulator(b.build())
+    lay = emu.layout
+    assert lay.store[h] == lay.store[h2] == 1 and lay.store[f] == lay.store[f16] == 0
+    assert np.array_equal(lay.rows(h, np.array([2, 3])), lay.rows(h2, np.array([0, 1])))
+    assert lay.rows(f, np.array([1]))[0] == lay.rows(f16, np.array([0]))[0]
+    x = np.arange(4 * LANES, dtype=np.float32) / 8
+    emu.write("h", x)
+    assert np.array_equal(emu.read("h2"), x[2 * LANES:])
+    emu.write("f", x[:2 * LANES] + 0.1)
+    assert np.array_equal(emu.read("f16"), (x[LANES:2 * LANES] + 0.1).astype(np.float32))
 
 
 def test_replicated_symbol_written_to_every_shard():

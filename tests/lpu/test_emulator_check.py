@@ -67,19 +67,19 @@ def test_raw_on_mxm_shadow_tile():
     # LW at 0: rows reach the shadow buffer from 3 + 2 = 5 (its commit cycle); 2 cycles per row (one bank),
     # so the last row is in at 5 + 6 and the tile is readable from 12
     b.at(0, 0, "mxm0w", Instr("LW", unit=0, src_reg=w, row0=0, col=0, rows=4))
-    b.at(8, 0, "mxm0w", Instr("IW", unit=0))  # LW busy: 4 rows x 2 cycles
+    b.at(8, 0, "mxm0a", Instr("IW", unit=0))  # LW busy: 4 rows x 2 cycles
     e = rejects(b, "hazard", r"RAW hazard: reads the shadow tile of MXM unit 0 \(chip 0\) at cycle 8, but .*LW.* "
                              r"writes it at cycle 5, readable only from cycle 12")
-    assert (e.chip, e.cycle, e.queue) == (0, 8, "mxm0w") and e.other["instr"].startswith("LW")
+    assert (e.chip, e.cycle, e.queue) == (0, 8, "mxm0a") and e.other["instr"].startswith("LW")
 
 
 def test_iw_before_the_lw_takes_effect_installs_nothing():
     b = ProgramBuilder()
     w = b.region("w", bank=0, rows=4, dtype="fp16")  # 45 hops from MXM unit 0: the LW takes effect at 48
     b.at(0, 0, "mxm0w", Instr("LW", unit=0, src_reg=w, row0=0, col=0, rows=4))
-    b.at(8, 0, "mxm0w", Instr("IW", unit=0))
+    b.at(8, 0, "mxm0a", Instr("IW", unit=0))
     e = rejects(b, "structure", r"installs the shadow tile, but no LW loaded one earlier in execution order")
-    assert (e.cycle, e.queue) == (8, "mxm0w")
+    assert (e.cycle, e.queue) == (8, "mxm0a")
 
 
 def test_raw_on_active_tile_acc_right_after_iw():
@@ -87,15 +87,17 @@ def test_raw_on_active_tile_acc_right_after_iw():
     w = b.region("w", bank=80, rows=4, dtype="fp16")
     x = b.region("x", bank=84, rows=1, dtype="fp16")  # position -43: 3 hops from MXM unit 0 at -46
     b.seq(0, "mxm0w", Instr("LW", unit=0, src_reg=w, row0=0, col=0, rows=4))
-    b.seq(0, "mxm0w", Instr("IW", unit=0))
+    b.seq(0, "mxm0a", Instr("IW", unit=0))
     b.seq(0, "mxm0w", Instr("LW", unit=0, src_reg=w, row0=0, col=0, rows=4))
     t2 = b.done[0]
     b.at(t2, 0, "mxm0a", Instr("ACC", unit=0, x_reg=x, slot=0))  # reads the active tile at t2 + 6
-    b.at(t2 + 6, 0, "mxm0w", Instr("IW", unit=0))  # installs at t2 + 6, readable from t2 + 8: too late
+    # IW (same queue) at t2 + 5: installs before the activation arrives (it executes first) but is
+    # readable only from t2 + 7: one cycle too late
+    b.at(t2 + 5, 0, "mxm0a", Instr("IW", unit=0))
     e = rejects(b, "hazard", rf"RAW hazard: reads the active tile of MXM unit 0 \(chip 0\) at cycle {t2 + 6}, "
-                             rf"but .*IW.* writes it at cycle {t2 + 6}, readable only from cycle {t2 + 8}")
-    assert e.queue == "mxm0a" and e.cycle == t2 and e.other["queue"] == "mxm0w"
-    assert e.other["cycle"] == t2 + 6
+                             rf"but .*IW.* writes it at cycle {t2 + 5}, readable only from cycle {t2 + 7}")
+    assert e.queue == "mxm0a" and e.cycle == t2 and e.other["queue"] == "mxm0a"
+    assert e.other["cycle"] == t2 + 5
 
 
 # ------------------------------------------------------------------------------------------- WAR
@@ -133,11 +135,12 @@ def test_write_to_a_tile_row_before_its_last_acc():
     x = b.region("x", bank=86, rows=1, dtype="fp16")  # position -44: 2 hops from MXM unit 0
     src = b.region("src", bank=174, rows=1, dtype="fp16")  # East, position +44: 45 hops from w
     b.seq(0, "mxm0w", Instr("LW", unit=0, src_reg=w, row0=0, col=0, rows=4))
-    t = b.seq(0, "mxm0w", Instr("IW", unit=0))
-    # COPY src -> w[2] at t (write at t + 48), then ACC at t + 1 reads the tile at t + 6: the write lands after
-    # the tile was taken (fine on the chip) but executes before the ACC, which reads the tile from SRAM
+    t = b.seq(0, "mxm0a", Instr("IW", unit=0))
+    # COPY src -> w[2] at t (write at t + 48), then ACC at t + 2 (after the IW on its queue) reads the tile at
+    # t + 7: the write lands after the tile was taken (fine on the chip) but executes before the ACC, which
+    # reads the tile from SRAM
     b.at(t, 0, "mem0", Instr("COPY", queue=0, dst_reg=w, dst_off=2, src_reg=src, n=1))
-    b.at(t + 1, 0, "mxm0a", Instr("ACC", unit=0, x_reg=x, slot=0))
+    b.at(t + 2, 0, "mxm0a", Instr("ACC", unit=0, x_reg=x, slot=0))
     e = rejects(b, "hazard", r"overwrites region 'w' vector 2 .* a row of the weight tile loaded by .*LW.* before "
                              r".*ACC.* uses that tile")
     assert e.queue == "mem0" and e.cycle == t and e.other["instr"].startswith("LW")
@@ -148,7 +151,7 @@ def test_acc_with_lanes_past_the_vector():
     w = b.region("w", bank=0, rows=100, dtype="fp16", width=4)
     x = b.region("x", bank=20, rows=1, dtype="fp16")
     b.seq(0, "mxm1w", Instr("LW", unit=1, src_reg=w, row0=0, col=0, rows=100))
-    b.seq(0, "mxm1w", Instr("IW", unit=1))
+    b.seq(0, "mxm1a", Instr("IW", unit=1))
     b.seq(0, "mxm1a", Instr("ACC", unit=1, x_reg=x, x_lane=221, slot=3))
     e = rejects(b, "structure", r"x_lane 221 \+ tile rows 100 exceeds 320 lanes")
     assert e.queue == "mxm1a" and e.other["instr"].startswith("LW unit=1")
@@ -159,7 +162,7 @@ def test_mxm_state_used_before_it_exists(case):
     b = ProgramBuilder()
     x = b.region("x", bank=20, rows=1, dtype="fp16")
     if case == "iw":
-        b.seq(0, "mxm0w", Instr("IW", unit=0))
+        b.seq(0, "mxm0a", Instr("IW", unit=0))
         rejects(b, "structure", "no LW loaded one")
     elif case == "acc":
         b.seq(0, "mxm0a", Instr("ACC", unit=0, x_reg=x, slot=0))

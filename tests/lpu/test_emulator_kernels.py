@@ -230,14 +230,14 @@ def test_mxm_lw_iw_acc_emit(wtype):
     z = b.region("z", bank=28, rows=1, dtype="fp32")
     # unit 0: tile rows 10..169 of column 1; acc slot 5 = x0 . tile, then += x1[100:260] . tile
     b.seq(0, "mxm0w", Instr("LW", unit=0, src_reg=w, row0=10, col=1, rows=160))
-    b.seq(0, "mxm0w", Instr("IW", unit=0))
+    b.seq(0, "mxm0a", Instr("IW", unit=0))
     b.seq(0, "mxm0a", Instr("ACC", unit=0, x_reg=x, x_off=0, x_lane=0, slot=5, accumulate=0))
     b.seq(0, "mxm0a", Instr("ACC", unit=0, x_reg=x, x_off=1, x_lane=100, slot=5, accumulate=1))
     b.seq(0, "mxm0a", Instr("EMIT", unit=0, slot=5, dst_reg=y, dst_off=1, dst_lane=10, src_lane=5, lanes=100))
     b.seq(0, "mxm0a", Instr("EMIT", unit=0, slot=5, dst_reg=z, dst_off=0, dst_lane=0, src_lane=0, lanes=320))
     # unit 1: a small tile (7 rows of column 0), a new LW into the shadow while the active one is used
     b.seq(0, "mxm1w", Instr("LW", unit=1, src_reg=w, row0=0, col=0, rows=7))
-    b.seq(0, "mxm1w", Instr("IW", unit=1))
+    b.seq(0, "mxm1a", Instr("IW", unit=1))
     b.seq(0, "mxm1w", Instr("LW", unit=1, src_reg=w, row0=100, col=0, rows=3))
     b.seq(0, "mxm1a", Instr("ACC", unit=1, x_reg=x, x_off=0, x_lane=313, slot=1023, accumulate=0))
     b.seq(0, "mxm1a", Instr("EMIT", unit=1, slot=1023, dst_reg=y, dst_off=2, dst_lane=0, src_lane=0, lanes=320))

@@ -56,9 +56,11 @@ def synthetic(chips: int = 8, per_queue: int = 800, accs: int = 3000, link_vecto
         regions[("r", c)] = [reg(f"lr{l}_", link_vectors) for l in range(chips - 1)]
         lw = Instr("LW", unit=0, src_reg=w, row0=0, col=0, rows=160)
         t_iw = b.finish(0, "mxm0w", lw)  # the shadow tile is complete
-        streams[(0, c, "mxm0w")] = [lw, Instr("NOP", count=t_iw - m.profile(lw, "mxm0w").busy), Instr("IW", unit=0)]
-        start = b.finish(t_iw, "mxm0w", Instr("IW", unit=0))
-        streams[(0, c, "mxm0a")] = [Instr("NOP", count=start)] + [
+        iw = Instr("IW", unit=0)
+        start = b.finish(t_iw, "mxm0a", iw)  # the active tile is readable
+        gap = start - t_iw - m.profile(iw, "mxm0a").busy
+        streams[(0, c, "mxm0w")] = [lw]
+        streams[(0, c, "mxm0a")] = [Instr("NOP", count=t_iw), iw] + ([Instr("NOP", count=gap)] if gap > 0 else []) + [
             Instr("ACC", unit=0, x_reg=x, x_off=k % 1000, slot=k % 1024, accumulate=0) for k in range(accs)]
     for c in range(chips):
         for l in range(chips - 1):
@@ -109,7 +111,7 @@ def test_acc_speed(tiles, accs_per_tile):
     prog = []
     for t in range(tiles):
         prog.append(("mxm0w", Instr("LW", unit=0, src_reg=w, row0=160 * t, col=0, rows=160)))
-        prog.append(("mxm0w", Instr("IW", unit=0)))
+        prog.append(("mxm0a", Instr("IW", unit=0)))
         prog += [("mxm0a", Instr("ACC", unit=0, x_reg=x, x_off=k % 64, slot=k % 1024)) for k in range(accs_per_tile)]
     for q, ins in prog:
         b.seq(0, q, ins)
