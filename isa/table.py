@@ -180,9 +180,9 @@ F_SCATCOL = Format(
         Field("rows", 16, doc="rows written"),
     ),
 )
-F_SEND = Format("send", (Field("link", 5, doc="C2C link"), *vref("src", "source"), Field("n", 16, doc="vectors")))
-F_RECV = Format("recv", (Field("link", 5, doc="C2C link"), *vref("dst", "destination"), Field("n", 16, doc="vectors")))
-F_DESKEW = Format("deskew", (Field("link", 5, doc="C2C link"),))
+F_SEND = Format("send", (Field("link", 7, doc="C2C link"), *vref("src", "source"), Field("n", 16, doc="vectors")))
+F_RECV = Format("recv", (Field("link", 7, doc="C2C link"), *vref("dst", "destination"), Field("n", 16, doc="vectors")))
+F_DESKEW = Format("deskew", (Field("link", 7, doc="C2C link"),))
 
 
 @dataclass(frozen=True, slots=True)
