@@ -171,14 +171,14 @@ def cmd_decode(args) -> int:
     if args.json:
         out = res.to_json()
         out.update(model=model.name, prompt=prompt, precision=prog.header.get("precision"),
-                   max_context=prog.header.get("max_context"))
+                   max_context=prog.header.get("max_context"), partition=prog.header.get("partition"))
         if compile_secs is not None:
             out["compile_seconds"] = round(compile_secs, 3)
         print(json.dumps(out))
         return 0
     mean = sum(res.cycles_per_token) / len(res.cycles_per_token)
     print(f"model    {model.name}: {res.chips} chip(s), {prog.header.get('precision')}, "
-          f"max context {prog.header.get('max_context')}"
+          f"max context {prog.header.get('max_context')}, {_MAPPING.get(prog.header.get('partition'), 'tensor-parallel')}"
           + (f" (compiled in {compile_secs:.2f} s)" if compile_secs is not None else ""))
     print(f"prompt   {','.join(map(str, prompt))}  prefill {res.prefill_cycles:,} cycles")
     print(f"tokens   {','.join(map(str, res.tokens))}")
@@ -189,6 +189,9 @@ def cmd_decode(args) -> int:
         print(f"bound    lower bound {res.lower_bound_cycles[-1]:,} cycles; bound ratio {res.bound_ratio[-1]:.3f}")
     print(f"emulator {res.emulator_seconds:.2f} s wall ({res.warmup_seconds:.2f} s JIT warm-up)")
     return 0
+
+
+_MAPPING = {"tp": "tensor-parallel", "pp": "pipeline"}
 
 
 def _is_program(path: Path) -> bool:

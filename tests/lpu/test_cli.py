@@ -47,8 +47,10 @@ def test_compile_then_decode_json_has_the_documented_keys(program, capsys, tmp_p
     assert code == 0, err
     d = json.loads(out)
     for key in ("tokens", "cycles_per_token", "prefill_cycles", "clock_hz", "chips", "tokens_per_second",
-                "emulator_seconds"):
+                "emulator_seconds", "lower_bound_cycles", "bound_ratio"):
         assert key in d
+    assert d["partition"] in ("tp", "pp")
+    assert all(0 < lb <= c for lb, c in zip(d["lower_bound_cycles"], d["cycles_per_token"]))
     assert len(d["tokens"]) == 5 and len(d["cycles_per_token"]) == 5 and d["chips"] == 2
     assert d["clock_hz"] == config.load("groqchip1").clock_hz
     assert d["tokens_per_second"] == pytest.approx(d["clock_hz"] / np.mean(d["cycles_per_token"]))
