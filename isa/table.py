@@ -178,6 +178,7 @@ F_SCATCOL = Format(
         *vref("idx", "index vector"),
         Field("idx_lane", 9, doc="lane holding the column index"),
         Field("rows", 16, doc="rows written"),
+        Field("col0", 24, doc="the index of the table's first column (the table is a window of a wider one)"),
     ),
 )
 F_SEND = Format("send", (Field("link", 7, doc="C2C link"), *vref("src", "source"), Field("n", 16, doc="vectors")))
@@ -226,7 +227,8 @@ OPS = (
            "table row int(idx[idx_lane]) = src. With elems = k > 0: flat table elements row*k..row*k+k-1 = "
            "the first k source elements; the other elements are kept."),
     OpSpec("SCATCOL", 0x43, "mem", F_SCATCOL, "chip.sram",
-           "For r < rows: table[r, column c] = src element r, c = int(idx[idx_lane]) (a transposed write)."),
+           "For r < rows: table[r, column c] = src element r, c = int(idx[idx_lane]) - col0 (a transposed write; "
+           "c outside the table is an error)."),
     OpSpec("SEND", 0x50, "c2ct", F_SEND, "chip.c2c", "Transmit n vectors from src on the link."),
     OpSpec("RECV", 0x51, "c2cr", F_RECV, "chip.c2c", "Store the next n vectors that arrived on the link at dst."),
     OpSpec("DESKEW", 0x52, "c2ct", F_DESKEW, "chip.c2c.deskew_cycles", "Realign the link's clocks; holds the link."),

@@ -92,7 +92,7 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
                     continue
                 addr = max(hc[start:start + w])
                 if zone == "act":  # near the VXM first: the innermost slices, then outwards
-                    cost = (rank[start] // (4 * bps), addr, rank[start])
+                    cost = (rank[start] // (2 * bps), addr, rank[start])
                 else:  # next to the MXM first (a tile arrives sooner), then inwards
                     cost = (rank[start] // (2 * w), max(uc[start:start + w]), rank[start])
                 if best is None or cost < best[0]:

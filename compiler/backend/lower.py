@@ -51,7 +51,7 @@ class BufferPool:
         self._uid += 1
         return self._uid
 
-    def new(self, chip, name, rows, dtype, kind, row_vectors=1, data=None, zone="act", width=4, key=None, bucket=None):
+    def new(self, chip, name, rows, dtype, kind, row_vectors=1, data=None, zone="act", width=8, key=None, bucket=None):
         if key is not None and key in self.shared:
             return self.shared[key]
         b = Buf(len(self.bufs), chip, name, rows, row_vectors, dtype, kind, data, zone, width, shared=key is not None)
@@ -1002,15 +1002,30 @@ class Lowerer:
         if key in self.pool.shared:
             return self.pool.shared[key]
         D = st.head_dim
-        if st.kind == "k":  # transposed: a row per (head, dim), columns over positions
-            return self.pool.new(chip, st_name, len(heads) * D, self.wdtype, "state", row_vectors=_vecs(self.kv_cols),
-                                 zone="state", width=16, key=key)
+        if st.kind == "k":  # transposed: a row per (head, dim), columns over positions, a region per block
+            return self.kcol(chip, st_name, heads, 0)
         pack = self.v_pack(len(heads) * D)
         if pack > 1:  # `pack` positions per vector, position p at row p // pack, lanes (p % pack) * W
             return self.pool.new(chip, st_name, -(-self.kv_cols // pack), self.wdtype, "state", row_vectors=1,
                                  zone="state", width=16, key=key)
         return self.pool.new(chip, st_name, self.kv_cols, self.wdtype, "state", row_vectors=_vecs(len(heads) * D),
                              zone="state", width=16, key=key)
+
+    def kcol(self, chip, st_name, heads: list[int], cb: int) -> Buf:
+        """Column block cb (positions 320cb .. 320cb+319) of a K cache, a region of its own: a token's
+        append writes only the block of its position, so the tiles of the other blocks can stream into
+        the MXM before it (one region for the whole cache would make every tile wait for the append)."""
+        if not 0 <= cb < _vecs(self.kv_cols):
+            raise AssertionError(f"K cache block {cb} outside the cache")
+        b = self.pool.new(chip, f"{st_name}.c{cb}", len(heads) * self.g.states[st_name].head_dim, self.wdtype, "state",
+                          row_vectors=1, zone="state", width=16, key=("state", st_name, chip, "col", cb))
+        b.hemi = self.kcol_unit(st_name, cb) % 2
+        return b
+
+    def kcol_unit(self, st_name, cb: int) -> int:
+        """The MXM unit that streams K block cb: the blocks alternate between the units, so the tiles of
+        a long cache are installed side by side; each block sits next to its unit."""
+        return (self.state_unit(st_name) + cb) % self.units
 
     def _kv_append(self, chip, e, i):
         st = self.g.states[e.params["state"]]
@@ -1024,8 +1039,12 @@ class Lowerer:
         sb = self._state_buf(chip, st.name, heads)
         pos = self.val(chip, "position_ids")
         if st.kind == "k":
-            self.emit(chip, "mem", Instr("SCATCOL", table_reg=sb.id, src_reg=new.buf.id, src_off=new.off,
-                                         idx_reg=pos.buf.id, idx_off=0, rows=len(heads) * D), tag=e.outputs[0])
+            # buckets are 320 positions wide: every token of this bucket writes its last column block
+            cb = self.ctx // LANES - 1
+            blk = self.kcol(chip, st.name, heads, cb)
+            self.emit(chip, "mem", Instr("SCATCOL", table_reg=blk.id, src_reg=new.buf.id, src_off=new.off,
+                                         idx_reg=pos.buf.id, idx_off=0, rows=len(heads) * D, col0=cb * LANES),
+                      tag=e.outputs[0])
         elif self.v_pack(len(heads) * D) > 1:  # packed rows: the W elements of position p at flat p * W
             self.emit(chip, "mem", Instr("SCATTER", table_reg=sb.id, src_reg=new.buf.id, src_off=new.off,
                                          idx_reg=pos.buf.id, idx_off=0, elems=len(heads) * D), tag=e.outputs[0])
@@ -1035,12 +1054,12 @@ class Lowerer:
                 raise UnsupportedError(f"{e!r}: value row size mismatch")
             self.emit(chip, "mem", Instr("SCATTER", table_reg=sb.id, src_reg=src.buf.id, src_off=src.off,
                                          idx_reg=pos.buf.id, idx_off=0), tag=e.outputs[0])
-        self.vals[chip][e.outputs[0]] = Val(sb, pres, "state", state=(st.kind, heads, D, self.state_unit(st.name)))
+        self.vals[chip][e.outputs[0]] = Val(sb, pres, "state", state=(st.kind, heads, D, self.state_unit(st.name), st.name))
 
     def _attn_qk(self, chip, e, i):
         q = self.val(chip, e.inputs[0])
         kv = self.val(chip, e.inputs[1])
-        _, heads, D, ku = kv.state
+        _, heads, D, ku, st_name = kv.state
         grp = e.params["group"]
         qheads = sorted(set((q.idx // D).tolist()))
         out = self.new_out(chip, e.outputs[0])
@@ -1053,13 +1072,13 @@ class Lowerer:
         if D <= tr and all((li * D) % LANES + D <= LANES for li in range(len(qheads))):
             # each kv head's rows form a tile by themselves; each query head streams straight from q
             ncb = self.ctx // LANES
-            u = ku
             for cb in range(ncb):
+                u = self.kcol_unit(st_name, cb)
                 for jj, kh in enumerate(heads):
                     users = [li for li, h in enumerate(qheads) if h // grp == kh]
                     if not users:
                         continue
-                    self.lw(chip, u, kv.buf, jj * D, cb, D)
+                    self.lw(chip, u, self.kcol(chip, st_name, heads, cb), jj * D, 0, D)
                     self.iw(chip, u)
                     slots = {li: self.slot(chip, u) for li in users}
                     for li in users:
@@ -1085,12 +1104,12 @@ class Lowerer:
         self.shuf(chip, qx, 0, qsrc, np.concatenate(mapping).astype(np.int32), tag="qx")
         ncb = self.ctx // LANES
         for cb in range(ncb):
-            u = ku
+            u = self.kcol_unit(st_name, cb)
             slots, first = {}, {}
             for rb in range(nrb):
                 if rb not in pairs:
                     continue
-                self.lw(chip, u, kv.buf, rb * tr, cb, min(tr, R - rb * tr))
+                self.lw(chip, u, self.kcol(chip, st_name, heads, cb), rb * tr, 0, min(tr, R - rb * tr))
                 self.iw(chip, u)
                 for li, pv in pairs[rb]:
                     if li not in slots:
@@ -1103,7 +1122,7 @@ class Lowerer:
     def _attn_pv(self, chip, e, i):
         p = self.val(chip, e.inputs[0])
         kv = self.val(chip, e.inputs[1])
-        _, heads, D, ku = kv.state
+        _, heads, D, ku, st_name = kv.state
         grp = e.params["group"]
         out = self.new_out(chip, e.outputs[0], partial=True)
         qheads = sorted(set((out.idx // D).tolist()))

@@ -66,6 +66,7 @@ COLUMNS = (
     "src_reg", "src_off", "map_reg", "map_off",
     "unit", "row0", "col", "rows", "x_reg", "x_off", "x_lane", "slot", "accumulate",
     "dst_lane", "src_lane", "lanes", "table_reg", "idx_reg", "idx_off", "idx_lane", "base", "link", "elems",
+    "col0",
 )
 (C_OPCODE, C_CHIP, C_DLINK,
  C_FN, C_QUEUE, C_N, C_GROUP, C_PERIOD, C_VALID, C_SHIFT, C_WINDOW,
@@ -73,7 +74,7 @@ COLUMNS = (
  C_SRC_REG, C_SRC_OFF, C_MAP_REG, C_MAP_OFF,
  C_UNIT, C_ROW0, C_COL, C_ROWS, C_X_REG, C_X_OFF, C_X_LANE, C_SLOT, C_ACCUMULATE,
  C_DST_LANE, C_SRC_LANE, C_LANES, C_TABLE_REG, C_IDX_REG, C_IDX_OFF, C_IDX_LANE, C_BASE, C_LINK,
- C_ELEMS) = range(len(COLUMNS))
+ C_ELEMS, C_COL0) = range(len(COLUMNS))
 
 # Columns of the region table
 REGION_COLUMNS = ("chip", "bank", "width", "addr", "row_vectors", "rows", "dtype", "n_vectors", "store", "base")
@@ -758,7 +759,7 @@ def exec_range(ins, aux, imm, lo, hi, mem, mem16, regs, bank_base, nbanks, units
                 err[0] = E_SCATCOL_INDEX
                 errval[0] = v
                 return i
-            c = np.int64(v)
+            c = np.int64(v) - np.int64(ins[i, C_COL0])
             rv = np.int64(regs[treg, R_RV])
             if not 0 <= c < rv * LANES:
                 err[0] = E_SCATCOL_COL

@@ -440,7 +440,8 @@ class Emulator:
                     f"{int(ins[K.C_IDX_LANE])}) is not an integer")
         elif code == K.E_SCATCOL_COL:
             t = reg(K.C_TABLE_REG)
-            what = f"SCATCOL column {value:g} is outside table {t.name!r} (columns 0..{t.row_vectors * VECTOR_LANES - 1})"
+            c0 = int(ins[K.C_COL0])
+            what = (f"SCATCOL column {value:g} is outside table {t.name!r} (columns {c0}..{c0 + t.row_vectors * VECTOR_LANES - 1})")
         elif code == K.E_SHUF_MAP:
             what = f"shuf map names element {value:g}, outside the window of {int(ins[K.C_WINDOW]) * VECTOR_LANES} elements"
         elif code == K.E_LINK_FULL:

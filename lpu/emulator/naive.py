@@ -284,7 +284,7 @@ class NaiveMachine:
 
     def _scatcol(self, chip, a):
         t = self.regions[a["table_reg"]]
-        c = self._idx(a)
+        c = self._idx(a) - a["col0"]
         if not 0 <= c < t.row_vectors * VECTOR_LANES:
             raise NaiveError(f"scatcol column {c} out of range")
         nsrc = -(-a["rows"] // VECTOR_LANES)

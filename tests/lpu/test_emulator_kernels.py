@@ -321,12 +321,34 @@ def test_scatter_and_scatcol():
     assert same_bits(cv[:, 401], emu.read("src")[:700]).all()
 
 
+@pytest.mark.parametrize("position,col0,column", [(1000, 960, 40), (960, 960, 0), (1279, 960, 319)])
+def test_scatcol_into_a_window_of_a_wider_table(position, col0, column):
+    """col0 names the table's first column: position p lands in column p - col0 (a K-cache block)."""
+    rng = np.random.default_rng(4)
+    b = ProgramBuilder()
+    c = b.region("c", bank=0, rows=64, width=4, dtype="fp16")
+    before = rng.standard_normal(64 * LANES).astype(np.float16)
+    b.fill(c, before)
+    ix = b.region("ix", bank=10, rows=1, dtype="i32")
+    src = b.region("src", bank=12, rows=1, dtype="fp32")
+    b.fill(src, rng.standard_normal(LANES).astype(np.float32))
+    b.seq(0, "mem0", Instr("SCATCOL", queue=0, table_reg=c, src_reg=src, idx_reg=ix, idx_lane=2, rows=64, col0=col0))
+    idx = np.zeros(LANES, dtype=np.int32)
+    idx[2] = position
+    emu, ref = run_both(b, {"ix": idx})
+    assert_same(emu, ref)
+    want = before.astype(np.float32).reshape(64, LANES)
+    want[:, column] = emu.read("src")[:64].astype(np.float16).astype(np.float32)
+    assert same_bits(emu.read("c").reshape(64, LANES), want).all()
+
+
 @pytest.mark.parametrize("op,value,match", [
     ("SCATTER", 9, r"SCATTER row 9 is outside table 't' \(rows 0..8\)"),
     ("SCATTER", -1, "outside table"),
     ("SCATTER", 2.5, "index 2.5 .* is not an integer"),
     ("GATHER", float("nan"), "index nan .* is not an integer"),
     ("SCATCOL", 1.0e9, "column 1e\\+09 is outside"),
+    ("SCATCOL", 99, r"column 99 is outside table 't' \(columns 100..419\)"),
 ])
 def test_runtime_index_errors(op, value, match):
     b = ProgramBuilder()
@@ -338,7 +360,8 @@ def test_runtime_index_errors(op, value, match):
     elif op == "GATHER":
         ins = Instr("GATHER", queue=2, dst_reg=src, table_reg=t, idx_reg=ix, idx_lane=3, rows=9)
     else:
-        ins = Instr("SCATCOL", queue=2, table_reg=t, src_reg=src, idx_reg=ix, idx_lane=3, rows=9)
+        ins = Instr("SCATCOL", queue=2, table_reg=t, src_reg=src, idx_reg=ix, idx_lane=3, rows=9,
+                    col0=100 if value == 99 else 0)
     b.seq(0, "mem2", Instr("NOP", count=5))
     b.seq(0, "mem2", ins)
     emu = Emulator(b.build())
