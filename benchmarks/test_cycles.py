@@ -45,7 +45,8 @@ def _compile_summary(name: str, preset: str, chips: int, max_context: int, parti
     except CapacityError as exc:
         out = {"fits": False, "why": str(exc)}
     else:
-        out = {"fits": True, "buckets": prog.header["buckets"], "mapping": prog.header["partition"],
+        out = {"fits": True, "buckets": prog.header["buckets"], "mapping": prog.header["partition"] + (
+                   f" {prog.header['stages']}x{chips // prog.header['stages']}" if prog.header["partition"] == "hybrid" else ""),
                "estimates": prog.header.get("mapping_estimates", {}), "clock_hz": hw.clock_hz,
                "compile_seconds": round(time.perf_counter() - t, 1)}
     BENCH_DIR.mkdir(parents=True, exist_ok=True)

@@ -14,13 +14,13 @@ from .backend.bound import bound
 from .backend.decompose import decompose, fold_movement, split_linears
 from .backend.emit import build_program, streams_for
 from .backend.lower import BufferPool, Lowerer
-from .backend.partition import plan as make_plan, plan_pp
+from .backend.partition import find_regions, plan as make_plan, plan_hybrid, plan_pp
 from .backend.schedule import schedule
 from .errors import CompileError
 
 LANES = 320
 PRECISIONS = ("fp16", "fp32")
-PARTITIONS = ("tp", "pp", "auto")
+PARTITIONS = ("tp", "pp", "hybrid", "auto")
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Options:
     precision: str = "fp16"
     max_context: int = 1024
     partition: str = "auto"
+    stages: int = 0  # hybrid: pipeline stages (0: the compiler chooses)
 
     def check(self) -> "Options":
         if self.precision not in PRECISIONS:
@@ -39,6 +40,14 @@ class Options:
             raise CompileError(f"--max-context {self.max_context}: valid values are 1..65536")
         if self.partition not in PARTITIONS:
             raise CompileError(f"--partition {self.partition}: valid values are {', '.join(PARTITIONS)}")
+        if self.stages:
+            valid = hybrid_stages(self.chips)
+            if self.partition != "hybrid":
+                raise CompileError(f"--stages {self.stages} applies to --partition hybrid only")
+            if self.stages not in valid:
+                raise CompileError(f"--stages {self.stages} with --chips {self.chips}: valid values are "
+                                   f"{', '.join(map(str, valid)) if valid else 'none (a hybrid needs 4, 6 or 8 chips)'} "
+                                   f"(stages of at least 2 chips each, all the same size)")
         return self
 
 
@@ -52,17 +61,33 @@ class Report:
     mappings: dict = field(default_factory=dict)  # candidate mapping -> estimated cycles
 
 
+def hybrid_stages(chips: int) -> list[int]:
+    """Stage counts of the hybrid mappings of `chips` chips: each stage has the same number of chips (>= 2)."""
+    return [k for k in range(2, chips) if chips % k == 0 and chips // k >= 2]
+
+
 def choose_mapping(g, hw, opts: Options):
-    """Tensor-parallel or pipeline: each candidate is estimated by its lower bound at the largest
-    context (the same model of the machine the bound uses: streaming, links, dependency latency), and
-    the fastest is taken; --partition tp|pp forces one."""
+    """Tensor-parallel, pipeline or a hybrid (pipeline stages of tensor-parallel chips): each candidate
+    is estimated by its lower bound at the largest context (the same model of the machine the bound
+    uses: streaming, links, dependency latency), and the fastest is taken; --partition tp|pp|hybrid
+    restricts the candidates."""
     if opts.chips == 1:
         return make_plan(g, 1), {"single": None}
-    cands = {"tp": make_plan, "pp": plan_pp} if opts.partition == "auto" else \
-        {opts.partition: make_plan if opts.partition == "tp" else plan_pp}
+    cands: dict = {}
+    regions = find_regions(g) if opts.partition != "pp" else None  # shared by the tensor-parallel plans
+    if opts.partition in ("tp", "auto"):
+        cands["tp"] = lambda: make_plan(g, opts.chips, regions)
+    if opts.partition in ("pp", "auto"):
+        cands["pp"] = lambda: plan_pp(g, opts.chips)
+    if opts.partition in ("hybrid", "auto"):
+        for k in [opts.stages] if opts.stages else hybrid_stages(opts.chips):
+            cands[f"hybrid {k}x{opts.chips // k}"] = lambda k=k: plan_hybrid(g, opts.chips, k, regions)
+    if not cands:
+        raise CompileError(f"--partition hybrid needs stages of at least 2 chips each: {opts.chips} chip(s) have none "
+                           f"(valid chip counts: 4, 6, 8)")
     plans, est = {}, {}
     for name, fn in cands.items():
-        plans[name] = fn(g, opts.chips)
+        plans[name] = fn()
         est[name] = bound(g, plans[name], hw, opts.precision, opts.max_context).cycles
     best = min(est, key=lambda k: (est[k], k))
     return plans[best], est
@@ -118,6 +143,7 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
         "precision": opts.precision,
         "max_context": opts.max_context,
         "partition": plan.mapping,
+        "stages": len(plan.stages) if plan.staged else 1,
         "mapping_estimates": {k: v for k, v in sorted(rep.mappings.items()) if v is not None},
         "model": {k: v for k, v in sorted((graph.meta or {}).items()) if isinstance(v, (int, float, str, bool))},
         "source": source or {},

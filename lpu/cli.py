@@ -1,6 +1,7 @@
 """The `lpu` command: compile an ONNX decoder, decode on the emulated chips, disassemble a program.
 
     lpu compile MODEL.onnx -o OUT.lpu [--chips N] [--hw PRESET|FILE] [--max-context T] [--precision fp16|fp32]
+                [--partition tp|pp|hybrid|auto] [--stages K]
     lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15 --tokens N [--json] [--logits FILE.npy]
     lpu disasm OUT.lpu
 
@@ -42,8 +43,11 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
                    help="KV-cache positions to reserve (default: 1024 for compile; enough for the request for decode)")
     p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"),
                    help="fp16: the hardware's own (fp16 weights and matrix inputs, fp32 accumulation); fp32: for validation")
-    p.add_argument("--partition", default="auto", choices=("tp", "pp", "auto"),
-                   help="mapping over chips: tensor-parallel, pipeline, or auto (the faster by the compiler's estimate; default)")
+    p.add_argument("--partition", default="auto", choices=("tp", "pp", "hybrid", "auto"),
+                   help="mapping over chips: tensor-parallel, pipeline, hybrid (pipeline stages of tensor-parallel "
+                        "chips), or auto (the fastest by the compiler's estimate; default)")
+    p.add_argument("--stages", type=int, default=0,
+                   help="with --partition hybrid: the number of pipeline stages (default: the compiler's choice)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +92,8 @@ def _compile(model: Path, args, max_context: int, quiet: bool):
     from compiler.driver import Options, compile_model
 
     hw = _load_hw(args)
-    opts = Options(chips=args.chips, precision=args.precision, max_context=max_context, partition=args.partition)
+    opts = Options(chips=args.chips, precision=args.precision, max_context=max_context, partition=args.partition,
+                   stages=args.stages)
     t0 = time.perf_counter()
     prog, rep = compile_model(model, hw, opts)
     return prog, rep, time.perf_counter() - t0, hw
@@ -114,7 +119,9 @@ def cmd_compile(args) -> int:
                "cycles_per_bucket": rep.cycles, "lower_bound_cycles": rep.bounds,
                "bound_ratio": [round(c / b, 4) for c, b in zip(rep.cycles, rep.bounds)],
                "instructions": rep.instructions, "compile_seconds": round(secs, 3),
-               "sram_bytes_per_chip": {str(k): v for k, v in sorted(rep.sram_bytes.items())}}
+               "sram_bytes_per_chip": {str(k): v for k, v in sorted(rep.sram_bytes.items())},
+               "partition": prog.header.get("partition"), "stages": prog.header.get("stages", 1),
+               "mapping_estimates": {k: v for k, v in rep.mappings.items() if v is not None}}
     if args.json:
         print(json.dumps(summary))
     else:
@@ -124,6 +131,10 @@ def cmd_compile(args) -> int:
               f"cycles per token by bucket: {', '.join(f'{c:,}' for c in rep.cycles)}")
         print(f"  lower bound by bucket: {', '.join(f'{b:,}' for b in rep.bounds)}; bound ratio "
               f"{', '.join(f'{c / b:.3f}' for c, b in zip(rep.cycles, rep.bounds))}")
+        est = {k: v for k, v in rep.mappings.items() if v is not None}
+        if est:
+            print(f"  mapping: {_mapping_text(prog.header)} (estimated cycles: "
+                  f"{', '.join(f'{k} {v:,}' for k, v in sorted(est.items(), key=lambda kv: (kv[1], kv[0])))})")
         top = max(rep.sram_bytes.values()) if rep.sram_bytes else 0
         print(f"  SRAM: up to {top / 2**20:.1f} MiB of {hw.sram_bytes_per_chip / 2**20:.0f} MiB per chip")
     return 0
@@ -171,14 +182,15 @@ def cmd_decode(args) -> int:
     if args.json:
         out = res.to_json()
         out.update(model=model.name, prompt=prompt, precision=prog.header.get("precision"),
-                   max_context=prog.header.get("max_context"), partition=prog.header.get("partition"))
+                   max_context=prog.header.get("max_context"), partition=prog.header.get("partition"),
+                   stages=prog.header.get("stages", 1))
         if compile_secs is not None:
             out["compile_seconds"] = round(compile_secs, 3)
         print(json.dumps(out))
         return 0
     mean = sum(res.cycles_per_token) / len(res.cycles_per_token)
     print(f"model    {model.name}: {res.chips} chip(s), {prog.header.get('precision')}, "
-          f"max context {prog.header.get('max_context')}, {_MAPPING.get(prog.header.get('partition'), 'tensor-parallel')}"
+          f"max context {prog.header.get('max_context')}, {_mapping_text(prog.header)}"
           + (f" (compiled in {compile_secs:.2f} s)" if compile_secs is not None else ""))
     print(f"prompt   {','.join(map(str, prompt))}  prefill {res.prefill_cycles:,} cycles")
     print(f"tokens   {','.join(map(str, res.tokens))}")
@@ -192,6 +204,14 @@ def cmd_decode(args) -> int:
 
 
 _MAPPING = {"tp": "tensor-parallel", "pp": "pipeline"}
+
+
+def _mapping_text(header: dict) -> str:
+    part = header.get("partition")
+    if part == "hybrid":
+        k = int(header.get("stages", 1))
+        return f"hybrid: {k} pipeline stages x {header.get('chips', k) // k} tensor-parallel chips"
+    return _MAPPING.get(part, "tensor-parallel")
 
 
 def _is_program(path: Path) -> bool:

@@ -16,6 +16,10 @@ chip holds what: a property of the partition, not of the instruction order) it t
   hop plus the partial's serialisation on a link and the additions; data movement nothing at all (it may
   be a view).
 
+Pipelined mappings (pp, and hybrids: stages of tensor-parallel chips) add a link hop wherever a value
+crosses a stage boundary, and a token's streaming and compute are summed over the stages (the busiest
+chip of each).
+
 `bound(...)` returns the terms; the bound is their maximum. The compiler's schedule is then judged by
 cycles / bound (the bound ratio).
 """
@@ -63,6 +67,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
     pos = {"vxm": 0, "mem": 0, "sxm": sph + 1, "mxm": sph + 2}
     link_cpv = ceil(vbytes / ch.c2c.link_bytes_per_cycle)  # a partial on a link, in the MXM's type
     chips = plan.chips
+    group = plan.per_stage  # chips that share a stage's work (and its all-reduces)
 
     hold32 = max(1, 4 * LANES // ch.sram.access_bytes)  # an fp32 vector holds its bank this long
 
@@ -107,10 +112,10 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
                 passes[c] += t
             tu = ceil(max(per_chip) / units) if per_chip else 0
             lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
-            if e in rowsplit_eqns and chips > 1:
+            if e in rowsplit_eqns and group > 1:
                 n = size1(g.vars[e.outputs[0]].shape)
                 link_bytes += _vec(n) * vbytes
-                lam += ch.c2c.hop_latency_cycles + _vec(n) * link_cpv + ceil(log2(chips)) * (lat.add + move("vxm", "vxm"))
+                lam += ch.c2c.hop_latency_cycles + _vec(n) * link_cpv + ceil(log2(group)) * (lat.add + move("vxm", "vxm"))
         elif prim in ("attn_qk", "attn_pv"):
             unit = "mxm"
             kv = e.inputs[1]
@@ -150,7 +155,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
         elif prim in DATA_MOVEMENT:
             unit = None  # free: a view, as far as a bound can tell
         start, chain = 0.0, []
-        here = plan.owner.get(e.outputs[0]) if plan.mapping == "pp" else None
+        here = plan.owner.get(e.outputs[0]) if plan.staged else None
         for i in e.inputs:
             if i in finish:
                 t, u = finish[i]
@@ -158,7 +163,8 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
                     t += move(u, unit)
                 if here is not None and plan.owner.get(i, here) != here:
                     # a pipeline stage boundary: the value crosses a link
-                    nv = _vec(size1(g.vars[i].shape))
+                    # (each chip of the stage sends its own part to its counterpart, side by side)
+                    nv = _vec(max((local(i, c) for c in range(chips)), default=0) or size1(g.vars[i].shape))
                     t += ch.c2c.hop_latency_cycles + nv * ceil(LANES * 4 / ch.c2c.link_bytes_per_cycle)
                     link_bytes += nv * LANES * 4
                 if t > start:
@@ -171,8 +177,9 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
     latency = (finish[out][0] + W if out in finish else 0.0) + ch.icu.sync_cycles
     bpc = ch.mxm.install_bytes_per_cycle
     # a token visits pipeline stages one after another; tensor-parallel chips stream side by side
-    streaming = stream_bytes.sum() if plan.mapping == "pp" else stream_bytes.max()
-    compute = passes.sum() if plan.mapping == "pp" else passes.max()
+    stages = len(plan.stages) if plan.staged else 1
+    streaming = sum(stream_bytes[list(plan.stage_chips(k))].max() for k in range(stages)) if plan.staged else stream_bytes.max()
+    compute = sum(passes[list(plan.stage_chips(k))].max() for k in range(stages)) if plan.staged else passes.max()
     terms = {
         "weight_streaming": float(streaming / bpc) if chips else 0.0,
         "compute": float(compute / units),

@@ -285,8 +285,8 @@ class Lowerer:
             if i in self.plan.rowsplit or i in self.plan.embed_rows:
                 # partial results on every chip, one all-reduce, then what follows on every chip:
                 # each chip's program order must see the exchange before its uses
-                post = [getattr(self, "_" + e.prim)(c, e, i) for c in range(self.chips)]
-                for c, fn in enumerate(post):
+                post = [getattr(self, "_" + e.prim)(c, e, i) for c in self.plan.chips_of(e.outputs[0])]
+                for fn in post:
                     if fn is not None:
                         fn()
                 return
@@ -315,8 +315,8 @@ class Lowerer:
     # ------------------------------------------------------------------ operands
     def val(self, chip, name) -> Val:
         v = self.vals[chip].get(name)
-        if v is None and self.plan.mapping == "pp" and name in self.plan.owner:
-            v = self.transfer(name, self.plan.owner[name], chip)
+        if v is None and self.plan.staged and name in self.plan.owner:
+            v = self.transfer(name, self.plan.source_chip(name, chip), chip)
         if v is None:
             raise UnsupportedError(f"chip {chip}: {name!r} is needed but not held (partitioning gap)")
         return v
@@ -709,19 +709,20 @@ class Lowerer:
         """Called once per chip; the exchange is emitted when the last chip's partial is ready."""
         pend = self.__dict__.setdefault("_ar", {})
         pend.setdefault(var, {})[chip] = (part, out, nvec)
-        if len(pend[var]) < self.chips:
+        group = self.plan.chips_of(var)  # the chips of var's stage (all chips unless pipelined)
+        if len(pend[var]) < len(group):
             return
         parts = pend.pop(var)
         recv: dict = {}
-        for c in range(self.chips):
-            for o in range(self.chips):
+        for c in group:
+            for o in group:
                 if o == c:
                     continue
                 link = self.links[c][o]
                 pb, _, nv = parts[c]
                 self.emit(c, "c2ct", Instr("SEND", link=link, src_reg=pb.id, src_off=0, n=nv), f"c2c{link}t", tag=f"ar {var}")
-        for c in range(self.chips):
-            for o in range(self.chips):
+        for c in group:
+            for o in group:
                 if o == c:
                     continue
                 link = self.links[c][o]
@@ -729,9 +730,9 @@ class Lowerer:
                 rb = self.buf(c, f"ar{o}", nv, parts[c][0].dtype)
                 self.emit(c, "c2cr", Instr("RECV", link=link, dst_reg=rb.id, dst_off=0, n=nv), f"c2c{link}r", tag=f"ar {var}")
                 recv[(c, o)] = rb
-        for c in range(self.chips):
+        for c in group:
             _, out, nv = parts[c]
-            terms = [parts[c][0] if o == c else recv[(c, o)] for o in range(self.chips)]
+            terms = [parts[c][0] if o == c else recv[(c, o)] for o in group]
             # the same tree on every chip, in chip order: bit-identical sums everywhere
             while len(terms) > 1:
                 nxt = []
@@ -753,7 +754,7 @@ class Lowerer:
         xname, wname = e.inputs[0], e.inputs[1]
         W = self.g.consts[wname]
         K, N = W.shape
-        if i in self.plan.rowsplit and xname not in self.vals[chip]:
+        if i in self.plan.rowsplit and xname not in self.vals[chip] and xname not in self.plan.hold[chip]:
             # this chip holds no part of the region: it contributes zeros (a buffer never written)
             part = self.buf(chip, "zeros", _vecs(N), self.wdtype)
             return self._rowsplit_out(chip, e, part, N)

@@ -42,12 +42,41 @@ class Plan:
     embed_rows: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # gather eqn -> row range per chip
     sharded_outputs: set[str] = field(default_factory=set)  # graph outputs left split over chips
     regions: list[dict] = field(default_factory=list)  # for reports: sink, units per chip
-    mapping: str = "tp"  # tp | pp | single
-    owner: dict[str, int] = field(default_factory=dict)  # pp: the chip that computes each var
-    stages: list[tuple[int, int]] = field(default_factory=list)  # pp: eqn index range per chip
+    mapping: str = "tp"  # tp | pp | hybrid | single
+    owner: dict[str, int] = field(default_factory=dict)  # pp, hybrid: the stage that computes each var
+    stages: list[tuple[int, int]] = field(default_factory=list)  # pp, hybrid: eqn index range per stage
+    group: int = 0  # chips per stage, tensor-parallel among themselves (pp: 1; tp: all; hybrid: chips / stages)
 
     def has(self, chip: int, var: str) -> bool:
         return var in self.hold[chip]
+
+    @property
+    def staged(self) -> bool:
+        return self.mapping in ("pp", "hybrid")
+
+    @property
+    def per_stage(self) -> int:
+        return self.group or self.chips
+
+    def stage_chips(self, stage: int) -> range:
+        s = self.per_stage
+        return range(stage * s, (stage + 1) * s)
+
+    def chips_of(self, var: str) -> range:
+        """The chips that work together on var: its stage's chips (all chips when not staged)."""
+        if self.staged and var in self.owner:
+            return self.stage_chips(self.owner[var])
+        return range(self.chips)
+
+    def source_chip(self, var: str, chip: int) -> int:
+        """The chip of var's stage that sends it to `chip` (of a later stage): its counterpart by position."""
+        return self.owner[var] * self.per_stage + chip % self.per_stage
+
+    @property
+    def name(self) -> str:
+        if self.mapping == "hybrid":
+            return f"hybrid {len(self.stages)}x{self.per_stage}"
+        return self.mapping
 
 
 class _UF:
@@ -120,12 +149,23 @@ def _replicable(g: Graph, var: str, prod) -> bool:
     return e is None or e.prim in ("kv_append", "gather")
 
 
-def plan(g: Graph, chips: int) -> Plan:
+def find_regions(g: Graph) -> dict[int, tuple | None]:
+    """Every linear's region (see `_find_region`), by equation index. It does not depend on the chip
+    count, so the candidates of one compile (tensor-parallel, hybrids) share it."""
+    prod = {o: e for e in g.eqns for o in e.outputs}
+    index = {id(e): i for i, e in enumerate(g.eqns)}
+    cons = g.consumers()
+    return {li: _find_region(g, L, prod, index, cons) for li, L in enumerate(g.eqns) if L.prim == "linear"}
+
+
+def plan(g: Graph, chips: int, regions: dict | None = None) -> Plan:
     full = {v: np.arange(size1(var.shape), dtype=np.int64) for v, var in g.vars.items()}
     hold = [dict(full) for _ in range(chips)]
-    p = Plan(chips, hold)
+    p = Plan(chips, hold, group=chips)
     if chips == 1:
         return p
+    if regions is None:
+        regions = find_regions(g)
     prod = {o: e for e in g.eqns for o in e.outputs}
     index = {id(e): i for i, e in enumerate(g.eqns)}
     cons = g.consumers()
@@ -134,7 +174,7 @@ def plan(g: Graph, chips: int) -> Plan:
     for li, L in enumerate(g.eqns):
         if L.prim != "linear":
             continue
-        region = _find_region(g, L, prod, index, cons, chips)
+        region = regions[li]
         if region is None:
             continue
         cone_eqns, sources, units = region
@@ -222,7 +262,7 @@ def _balanced_cuts(n: int, parts: int, align: int) -> list[int]:
     return cuts
 
 
-def _find_region(g: Graph, L, prod, index, cons, chips):
+def _find_region(g: Graph, L, prod, index, cons):
     """(cone equations, source linears, units of L's input) if L can be a row-split sink, else None."""
     x = L.inputs[0]
     if x not in g.vars or x in g.inputs:
@@ -336,5 +376,26 @@ def plan_pp(g: Graph, chips: int) -> Plan:
         for o in e.outputs:
             owner[o] = c
             hold[c][o] = full[o]
-    p = Plan(chips, hold, mapping="pp", owner=owner, stages=[(cuts[c], cuts[c + 1]) for c in range(chips)])
+    p = Plan(chips, hold, mapping="pp", owner=owner, stages=[(cuts[c], cuts[c + 1]) for c in range(chips)], group=1)
     return p
+
+
+def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None) -> Plan:
+    """Pipeline of `stages` stages, each on chips / stages chips that split their layers tensor-parallel:
+    the pipeline cuts of `plan_pp` for `stages` chips, inside each stage the tensor-parallel holdings of
+    `plan` for chips / stages chips. A value crossing a cut goes from each chip to its counterpart (the
+    chip at the same position) in the next stage; all-reduces stay within a stage."""
+    if chips % stages or not 1 < stages < chips:
+        raise ValueError(f"a hybrid mapping needs 1 < stages < chips and stages dividing chips (got {stages} of {chips})")
+    per = chips // stages
+    tp = plan(g, per, regions)
+    pp = plan_pp(g, stages)
+    hold: list[dict[str, np.ndarray]] = [dict() for _ in range(chips)]
+    for v, k in pp.owner.items():
+        for j in range(per):
+            idx = tp.hold[j].get(v)
+            if idx is not None:
+                hold[k * per + j][v] = idx
+    embed = {gi: [rows[c % per] for c in range(chips)] for gi, rows in tp.embed_rows.items()}
+    return Plan(chips, hold, rowsplit=set(tp.rowsplit), embed_rows=embed, sharded_outputs=set(tp.sharded_outputs),
+                regions=tp.regions, mapping="hybrid", owner=dict(pp.owner), stages=list(pp.stages), group=per)

@@ -15,7 +15,7 @@ from tinyir import gpt2_like, llama_like  # noqa: E402
 from compiler.backend.alloc import place  # noqa: E402
 from compiler.backend.decompose import decompose, split_linears  # noqa: E402
 from compiler.backend.lower import BufferPool, Lowerer  # noqa: E402
-from compiler.backend.partition import plan  # noqa: E402
+from compiler.backend.partition import plan, plan_hybrid, plan_pp  # noqa: E402
 from compiler.driver import Options, compile_graph  # noqa: E402
 from compiler.errors import CapacityError  # noqa: E402
 from compiler.frontend import import_onnx  # noqa: E402
@@ -91,6 +91,28 @@ def test_partition_finds_attention_and_mlp_regions_and_deals_heads():
     # GQA: 6 query heads over 2 kv heads; a chip with query heads 0,1 needs kv head 0 only
     kv = [e.outputs[0] for e in g.eqns if e.prim == "kv_append"][0]
     assert all(p.hold[c][kv].size in (32, 64) for c in range(4))
+
+
+@pytest.mark.parametrize("chips, stages", [(4, 2), (8, 2), (8, 4)])
+def test_hybrid_holds_each_stage_tensor_parallel_on_its_own_chips(chips, stages):
+    g = split_linears(decompose(import_onnx(FIX / "llama_optimum.onnx", max_context=64)))
+    per = chips // stages
+    h, tp, pp = plan_hybrid(g, chips, stages), plan(g, per), plan_pp(g, stages)
+    assert h.mapping == "hybrid" and h.per_stage == per and len(h.stages) == stages
+    for v, k in pp.owner.items():
+        for c in range(chips):
+            if c // per != k:
+                assert v not in h.hold[c]  # computed in one stage only
+            elif v in tp.hold[c % per]:
+                assert np.array_equal(h.hold[c][v], tp.hold[c % per][v])  # as tensor-parallel over `per` chips
+            else:
+                assert v not in h.hold[c]
+    assert h.rowsplit == tp.rowsplit
+    # every layer's two all-reduces and the logits stay within one stage
+    logits = g.outputs["logits"]
+    assert sorted(c for c in range(chips) if logits in h.hold[c]) == list(h.stage_chips(stages - 1))
+    with pytest.raises(ValueError):
+        plan_hybrid(g, chips, chips)
 
 
 @pytest.mark.parametrize("make", [gpt2_like, llama_like])

@@ -26,9 +26,9 @@ def ort(name):
 
 
 @functools.lru_cache(maxsize=None)
-def run(name, chips, precision, partition="auto"):
+def run(name, chips, precision, partition="auto", stages=0):
     prog, _ = compile_model(FIX / f"{name}.onnx", config.load("groqchip1", chips=chips),
-                            Options(chips=chips, precision=precision, max_context=CTX, partition=partition))
+                            Options(chips=chips, precision=precision, max_context=CTX, partition=partition, stages=stages))
     res = Decoder(prog).generate(PROMPT, N)
     return prog, res
 
@@ -60,12 +60,14 @@ def test_fp16_logits_within_3_percent_before_the_first_differing_token(name):
 
 
 @pytest.mark.parametrize("name", ["gpt2_optimum", "llama_dynamo"])
-@pytest.mark.parametrize("chips", [2, 4, 8])
-@pytest.mark.parametrize("partition", ["tp", "pp"])
-def test_every_chip_count_and_mapping_gives_the_same_tokens(name, chips, partition):
+@pytest.mark.parametrize("chips, partition, stages", [
+    (2, "tp", 0), (4, "tp", 0), (8, "tp", 0), (2, "pp", 0), (4, "pp", 0), (8, "pp", 0),
+    (4, "hybrid", 2), (8, "hybrid", 2), (8, "hybrid", 4)])
+def test_every_chip_count_and_mapping_gives_the_same_tokens(name, chips, partition, stages):
     tokens, logits = ort(name)
-    prog, res = run(name, chips, "fp32", partition)
+    prog, res = run(name, chips, "fp32", partition, stages)
     assert prog.header["partition"] == partition
+    assert prog.header["stages"] == {"tp": 1, "pp": chips, "hybrid": stages}[partition]
     assert res.tokens == tokens
     assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
 

@@ -49,7 +49,7 @@ def test_compile_then_decode_json_has_the_documented_keys(program, capsys, tmp_p
     for key in ("tokens", "cycles_per_token", "prefill_cycles", "clock_hz", "chips", "tokens_per_second",
                 "emulator_seconds", "lower_bound_cycles", "bound_ratio"):
         assert key in d
-    assert d["partition"] in ("tp", "pp")
+    assert d["partition"] in ("tp", "pp", "hybrid")
     assert all(0 < lb <= c for lb, c in zip(d["lower_bound_cycles"], d["cycles_per_token"]))
     assert len(d["tokens"]) == 5 and len(d["cycles_per_token"]) == 5 and d["chips"] == 2
     assert d["clock_hz"] == config.load("groqchip1").clock_hz
@@ -132,6 +132,9 @@ def test_corrupt_program_is_rejected(program, tmp_path, capsys):
     (["decode", "--chips", "9", "--tokens", "1"], "1..8"),
     (["decode", "--prompt", "1,99999", "--tokens", "1"], "outside the vocabulary"),
     (["decode", "--hw", "gpu9000", "--tokens", "1"], "not a preset"),
+    (["decode", "--partition", "hybrid", "--chips", "2", "--tokens", "1"], "stages of at least 2 chips"),
+    (["decode", "--partition", "hybrid", "--stages", "3", "--tokens", "1"], "valid values are 2, 4"),
+    (["decode", "--stages", "2", "--tokens", "1"], "--partition hybrid only"),
 ])
 def test_wrong_flags_give_one_line(argv, expect, capsys):
     one_line_error(*run(argv, capsys)[::2], expect)
