@@ -69,6 +69,8 @@ def test_every_chip_count_and_mapping_gives_the_same_tokens(name, chips, partiti
     assert prog.header["partition"] == partition
     assert prog.header["stages"] == {"tp": 1, "pp": chips, "hybrid": stages}[partition]
     assert res.tokens == tokens
+    # the lower bound of every mapping is below what its schedule takes
+    assert all(0 < lb <= c for lb, c in zip(res.lower_bound_cycles, res.cycles_per_token))
     assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
 
 
