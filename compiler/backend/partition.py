@@ -72,12 +72,6 @@ class Plan:
         """The chip of var's stage that sends it to `chip` (of a later stage): its counterpart by position."""
         return self.owner[var] * self.per_stage + chip % self.per_stage
 
-    @property
-    def name(self) -> str:
-        if self.mapping == "hybrid":
-            return f"hybrid {len(self.stages)}x{self.per_stage}"
-        return self.mapping
-
 
 class _UF:
     def __init__(self) -> None:
