@@ -3,7 +3,9 @@
 Where a tensor lives decides when it arrives (isa/timing.py): weights, caches and tables go to the
 slices near the MXM (the outer slices of each hemisphere), activations and constants near the VXM (the
 inner slices). Weights stripe over 16 banks so a tile streams at the MXM's install rate; activations
-over 4 so fp32 vectors stream one per cycle. The operands of one instruction get disjoint banks, so an
+over 8 (4 slices) so fp32 vectors stream one per cycle with banks to spare (2, 4 and 16 were all
+slower on the benchmark models). In a nearly full SRAM the weights, caches and tables (placed first,
+from the MXM side inwards) reach the centre and the activations land further out. The operands of one instruction get disjoint banks, so an
 instruction never conflicts with itself. Capacity is counted in bytes per bank; a model that does not
 fit raises CapacityError saying how many bytes each chip needs and has.
 """
@@ -17,7 +19,6 @@ from isa.program import dtype_bytes
 from ..errors import CapacityError
 from .buffers import LANES, Buf
 
-INNER_SLICES = 12  # slices per hemisphere (from the centre) reserved first for activations
 
 
 def _operands(instr) -> list[int]:
@@ -30,7 +31,6 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
     sram = hw.chip.sram
     bps, sph = sram.banks_per_slice, sram.slices_per_hemisphere
     nb = hw.banks
-    inner = min(INNER_SLICES, sph)
 
     def zone_banks(zone: str) -> list[int]:
         # bank order: by distance from the centre (inner) or from the edge (outer), West/East alternating
@@ -40,8 +40,6 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
             for hemi in (0, 1):
                 s = hemi * sph + i
                 order.extend(range(s * bps, s * bps + bps))
-        if zone == "act":
-            return order[: 2 * inner * bps] + order[2 * inner * bps:]
         return order
 
     partners: dict[int, set[int]] = defaultdict(set)
