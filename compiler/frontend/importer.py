@@ -148,13 +148,7 @@ class Importer:
 
     def const(self, array, hint: str = "c", dtype: str | None = None) -> str:
         """A new IR constant (no dedupe by name)."""
-        a = np.asarray(array)
-        if dtype is not None:
-            a = a.astype(NP_OF_IR[dtype], copy=False)
-        elif a.dtype.kind == "f" and a.dtype != np.float32:
-            a = a.astype(np.float32)
-        elif a.dtype.kind in "iu" and a.dtype != np.int64:
-            a = a.astype(np.int64)
+        a = _ir_array(np.asarray(array), dtype)
         name = self.fresh(hint)
         self.g.consts[name] = a
         return name
@@ -165,13 +159,7 @@ class Importer:
         hit = self.const_memo.get(key) if k.name is not None else None
         if hit is not None:
             return hit
-        a = k.value if array is None else np.asarray(array)
-        if dtype is not None:
-            a = a.astype(NP_OF_IR[dtype], copy=False)
-        elif a.dtype.kind == "f" and a.dtype != np.float32:
-            a = a.astype(np.float32)
-        elif a.dtype.kind in "iu" and a.dtype != np.int64:
-            a = a.astype(np.int64)
+        a = _ir_array(k.value if array is None else np.asarray(array), dtype)
         name = self._unique(short_name(k.name) + suffix) if k.name is not None else self.fresh("c")
         self.g.consts[name] = a
         if k.name is not None:
@@ -531,3 +519,14 @@ class Importer:
         for n in INPUTS:
             if n not in self.g.inputs:
                 self.g.vars.pop(n, None)
+
+
+def _ir_array(a: np.ndarray, dtype: str | None) -> np.ndarray:
+    """A constant in an IR type: the one asked for, else float32 for floats and int64 for integers."""
+    if dtype is not None:
+        return a.astype(NP_OF_IR[dtype], copy=False)
+    if a.dtype.kind == "f" and a.dtype != np.float32:
+        return a.astype(np.float32)
+    if a.dtype.kind in "iu" and a.dtype != np.int64:
+        return a.astype(np.int64)
+    return a

@@ -127,6 +127,26 @@ def binary(name: str, ir_op: str | None, np_fn: Callable, py_fn: Callable | None
     return OpSpec(name, ev, tr, kv=kv, t_ok=True)
 
 
+def variadic(name: str, ir_op: str, np_fn: Callable, py_fn: Callable) -> OpSpec:
+    """An elementwise operator of 1..N inputs (Max, Min): the IR binary op, chained left to right."""
+
+    def ev(node, args):
+        arrs = [np.asarray(a) for a in args if a is not None]
+        out = arrs[0]
+        for a in arrs[1:]:
+            out = normalize(objwise(py_fn, out, a)) if is_obj(out, a) else np_fn(out, a)
+        return [out]
+
+    def tr(ctx, node, vals):
+        vals = [v for v in vals if v is not None]
+        acc = vals[0]
+        for i, v in enumerate(vals[1:]):
+            acc = emit_binary(ctx, ir_op, acc, v, node.outputs[0] if i == len(vals) - 2 else None)
+        return [acc]
+
+    return OpSpec(name, ev, tr, t_ok=True)
+
+
 def unary(name: str, ir_op: str | None, np_fn: Callable, py_fn: Callable | None = None,
           float_only: bool = True) -> OpSpec:
     """An elementwise unary operator."""
