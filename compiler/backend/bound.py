@@ -12,9 +12,11 @@ chip holds what: a property of the partition, not of the instruction order) it t
   and write latencies plus the stream hops between them (the VXM sits at the centre, the SXM and MXM at
   the edges); a cross-lane sum one pass through an MXM unit; a cross-lane max two SXM permute rounds (the
   algorithm this compiler uses); a matrix product the MXM latency plus the tiles that cannot have been
-  loaded ahead of its input (a unit holds two: the active tile and the shadow buffer); an all-reduce one
-  hop plus the partial's serialisation on a link and the additions; data movement nothing at all (it may
-  be a view).
+  loaded ahead of its input (a unit holds two: the active tile and the shadow buffer), and where an
+  operation needs several products of one input (q/k/v, gate/up) the tiles of all of them, densely
+  packed, through the chip's units after that input is ready; an all-reduce the way from the MXM to the
+  link port, one hop, the partial's serialisation on a link and the additions; data movement nothing
+  at all (it may be a view).
 
 Pipelined mappings (pp, and hybrids: stages of tensor-parallel chips) add a link hop wherever a value
 crosses a stage boundary, and a token's streaming and compute are summed over the stages (the busiest
@@ -64,7 +66,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
     tile_rows = ch.mxm.fp16_tile_rows
     tile_cycles = tile_rows * vbytes * units / ch.mxm.install_bytes_per_cycle  # one tile into one unit
     lat = ch.vxm.latency_cycles
-    pos = {"vxm": 0, "mem": 0, "sxm": sph + 1, "mxm": sph + 2}
+    pos = {"vxm": 0, "mem": 0, "c2c": 0, "sxm": sph + 1, "mxm": sph + 2}
     link_cpv = ceil(vbytes / ch.c2c.link_bytes_per_cycle)  # a partial on a link, in the MXM's type
     chips = plan.chips
     group = plan.per_stage  # chips that share a stage's work (and its all-reduces)
@@ -95,6 +97,47 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
 
     rowsplit_eqns = _IdSet(g.eqns, plan.rowsplit)
 
+    def _shared_units(e, unit, lam, start, f, chain):
+        """Sibling linears (one input) that this operation depends on: all their tiles go through the
+        units after the input is ready (a unit holds two ahead: active and shadow), and the last of them
+        still has to reach this operation (the shortest of their paths to it)."""
+        joined: dict[str, dict[str, float]] = {}
+        for i in e.inputs:
+            if i not in track:
+                continue
+            u_i = finish[i][1]
+            mv = move(u_i, unit) if unit is not None and u_i is not None else 0
+            for x, dd in track[i].items():
+                got = joined.setdefault(x, {})
+                for lin, d in dd.items():
+                    got[lin] = max(got.get(lin, 0.0), d + mv + lam)
+        if e.prim == "linear" and e.inputs[0] in siblings and e not in rowsplit_eqns:
+            lin_start[e.outputs[0]] = start
+            joined.setdefault(e.inputs[0], {})[e.outputs[0]] = 0.0
+        for x, dd in joined.items():
+            if len(dd) < 2:
+                continue
+            rows = ceil(wrows[next(iter(dd))] / tile_rows)
+            t = max(rows * _vec(sum(local(lin, c) for lin in dd)) for c in range(chips))
+            group = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, ceil(t / units) - 2) * tile_cycles
+            v = min(lin_start[lin] for lin in dd) + group + min(dd.values())
+            if v > f:
+                f, chain = v, best_chain[x]
+        track[e.outputs[0]] = {x: dd for x, dd in joined.items() if len(dd) < len(siblings[x])}
+        return f, chain
+
+    # linears that read one input (q/k/v, gate/up) share the chip's MXM units: the tiles of those a
+    # later operation needs all pass through the units after that input is ready
+    readers: dict[str, list[str]] = {}
+    wrows: dict[str, int] = {}
+    for e in g.eqns:
+        if e.prim == "linear" and e not in rowsplit_eqns:
+            readers.setdefault(e.inputs[0], []).append(e.outputs[0])
+            wrows[e.outputs[0]] = g.consts[e.inputs[1]].shape[0]
+    siblings = {x: set(v) for x, v in readers.items() if len(v) > 1}
+    lin_start: dict[str, float] = {}
+    track: dict[str, dict[str, dict[str, float]]] = {}  # var -> input -> {linear: its finish to var's}
+
     stream_bytes = np.zeros(chips)
     passes = np.zeros(chips)
     link_bytes = 0.0
@@ -115,7 +158,9 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
             if e in rowsplit_eqns and group > 1:
                 n = size1(g.vars[e.outputs[0]].shape)
                 link_bytes += _vec(n) * vbytes
-                lam += ch.c2c.hop_latency_cycles + _vec(n) * link_cpv + ceil(log2(group)) * (lat.add + move("vxm", "vxm"))
+                # the partial leaves the MXM for the link port at the centre, crosses, and is added
+                lam += (move("mxm", "c2c") + ch.c2c.hop_latency_cycles + _vec(n) * link_cpv
+                        + ceil(log2(group)) * (lat.add + move("vxm", "vxm")))
         elif prim in ("attn_qk", "attn_pv"):
             unit = "mxm"
             kv = e.inputs[1]
@@ -170,6 +215,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
                 if t > start:
                     start, chain = t, best_chain[i]
         f = start + lam
+        f, chain = _shared_units(e, unit, lam, start, f, chain)
         finish[e.outputs[0]] = (f, unit if unit is not None else (finish[e.inputs[0]][1] if e.inputs and e.inputs[0] in finish else None))
         best_chain[e.outputs[0]] = chain + [(e, start, f)]
     out = g.outputs["logits"]
