@@ -115,12 +115,15 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
         banks_of[b.id] = set(range(start, start + w))
         regions[b.id] = Region(b.id, b.chip, start, w, addr, b.row_vectors, b.rows, b.dtype, b.name)
 
-    # shared buffers (weights, caches, tables, inputs, outputs, constants): big ones first
+    # shared buffers (weights, caches, inputs, outputs, constants): big ones first; tables (gathered
+    # by a runtime index, once per token) wait until every bucket's activations have their place
     heights = {c: [0] * nb for c in chips}
     used = {c: [0] * nb for c in chips}
-    shared = sorted((b for b in bufs if b.shared or b.id not in bucket_of),
-                    key=lambda b: (0 if b.zone in ("weight", "state", "table") else 1,
-                                   -b.vectors if b.zone in ("weight", "state", "table") else 0, b.id))
+    shared = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and b.zone != "table"),
+                    key=lambda b: (0 if b.zone in ("weight", "state") else 1,
+                                   -b.vectors if b.zone in ("weight", "state") else 0, b.id))
+    tables = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and b.zone == "table"),
+                    key=lambda b: (-b.vectors, b.id))
     for b in shared:
         put(b, heights[b.chip], used[b.chip])
     # each bucket's own buffers start from the same place: only one bucket runs at a time
@@ -135,6 +138,8 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
         for c in chips:
             heights[c] = [max(x, y) for x, y in zip(heights[c], hb[c])]
             used[c] = [max(x, y) for x, y in zip(used[c], ub[c])]
+    for b in tables:
+        put(b, heights[b.chip], used[b.chip])
     cap = sram.bank_bytes
     for c in sorted(used):
         if max(used[c]) > cap:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from isa import Instr
+from isa.program import dtype_bytes
 from isa.table import MODE_GRP, MODE_IMM, MODE_REP, MODE_SEQ, SXM_BY_NAME, VXM_BY_NAME
 
 from ..errors import UnsupportedError
@@ -670,6 +671,10 @@ class Lowerer:
 
     # ------------------------------------------------------------------ tables
     def _gather(self, chip, e, i):
+        """One table row by a runtime index. A large table is stored as row blocks of at most
+        TABLE_BLOCK_BANKS banks' worth each (the placer fits them into what the weights leave; one
+        block would need a wide stripe of nearly empty banks): a GATHER per block (a row outside a
+        block gives zeros) and an add tree join them."""
         tname, iname = e.inputs
         table = self.g.consts[tname]
         rows_all = table.shape[0]
@@ -677,32 +682,50 @@ class Lowerer:
         width = flat.shape[1]
         rv = _vecs(width)
         lo, hi = self.plan.embed_rows.get(i, [(0, rows_all)] * self.chips)[chip]
-        key = ("table", tname, chip, lo, hi, self.wdtype)
-        tb = self.pool.shared.get(key)
-        if tb is None:
-            data = np.zeros((hi - lo, rv * LANES), np.float32)
-            data[:, :width] = flat[lo:hi]
-            # embeddings are weights (fp16 on the hardware); position tables keep fp32 in fp32 mode only
-            dt = self.wdtype
-            tb = self.pool.new(chip, tname, hi - lo, dt, "weight", row_vectors=rv, data=data.reshape(-1),
-                               zone="table", width=8, key=key)
+        row_bytes = rv * LANES * dtype_bytes(self.wdtype)
+        per_block = max(1, TABLE_BLOCK_BANKS * self.hw.chip.sram.bank_bytes // row_bytes)
+        blocks = []
+        for b0 in range(lo, max(hi, lo + 1), per_block):  # (a chip holding no rows: one empty block)
+            b1 = min(hi, b0 + per_block)
+            key = ("table", tname, chip, b0, b1, self.wdtype)
+            tb = self.pool.shared.get(key)
+            if tb is None:
+                data = np.zeros((b1 - b0, rv * LANES), np.float32)
+                data[:, :width] = flat[b0:b1]
+                # embeddings are weights (fp16 on the hardware)
+                tb = self.pool.new(chip, tname if b1 - b0 == hi - lo else f"{tname}[{b0}:{b1}]", b1 - b0, self.wdtype,
+                                   "weight", row_vectors=rv, data=data.reshape(-1), zone="table", width=8, key=key)
+            blocks.append((tb, b0, b1))
         idx = self.val(chip, iname)
         split = i in self.plan.embed_rows
-        if split:
-            part = self.buf(chip, "gpart", rv)
-            self.emit(chip, "mem", Instr("GATHER", dst_reg=part.id, table_reg=tb.id, idx_reg=idx.buf.id,
-                                         idx_off=idx.off, base=lo, rows=hi - lo), tag=e.outputs[0])
-            out = self.new_out(chip, e.outputs[0], dtype="fp32")
-            if out.n != width:
-                raise UnsupportedError(f"{e!r}: a split table row must be held whole")
-            self.allreduce(e.outputs[0], chip, part, out, rv)
-            return
         out = self.new_out(chip, e.outputs[0], dtype="fp32")
         if out.n != width:
-            raise UnsupportedError(f"chip {chip}: {e!r} holds part of a table row")
-        self.emit(chip, "mem", Instr("GATHER", dst_reg=out.buf.id, dst_off=out.off, table_reg=tb.id,
-                                     idx_reg=idx.buf.id, idx_off=idx.off, base=0, rows=hi - lo), tag=e.outputs[0])
-        out.gather = (tname, iname)
+            raise UnsupportedError(f"chip {chip}: {e!r} holds part of a table row" if not split
+                                   else f"{e!r}: a split table row must be held whole")
+        if split:
+            dst = self.buf(chip, "gpart", rv)
+            doff = 0
+        else:
+            dst, doff = out.buf, out.off
+        parts = []
+        for k, (tb, b0, b1) in enumerate(blocks):
+            pb, po = (dst, doff) if len(blocks) == 1 else (self.buf(chip, "gblock", rv), 0)
+            self.emit(chip, "mem", Instr("GATHER", dst_reg=pb.id, dst_off=po, table_reg=tb.id, idx_reg=idx.buf.id,
+                                         idx_off=idx.off, base=b0, rows=b1 - b0), tag=e.outputs[0])
+            parts.append(pb)
+        while len(parts) > 1:
+            nxt = []
+            for a in range(0, len(parts), 2):
+                if a + 1 == len(parts):
+                    nxt.append(parts[a])
+                    continue
+                last = len(parts) == 2
+                sb, so = (dst, doff) if last else (self.buf(chip, "gsum", rv), 0)
+                self.vxm(chip, "add", (sb, so), (parts[a], 0), (parts[a + 1], 0), n=rv, tag=e.outputs[0])
+                nxt.append(sb)
+            parts = nxt
+        if split:
+            self.allreduce(e.outputs[0], chip, dst, out, rv)
 
     # ------------------------------------------------------------------ collectives
     def allreduce(self, var, chip, part: Buf, out: Val, nvec: int):
@@ -1166,6 +1189,7 @@ class Lowerer:
 
 
 PACK_V_FROM = 1024  # max_context above which the V cache is packed
+TABLE_BLOCK_BANKS = 4  # a gathered table is stored in row blocks of at most this many banks' bytes
 
 
 def v_pack(width: int) -> int:
