@@ -16,7 +16,8 @@ from .backend.emit import build_program, streams_for
 from .backend.lower import BufferPool, Lowerer
 from .backend.partition import find_regions, plan as make_plan, plan_hybrid, plan_pp
 from .backend.schedule import schedule
-from .errors import CompileError
+from .errors import CapacityError, CompileError
+from .ir import Graph
 
 LANES = 320
 PRECISIONS = ("fp16", "fp32")
@@ -105,10 +106,28 @@ def buckets_for(max_context: int) -> list[dict]:
 def compile_graph(graph, hw, opts: Options, source: dict | None = None):
     """IR graph -> (Program, Report)."""
     opts.check()
-    rep = Report()
     t0 = time.perf_counter()
-    g = fold_movement(split_linears(decompose(graph)))
-    rep.seconds["decompose"] = time.perf_counter() - t0
+    g0 = split_linears(decompose(graph))
+
+    def fold(permute: bool):
+        return fold_movement(Graph(dict(g0.vars), dict(g0.consts), list(g0.eqns), g0.inputs, dict(g0.outputs),
+                                   dict(g0.states), dict(g0.meta)), permute_linears=permute)
+    g = fold(True)
+    permuted = any("[perm]" in k for k in g.consts)
+    t_dec = time.perf_counter() - t0
+    try:
+        prog, rep = _compile(g, graph, hw, opts, source, permuted)
+    except CapacityError:
+        if not permuted:
+            raise
+        # the permuted weight copies (rotate-half as a second linear) cost SRAM: try without them
+        prog, rep = _compile(fold(False), graph, hw, opts, source, False)
+    rep.seconds = {"decompose": t_dec, **rep.seconds}
+    return prog, rep
+
+
+def _compile(g, graph, hw, opts: Options, source: dict | None, permuted: bool):
+    rep = Report()
     t0 = time.perf_counter()
     plan, rep.mappings = choose_mapping(g, hw, opts)
     rep.seconds["partition"] = time.perf_counter() - t0
@@ -144,6 +163,7 @@ def compile_graph(graph, hw, opts: Options, source: dict | None = None):
         "max_context": opts.max_context,
         "partition": plan.mapping,
         "stages": len(plan.stages) if plan.staged else 1,
+        "permuted_linears": permuted,
         "mapping_estimates": {k: v for k, v in sorted(rep.mappings.items()) if v is not None},
         "model": {k: v for k, v in sorted((graph.meta or {}).items()) if isinstance(v, (int, float, str, bool))},
         "source": source or {},

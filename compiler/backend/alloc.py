@@ -27,6 +27,17 @@ def _operands(instr) -> list[int]:
 
 
 def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None = None) -> list[Region]:
+    prefs = [(b.zone, b.hemi) for b in bufs]
+    try:
+        return _place(bufs, code_by_bucket, hw, bucket_of, tables_last=True)
+    except CapacityError:
+        # the leftover space is too fragmented for the tables: place them first, before activations
+        for b, (z, h) in zip(bufs, prefs):
+            b.zone, b.hemi = z, h
+        return _place(bufs, code_by_bucket, hw, bucket_of, tables_last=False)
+
+
+def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) -> list[Region]:
     bucket_of = bucket_of or {}
     sram = hw.chip.sram
     bps, sph = sram.banks_per_slice, sram.slices_per_hemisphere
@@ -79,12 +90,15 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
         rank = rank_of[zone]
         best = None
         w = max(1, min(b.width, b.rows))
+        aligned = b.zone != "table"
         while best is None:
             per_bank = -(-b.rows // w) * b.row_vectors * vbytes
             h = -(-b.rows // w) * b.row_vectors
             half = nb // 2
             lo_b, hi_b = (0, nb) if b.hemi is None else (b.hemi * half, (b.hemi + 1) * half)
-            for start in range(lo_b, hi_b - w + 1, w):  # aligned stripes: groups never partly overlap
+            # aligned stripes (groups never partly overlap) first; tables, and whatever does not fit
+            # aligned, fill what is left
+            for start in range(lo_b, hi_b - w + 1, w if aligned else 1):
                 group = range(start, start + w)
                 if avoid.intersection(group) or max(uc[start:start + w]) + per_bank > cap:
                     continue
@@ -95,6 +109,10 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
                     cost = (rank[start] // (2 * w), max(uc[start:start + w]), rank[start])
                 if best is None or cost < best[0]:
                     best = (cost, start, addr)
+            if best is None and aligned:
+                aligned = False
+                continue
+            aligned = b.zone != "table"
             if best is None and b.hemi is not None and w >= min(half, b.rows):
                 b.hemi = None  # does not fit its hemisphere: anywhere, at a transit cost
                 w = max(1, min(b.width, b.rows))
@@ -119,10 +137,10 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
     # by a runtime index, once per token) wait until every bucket's activations have their place
     heights = {c: [0] * nb for c in chips}
     used = {c: [0] * nb for c in chips}
-    shared = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and b.zone != "table"),
-                    key=lambda b: (0 if b.zone in ("weight", "state") else 1,
-                                   -b.vectors if b.zone in ("weight", "state") else 0, b.id))
-    tables = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and b.zone == "table"),
+    early = ("weight", "state") if tables_last else ("weight", "state", "table")
+    shared = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and (b.zone != "table" or not tables_last)),
+                    key=lambda b: (0 if b.zone in early else 1, -b.vectors if b.zone in early else 0, b.id))
+    tables = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and b.zone == "table" and tables_last),
                     key=lambda b: (-b.vectors, b.id))
     for b in shared:
         put(b, heights[b.chip], used[b.chip])

@@ -336,7 +336,7 @@ def _toposort(eqns, g: Graph):
     return [eqns[k] for k in order]
 
 
-def fold_movement(g: Graph) -> Graph:
+def fold_movement(g: Graph, permute_linears: bool = True) -> Graph:
     """Data movement as one permutation where possible (a pass: Graph -> Graph, same meaning).
 
     1. A negation feeding a concatenation moves after it as a multiplication by a sign vector (exact:
@@ -345,6 +345,10 @@ def fold_movement(g: Graph) -> Graph:
        instead of one per step.
     3. (p * s) * b with s a vector of +-1 becomes p * (s * b): the sign meets b (often a table row ready
        long before) off the critical chain; exact, since multiplying by +-1 does not round.
+    4. A permutation of a linear's output (RoPE's rotate-half of q and k) becomes a second linear with
+       the weight columns (and bias) permuted: the MXM computes it beside the first, in parallel, where
+       the shuffle would cost a round trip through the SXM on the critical chain (`permute_linears`:
+       the compiler turns it off when the copies do not fit in SRAM).
     """
     from .indexmaps import move_map, shape1
 
@@ -450,12 +454,40 @@ def fold_movement(g: Graph) -> Graph:
                 out.append(e)
             continue
         out.append(e)
+    g = Graph(g.vars, g.consts, _dce(out, g), g.inputs, g.outputs, g.states, g.meta)
+    # 4. a permutation of a linear's output is a linear with permuted columns
+    prod = g.producers()
+    out = []
+    for e in g.eqns:
+        if permute_linears and e.prim == "take" and e.params.get("axis", 0) == 0 and e.inputs[0] in prod:
+            flat = prod[e.inputs[0]]
+            lin = prod.get(flat.inputs[0]) if flat.prim == "reshape" else None
+            if lin is not None and lin.prim == "linear":
+                w = g.consts[lin.inputs[1]]
+                idx = np.asarray(e.params["indices"]).reshape(-1)
+                K, N = w.shape
+                if (int(np.prod(shape1(g.shape(flat.inputs[0])))) == N and idx.size <= N
+                        and idx.size * K * 2 <= PERMUTED_WEIGHT_BYTES and idx.min() >= 0 and idx.max() < N):
+                    ins = [lin.inputs[0], b.const(np.ascontiguousarray(w[:, idx]), hint=lin.inputs[1] + "[perm]")]
+                    if len(lin.inputs) == 3:
+                        ins.append(b.const(np.ascontiguousarray(g.consts[lin.inputs[2]].reshape(-1)[idx]),
+                                           hint=lin.inputs[2] + "[perm]"))
+                    mid = b.fresh("lin")
+                    g.vars[mid] = Var(mid, tuple(g.vars[flat.inputs[0]].shape[:-1]) + (idx.size,))
+                    out.append(Eqn("linear", tuple(ins), (mid,), {}))
+                    out.append(Eqn("reshape", (mid,), e.outputs, {"shape": tuple(g.vars[e.outputs[0]].shape)}))
+                    continue
+        out.append(e)
     g = Graph(g.vars, g.consts, _toposort(_dce(out, g), g), g.inputs, g.outputs, g.states, g.meta)
     used = {i for q in g.eqns for i in q.inputs} | set(g.outputs.values())
     g.consts = {k: v for k, v in g.consts.items() if k in used}
     defined = {o for q in g.eqns for o in q.outputs}
     g.vars = {k: v for k, v in g.vars.items() if k in g.inputs or k in defined}
     return g.verify()
+
+
+# a permuted copy of a linear's weights (rotate-half of q and k) replaces a lane shuffle up to this size
+PERMUTED_WEIGHT_BYTES = 64 << 20
 
 
 def _bshape(a, b):
