@@ -23,7 +23,7 @@ from isa import Instr
 from isa.program import dtype_bytes
 from isa.table import MODE_GRP, MODE_IMM, MODE_REP, MODE_SEQ, SXM_BY_NAME, VXM_BY_NAME
 
-from ..errors import UnsupportedError
+from ..errors import CompileError, UnsupportedError
 from ..ir import DATA_MOVEMENT, Graph, T
 from .buffers import LANES, Buf, Node, Val
 from .indexmaps import move_map, operand_map, shape1, size1
@@ -87,6 +87,9 @@ class Lowerer:
         self.f16 = self._mxm_only_vars()
         self.links = _link_table(hw)
         self._invariant = False
+        # buffer -> the buffers whose sum it stands for (never written itself): a linear reading it
+        # streams each through its tiles into one accumulator, which adds them for free
+        self.parts: dict[tuple[int, int], list[tuple[Buf, int]]] = {}
 
     # ------------------------------------------------------------------ buffers and instructions
     def buf(self, chip, name, vectors, dtype="fp32", kind="act", **kw) -> Buf:
@@ -160,7 +163,17 @@ class Lowerer:
     def iw(self, chip, u, tag=""):
         return self._mxm(chip, u, "mxma", Instr("IW", unit=u), tag)
 
+    def acc_x(self, chip, u, x: Val, x_off, x_lane, slot, accumulate):
+        """ACC of x's vector x_off; an x that is a sum of parts streams every part into the slot."""
+        parts = self.parts.get((chip, x.buf.id))
+        if parts is None:
+            return self.acc(chip, u, x.buf, x_off, x_lane, slot, accumulate)
+        for k, (b, d) in enumerate(parts):
+            self.acc(chip, u, b, x_off + d, x_lane, slot, accumulate or k > 0)
+
     def acc(self, chip, u, x: Buf, x_off, x_lane, slot, accumulate, tag=""):
+        if (chip, x.id) in self.parts:
+            raise CompileError(f"chip {chip}: {x.name!r} is a sum of parts and has no data of its own")
         self._load[chip][u] += 1
         return self._mxm(chip, u, "mxma", Instr("ACC", unit=u, x_reg=x.id, x_off=x_off, x_lane=x_lane, slot=slot,
                                                 accumulate=int(accumulate)), tag)
@@ -194,6 +207,15 @@ class Lowerer:
             return ok
 
         return {v for v in self.g.vars if only(v)}
+
+    def _linear_input_only(self, v: str) -> bool:
+        """Every use of v (through reshapes, which are views) is the input of a linear."""
+        cons = self.__dict__.setdefault("_cons", self.g.consumers())
+        us = cons.get(v, [])
+        if not us or v in self.g.outputs.values():
+            return False
+        return all((e.prim == "linear" and e.inputs[0] == v and v not in e.inputs[1:])
+                   or (e.prim == "reshape" and self._linear_input_only(e.outputs[0])) for e in us)
 
     def out_dtype(self, var) -> str:
         return "fp16" if var in self.f16 else "fp32"
@@ -917,7 +939,7 @@ class Lowerer:
                     self.lw(chip, u, b, k * tr, 0, min(tr, r1 - rb * tr))
                     self.iw(chip, u)
                     off, lane = xv(rb)
-                    self.acc(chip, u, x.buf, off, lane, s, accumulate=k > 0)
+                    self.acc_x(chip, u, x, off, lane, s, k > 0)
                 hb = self.buf(chip, "half", 1)
                 self.emit_acc(chip, u, s, hb, 0)
                 parts.append(hb)
@@ -932,7 +954,7 @@ class Lowerer:
                 self.lw(chip, u, b, rb * tr, col, min(tr, K - rb * tr))
                 self.iw(chip, u)
                 off, lane = xv(rb)
-                self.acc(chip, u, x.buf, off, lane, s, accumulate=rb > 0)
+                self.acc_x(chip, u, x, off, lane, s, rb > 0)
             if sinks is None:
                 # weight columns past N are zero, so the padding lanes come out 0
                 self.emit_acc(chip, u, s, dst, dst_off + cb)
@@ -948,43 +970,39 @@ class Lowerer:
 
     # ------------------------------------------------------------------ attention
     def _attn_pv_packed(self, chip, e, p: Val, kv: Val, heads, D, grp, qheads, out: Val):
-        """P = 320 / W positions per V-cache vector. A tile row holds P positions side by side, so the
-        probabilities are regrouped by position mod P (one SXM shuffle), each group streams through the
-        tile into its own accumulator, each accumulator gives its positions' share of the result from
-        its lanes, and the P shares are added. P times fewer tile rows to stream than one position per
-        vector (and P times less SRAM)."""
+        """P = 320 / W positions per V-cache vector, in blocks: position q at row q % R, lanes
+        (q // R) * W (R rows, a multiple of the tile rows). Group j (positions jR .. jR + R - 1) is then
+        a contiguous run of the probabilities: each streams straight from them through the tiles into
+        its own accumulator, and each accumulator gives its positions' share of the result from its
+        lanes. P times fewer tile rows to stream than one position per vector (and P times less SRAM),
+        and no shuffle."""
         W = len(heads) * D
         P = self.v_pack(W)
         tr = self.tile_rows
         L = self.ctx
-        R = -(-L // P)  # tile rows (packs) visible in this bucket
-        nrb = -(-R // tr)
-        rpad = nrb * tr
+        R = kv.buf.rows
         nh = len(qheads)
-        # regroup: element ((li * P + j) * rpad + r) = p[li, P * r + j]
-        m = np.full(nh * P * rpad, -1, dtype=np.int64)
-        for li in range(nh):
-            for j in range(P):
-                r = np.arange(rpad)
-                pos = P * r + j
-                ok = pos < L
-                m[((li * P + j) * rpad + r)[ok]] = li * L + pos[ok]
-        pj = self.buf(chip, "pj", _vecs(m.size), self.wdtype)
-        self.shuf(chip, pj, 0, p, m.astype(np.int32), tag="pj")
         u = kv.state[3]
-        slots = {(li, j): self.slot(chip, u) for li in range(nh) for j in range(P)}
-        for rb in range(nrb):
-            self.lw(chip, u, kv.buf, rb * tr, 0, min(tr, kv.buf.rows - rb * tr))
+        active = [j for j in range(P) if j * R < L]  # the groups this bucket can see
+        slots = {(li, j): self.slot(chip, u) for li in range(nh) for j in active}
+        for rb in range(-(-min(L, R) // tr)):
+            self.lw(chip, u, kv.buf, rb * tr, 0, min(tr, R - rb * tr))
             self.iw(chip, u)
             for li in range(nh):
-                for j in range(P):
-                    vec, lane = divmod((li * P + j) * rpad + rb * tr, LANES)
-                    self.acc(chip, u, pj, vec, lane, slots[(li, j)], accumulate=rb > 0)
-        shares = [self.pool.new(chip, "pvshare", out.vectors, "fp32", "act", key=("pvshare", e.outputs[0], chip, self.bucket, j))
+                for j in active:
+                    q0 = j * R + rb * tr  # the first position of group j in this row block
+                    if q0 < L:  # (L and q0 are multiples of the tile rows: the whole block is visible)
+                        vec, lane = divmod(p.off * LANES + li * L + q0, LANES)
+                        self.acc(chip, u, p.buf, vec, lane, slots[(li, j)], accumulate=rb > 0)
+        into_linear = self._linear_input_only(e.outputs[0])
+        # (read by the linear's code, which is lowered once for all buckets: then the same buffers in each)
+        shares = [self.pool.new(chip, "pvshare", out.vectors, out.buf.dtype if into_linear else "fp32", "act",
+                                key=("pvshare", e.outputs[0], chip, j) if into_linear else
+                                ("pvshare", e.outputs[0], chip, self.bucket, j))
                   for j in range(P)]
         for li, h in enumerate(qheads):
             jj = heads.index(h // grp)
-            for j in range(P):
+            for j in active:
                 dvec, dlane = divmod(li * D, LANES)
                 c, left = j * W + jj * D, D
                 while left:
@@ -992,7 +1010,17 @@ class Lowerer:
                     self.emit_acc(chip, u, slots[(li, j)], shares[j], dvec, dst_lane=dlane, src_lane=c, lanes=n)
                     c, left = c + n, left - n
                     dvec, dlane = dvec + 1, 0
-        terms = shares
+        if into_linear:
+            # the next linear adds the shares in its accumulator: no add tree, no trip to the VXM (its
+            # code serves every bucket: the groups this one cannot see are zeros)
+            for j in range(P):
+                if j not in active:
+                    self.vxm(chip, "copy", (shares[j], 0), (self.zeros(chip), 0, MODE_REP, 1), n=out.vectors)
+            self.parts[(chip, out.buf.id)] = [(b, -out.off) for b in shares]
+            return
+        terms = [shares[j] for j in active]
+        if len(terms) == 1:
+            self.vxm(chip, "copy", (out.buf, out.off), (terms[0], 0), n=out.vectors, **self.mask_args(out))
         while len(terms) > 1:
             nxt = []
             for a in range(0, len(terms), 2):
@@ -1005,6 +1033,43 @@ class Lowerer:
                          **(self.mask_args(out) if last else {}))
                 nxt.append(dst)
             terms = nxt
+
+    def v_rows(self, pack: int) -> int:
+        """Rows of a packed V cache: a block of positions per lane group, a whole number of tiles."""
+        tr = self.tile_rows
+        return -(-(-(-self.kv_cols // pack)) // tr) * tr
+
+    def v_index(self, chip, pos: Val, R: int, P: int) -> Buf:
+        """The packed index of position p in a V cache of R rows and P lane groups, (p % R) * P + p // R,
+        so that a packed-rows SCATTER (flat element k * W) puts p at row p % R, lanes (p // R) * W.
+        A few VXM operations on the position, once per token (they wait for nothing else)."""
+        key = (chip, R, P)
+        memo = self.__dict__.setdefault("_v_index", {})
+        if key in memo:
+            return memo[key]
+        p = (pos.buf, pos.off)
+        d = self.buf(chip, "vblk", 1)
+        self.vxm(chip, "cmpge", (d, 0), p, ("imm", float(R)), n=1)
+        for j in range(2, P):
+            t = self.buf(chip, "vblk", 1)
+            self.vxm(chip, "cmpge", (t, 0), p, ("imm", float(j * R)), n=1)
+            d2 = self.buf(chip, "vblk", 1)
+            self.vxm(chip, "add", (d2, 0), (d, 0), (t, 0), n=1)
+            d = d2
+        t = self.buf(chip, "vrow", 1)
+        self.vxm(chip, "mul", (t, 0), (d, 0), ("imm", float(R)), n=1)
+        r = self.buf(chip, "vrow", 1)
+        self.vxm(chip, "sub", (r, 0), p, (t, 0), n=1)
+        k0 = self.buf(chip, "vidx", 1)
+        self.vxm(chip, "mul", (k0, 0), (r, 0), ("imm", float(P)), n=1)
+        k = self.buf(chip, "vidx", 1, "i32")
+        self.vxm(chip, "add", (k, 0), (k0, 0), (d, 0), n=1)
+        memo[key] = k
+        return k
+
+    def zeros(self, chip) -> Buf:
+        """A vector that is never written (zero), with an address of its own."""
+        return self.pool.new(chip, "zeros", 1, self.wdtype, "const", key=("zeros", chip, self.wdtype))
 
     def v_pack(self, width: int) -> int:
         """Positions per V-cache vector. Packing saves SRAM and streaming for long caches but costs a
@@ -1029,8 +1094,8 @@ class Lowerer:
         if st.kind == "k":  # transposed: a row per (head, dim), columns over positions, a region per block
             return self.kcol(chip, st_name, heads, 0)
         pack = self.v_pack(len(heads) * D)
-        if pack > 1:  # `pack` positions per vector, position p at row p // pack, lanes (p % pack) * W
-            return self.pool.new(chip, st_name, -(-self.kv_cols // pack), self.wdtype, "state", row_vectors=1,
+        if pack > 1:  # `pack` positions per vector in blocks: position p at row p % R, lanes (p // R) * W
+            return self.pool.new(chip, st_name, self.v_rows(pack), self.wdtype, "state", row_vectors=1,
                                  zone="state", width=16, key=key)
         return self.pool.new(chip, st_name, self.kv_cols, self.wdtype, "state", row_vectors=_vecs(len(heads) * D),
                              zone="state", width=16, key=key)
@@ -1069,9 +1134,10 @@ class Lowerer:
             self.emit(chip, "mem", Instr("SCATCOL", table_reg=blk.id, src_reg=new.buf.id, src_off=new.off,
                                          idx_reg=pos.buf.id, idx_off=0, rows=len(heads) * D, col0=cb * LANES),
                       tag=e.outputs[0])
-        elif self.v_pack(len(heads) * D) > 1:  # packed rows: the W elements of position p at flat p * W
+        elif self.v_pack(len(heads) * D) > 1:  # packed rows: the W elements of packed index k at flat k * W
+            k = self.v_index(chip, pos, sb.rows, self.v_pack(len(heads) * D))
             self.emit(chip, "mem", Instr("SCATTER", table_reg=sb.id, src_reg=new.buf.id, src_off=new.off,
-                                         idx_reg=pos.buf.id, idx_off=0, elems=len(heads) * D), tag=e.outputs[0])
+                                         idx_reg=k.id, idx_off=0, elems=len(heads) * D), tag=e.outputs[0])
         else:
             src = new
             if new.vectors != sb.row_vectors:
@@ -1189,7 +1255,7 @@ class Lowerer:
 
 
 PACK_V_FROM = 1024  # max_context above which the V cache is packed
-TABLE_BLOCK_BANKS = 4  # a gathered table is stored in row blocks of at most this many banks' bytes
+TABLE_BLOCK_BANKS = 2  # a gathered table is stored in row blocks of at most this many banks' bytes
 
 
 def v_pack(width: int) -> int:

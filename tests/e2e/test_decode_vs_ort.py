@@ -86,3 +86,24 @@ def test_compiling_twice_gives_identical_bytes_and_decoding_twice_identical_resu
     assert r1.tokens == r2.tokens
     assert r1.cycles_per_token == r2.cycles_per_token and r1.prefill_cycles == r2.prefill_cycles
     assert np.array_equal(r1.logits, r2.logits)
+
+
+@pytest.mark.parametrize("chips", [1, 2])
+def test_a_cache_longer_than_1024_packs_v_and_still_gives_onnxruntime_tokens(chips):
+    """Above 1024 positions the V cache packs several positions per vector (position q at row q % R,
+    lane group q // R): 400 tokens cross into the next lane groups (R = 320 rows on one chip, 160 on
+    two), and each group's share
+    of the result is summed by the next linear's accumulator."""
+    from compiler.backend.lower import PACK_V_FROM
+
+    name, n = "llama_optimum", 400
+    tokens, logits = OrtDecoder(FIX / f"{name}.onnx", threads=1).greedy(PROMPT, n)
+    prog, _ = compile_model(FIX / f"{name}.onnx", config.load("groqchip1", chips=chips),
+                            Options(chips=chips, precision="fp32", max_context=PACK_V_FROM + 64, partition="tp"))
+    names = {r.name for r in prog.regions}
+    assert "pvshare" in names and "pvsum" not in names  # packed, and no add tree on the VXM
+    rows = {r.rows for r in prog.regions if r.name == "kv.0.v"}
+    assert rows and max(rows) < len(PROMPT) + n  # the tokens reach the second lane group (the third on 2 chips)
+    res = Decoder(prog).generate(PROMPT, n)
+    assert res.tokens == tokens
+    assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
