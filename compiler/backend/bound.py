@@ -122,7 +122,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
             group = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, ceil(t / units) - 2) * tile_cycles
             v = min(lin_start[lin] for lin in dd) + group + min(dd.values())
             if v > f:
-                f, chain = v, best_chain[x]
+                f, chain = v, best_chain.get(x, [])
         track[e.outputs[0]] = {x: dd for x, dd in joined.items() if len(dd) < len(siblings[x])}
         return f, chain
 

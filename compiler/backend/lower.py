@@ -705,7 +705,7 @@ class Lowerer:
         rv = _vecs(width)
         lo, hi = self.plan.embed_rows.get(i, [(0, rows_all)] * self.chips)[chip]
         row_bytes = rv * LANES * dtype_bytes(self.wdtype)
-        per_block = max(1, TABLE_BLOCK_BANKS * self.hw.chip.sram.bank_bytes // row_bytes)
+        per_block = max(1, int(TABLE_BLOCK_BANKS * self.hw.chip.sram.bank_bytes // row_bytes))
         blocks = []
         for b0 in range(lo, max(hi, lo + 1), per_block):  # (a chip holding no rows: one empty block)
             b1 = min(hi, b0 + per_block)

@@ -107,3 +107,21 @@ def test_a_cache_longer_than_1024_packs_v_and_still_gives_onnxruntime_tokens(chi
     res = Decoder(prog).generate(PROMPT, n)
     assert res.tokens == tokens
     assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
+
+
+@pytest.mark.parametrize("chips", [1, 2])
+def test_tables_in_row_blocks_give_onnxruntime_tokens(chips, monkeypatch):
+    """A large table is stored as row blocks (one GATHER each, an add tree joins them); the fixtures'
+    tables are small, so the block size is shrunk here to make several."""
+    import compiler.backend.lower as lower
+
+    monkeypatch.setattr(lower, "TABLE_BLOCK_BANKS", 0.02)  # about 26 KB: a few dozen rows per block
+    name = "gpt2_optimum"
+    tokens, logits = ort(name)
+    prog, _ = compile_model(FIX / f"{name}.onnx", config.load("groqchip1", chips=chips),
+                            Options(chips=chips, precision="fp32", max_context=CTX))
+    blocks = [r for r in prog.regions if r.name.startswith("transformer.wte.weight[")]
+    assert len(blocks) >= 3 * chips
+    res = Decoder(prog).generate(PROMPT, N)
+    assert res.tokens == tokens
+    assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
