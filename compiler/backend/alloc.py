@@ -4,8 +4,11 @@ Where a tensor lives decides when it arrives (isa/timing.py): weights, caches an
 slices near the MXM (the outer slices of each hemisphere), activations and constants near the VXM (the
 inner slices). Weights stripe over 16 banks so a tile streams at the MXM's install rate; activations
 over 8 (4 slices) so fp32 vectors stream one per cycle with banks to spare (2, 4 and 16 were all
-slower on the benchmark models). In a nearly full SRAM the weights, caches and tables (placed first,
-from the MXM side inwards) reach the centre and the activations land further out. The operands of one instruction get disjoint banks, so an
+slower on the benchmark models). Weights and caches are placed first, from the MXM side inwards; then
+every bucket's activations, from the centre outwards; then the tables (row blocks, gathered once per
+token) into whatever is left, so that in a nearly full SRAM the activations still sit next to the VXM.
+Stripes are aligned to their width unless nothing aligned fits; if the tables do not fit last, the
+placement is redone with them first. The operands of one instruction get disjoint banks, so an
 instruction never conflicts with itself. Capacity is counted in bytes per bank; a model that does not
 fit raises CapacityError saying how many bytes each chip needs and has.
 """

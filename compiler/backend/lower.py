@@ -735,17 +735,8 @@ class Lowerer:
             self.emit(chip, "mem", Instr("GATHER", dst_reg=pb.id, dst_off=po, table_reg=tb.id, idx_reg=idx.buf.id,
                                          idx_off=idx.off, base=b0, rows=b1 - b0), tag=e.outputs[0])
             parts.append(pb)
-        while len(parts) > 1:
-            nxt = []
-            for a in range(0, len(parts), 2):
-                if a + 1 == len(parts):
-                    nxt.append(parts[a])
-                    continue
-                last = len(parts) == 2
-                sb, so = (dst, doff) if last else (self.buf(chip, "gsum", rv), 0)
-                self.vxm(chip, "add", (sb, so), (parts[a], 0), (parts[a + 1], 0), n=rv, tag=e.outputs[0])
-                nxt.append(sb)
-            parts = nxt
+        if len(parts) > 1:
+            self.add_tree(chip, parts, dst, doff, rv, "gsum", tag=e.outputs[0])
         if split:
             self.allreduce(e.outputs[0], chip, dst, out, rv)
 
@@ -779,18 +770,7 @@ class Lowerer:
             _, out, nv = parts[c]
             terms = [parts[c][0] if o == c else recv[(c, o)] for o in group]
             # the same tree on every chip, in chip order: bit-identical sums everywhere
-            while len(terms) > 1:
-                nxt = []
-                for j in range(0, len(terms), 2):
-                    if j + 1 == len(terms):
-                        nxt.append(terms[j])
-                        continue
-                    last = len(terms) == 2
-                    dst = out.buf if last else self.buf(c, "arsum", nv)
-                    self.vxm(c, "add", (dst, out.off if last else 0), (terms[j], 0), (terms[j + 1], 0), n=nv,
-                             tag=f"ar {var}", **(self.mask_args(out) if last else {}))
-                    nxt.append(dst)
-                terms = nxt
+            self.add_tree(c, terms, out.buf, out.off, nv, "arsum", tag=f"ar {var}", mask=self.mask_args(out))
 
     # ------------------------------------------------------------------ matrices
     def _linear(self, chip, e, i):
@@ -1018,20 +998,26 @@ class Lowerer:
                     self.vxm(chip, "copy", (shares[j], 0), (self.zeros(chip), 0, MODE_REP, 1), n=out.vectors)
             self.parts[(chip, out.buf.id)] = [(b, -out.off) for b in shares]
             return
-        terms = [shares[j] for j in active]
+        self.add_tree(chip, [shares[j] for j in active], out.buf, out.off, out.vectors, "pvsum", mask=self.mask_args(out))
+
+    def add_tree(self, chip, terms: list[Buf], dst: Buf, dst_off: int, n: int, name: str, tag="", mask=None):
+        """dst = the sum of terms (n vectors each, from offset 0), added pairwise in order: a fixed tree, so
+        the same sum bit for bit wherever it is computed; one term is copied. `mask`: the padding mask of
+        the final write."""
+        mask = mask or {}
         if len(terms) == 1:
-            self.vxm(chip, "copy", (out.buf, out.off), (terms[0], 0), n=out.vectors, **self.mask_args(out))
+            self.vxm(chip, "copy", (dst, dst_off), (terms[0], 0), n=n, tag=tag, **mask)
         while len(terms) > 1:
             nxt = []
-            for a in range(0, len(terms), 2):
-                if a + 1 == len(terms):
-                    nxt.append(terms[a])
+            for j in range(0, len(terms), 2):
+                if j + 1 == len(terms):
+                    nxt.append(terms[j])
                     continue
                 last = len(terms) == 2
-                dst = out.buf if last else self.buf(chip, "pvsum", out.vectors)
-                self.vxm(chip, "add", (dst, out.off if last else 0), (terms[a], 0), (terms[a + 1], 0), n=out.vectors,
-                         **(self.mask_args(out) if last else {}))
-                nxt.append(dst)
+                d = dst if last else self.buf(chip, name, n)
+                self.vxm(chip, "add", (d, dst_off if last else 0), (terms[j], 0), (terms[j + 1], 0), n=n, tag=tag,
+                         **(mask if last else {}))
+                nxt.append(d)
             terms = nxt
 
     def v_rows(self, pack: int) -> int:
