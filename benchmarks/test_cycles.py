@@ -98,8 +98,6 @@ def test_qwen_0_5b_fits_8_chips_with_2048_cache():
     assert s["fits"], s.get("why")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3 is open: the schedule is about 1.5x the bound for this model "
-                   "(every VXM step goes through SRAM; see the issue note)")
 def test_qwen_0_5b_reaches_its_bound():
     s = _compile_summary("qwen2.5-0.5b", "groqchip1", 8, 2048)
     assert s["fits"], s.get("why")
