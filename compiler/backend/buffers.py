@@ -47,7 +47,6 @@ class Val:
     tlen: int = 1
     g: int = 1
     off: int = 0  # first vector in the buffer
-    gather: tuple | None = None  # (table const name, index Val, base, rows) when this is a table row
     state: tuple | None = None  # (kind 'k'|'v', heads [global kv heads held], head_dim) for a KV cache view
 
     @property

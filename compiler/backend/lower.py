@@ -730,7 +730,7 @@ class Lowerer:
         else:
             dst, doff = out.buf, out.off
         parts = []
-        for k, (tb, b0, b1) in enumerate(blocks):
+        for tb, b0, b1 in blocks:
             pb, po = (dst, doff) if len(blocks) == 1 else (self.buf(chip, "gblock", rv), 0)
             self.emit(chip, "mem", Instr("GATHER", dst_reg=pb.id, dst_off=po, table_reg=tb.id, idx_reg=idx.buf.id,
                                          idx_off=idx.off, base=b0, rows=b1 - b0), tag=e.outputs[0])
