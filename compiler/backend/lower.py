@@ -1022,8 +1022,8 @@ class Lowerer:
 
     def v_rows(self, pack: int) -> int:
         """Rows of a packed V cache: a block of positions per lane group, a whole number of tiles."""
-        tr = self.tile_rows
-        return -(-(-(-self.kv_cols // pack)) // tr) * tr
+        rows = -(-self.kv_cols // pack)
+        return -(-rows // self.tile_rows) * self.tile_rows
 
     def v_index(self, chip, pos: Val, R: int, P: int) -> Buf:
         """The packed index of position p in a V cache of R rows and P lane groups, (p % R) * P + p // R,
@@ -1058,8 +1058,9 @@ class Lowerer:
         return self.pool.new(chip, "zeros", 1, self.wdtype, "const", key=("zeros", chip, self.wdtype))
 
     def v_pack(self, width: int) -> int:
-        """Positions per V-cache vector. Packing saves SRAM and streaming for long caches but costs a
-        shuffle and an add tree per token, so short caches keep one position per row."""
+        """Positions per V-cache vector. Packing saves SRAM and streaming for long caches but costs the
+        append index (a few VXM operations) and one accumulator per lane group, so short caches keep one
+        position per row."""
         return v_pack(width) if self.max_context > PACK_V_FROM else 1
 
     def state_unit(self, st_name) -> int:
