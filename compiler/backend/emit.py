@@ -76,8 +76,12 @@ def build_program(hw, pool, regions, streams, buckets, graph, plan, vals_by_chip
     for b in pool.bufs:
         if b.data is None:
             continue
-        full = np.zeros(b.vectors * LANES, dtype=np.float32)
-        full[:b.data.size] = b.data
-        # in the region's own element type, exactly as the file stores it
-        image.append((b.id, 0, full.astype({"fp32": np.float32, "fp16": np.float16, "i32": np.int32}[b.dtype])))
+        # in the region's own element type, exactly as the file stores it (no copy when it already is)
+        dt = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32}[b.dtype]
+        if b.data.dtype == dt and b.data.size == b.vectors * LANES:
+            full = b.data.reshape(-1)
+        else:
+            full = np.zeros(b.vectors * LANES, dtype=dt)
+            full[:b.data.size] = b.data
+        image.append((b.id, 0, full))
     return Program(header, list(regions), symbols, streams, image)

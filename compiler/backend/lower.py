@@ -55,6 +55,8 @@ class BufferPool:
     def new(self, chip, name, rows, dtype, kind, row_vectors=1, data=None, zone="act", width=8, key=None, bucket=None):
         if key is not None and key in self.shared:
             return self.shared[key]
+        if data is not None and dtype == "fp16":
+            data = data.astype(np.float16)  # kept in the region's type: half the compiler's memory for weights
         b = Buf(len(self.bufs), chip, name, rows, row_vectors, dtype, kind, data, zone, width, shared=key is not None)
         self.bufs.append(b)
         if key is not None:
