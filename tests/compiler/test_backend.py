@@ -3,26 +3,24 @@ partitioning finds the Megatron regions, lowering + scheduling + emulation equal
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tinyir import gpt2_like, llama_like  # noqa: E402
+from tinyir import gpt2_like, llama_like
 
-from compiler.backend.alloc import place  # noqa: E402
-from compiler.backend.decompose import decompose, split_linears  # noqa: E402
-from compiler.backend.lower import BufferPool, Lowerer  # noqa: E402
-from compiler.backend.partition import plan, plan_hybrid, plan_pp  # noqa: E402
-from compiler.driver import Options, compile_graph  # noqa: E402
-from compiler.errors import CapacityError  # noqa: E402
-from compiler.frontend import import_onnx  # noqa: E402
-from compiler.ir import Builder, Graph, Var  # noqa: E402
-from compiler.ireval import IrDecoder, eval_eqn  # noqa: E402
-from lpu import config  # noqa: E402
-from lpu.decode import Decoder  # noqa: E402
+from compiler.backend.alloc import place
+from compiler.backend.decompose import decompose, split_linears
+from compiler.backend.lower import BufferPool, Lowerer
+from compiler.backend.partition import plan, plan_hybrid, plan_pp
+from compiler.driver import Options, compile_graph
+from compiler.errors import CapacityError
+from compiler.frontend import import_onnx
+from compiler.ir import Builder, Graph, Var
+from compiler.ireval import IrDecoder, eval_eqn
+from lpu import config
+from lpu.decode import Decoder
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 

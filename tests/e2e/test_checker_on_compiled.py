@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +13,7 @@ from compiler.driver import Options, compile_graph
 from lpu import config
 from lpu.emulator import EmulationError, Emulator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compiler"))
-from tinyir import llama_like  # noqa: E402
+from tinyir import llama_like
 
 
 @functools.lru_cache(maxsize=None)

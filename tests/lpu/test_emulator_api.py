@@ -6,8 +6,8 @@ import pytest
 
 from isa import Instr, Program, ProgramError, Shard, Symbol, VECTOR_LANES
 from lpu.emulator import CheckReport, EmulationError, Emulator
-from lpu.emulator.builder import ProgramBuilder
-from lpu.emulator.naive import NaiveMachine
+from builder import ProgramBuilder
+from naive import NaiveMachine
 
 LANES = VECTOR_LANES
 

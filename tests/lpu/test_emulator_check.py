@@ -13,7 +13,7 @@ import pytest
 import isa
 from isa import Instr, VECTOR_LANES
 from lpu.emulator import EmulationError, Emulator
-from lpu.emulator.builder import ProgramBuilder
+from builder import ProgramBuilder
 
 LANES = VECTOR_LANES
 

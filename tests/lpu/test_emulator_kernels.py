@@ -11,9 +11,9 @@ import pytest
 from isa import VECTOR_LANES, Instr
 from isa.table import MODE_GRP, MODE_IMM, MODE_REP, MODE_SEQ, VXM_FNS
 from lpu.emulator import EmulationError, Emulator
-from lpu.emulator.builder import ProgramBuilder
+from builder import ProgramBuilder
 from lpu.emulator.kernels import round_f16_array
-from lpu.emulator.naive import NaiveError, NaiveMachine
+from naive import NaiveError, NaiveMachine
 
 LANES = VECTOR_LANES
 VXM = {f.name: f for f in VXM_FNS}

@@ -10,9 +10,9 @@ import pytest
 from isa import Instr, Program, VECTOR_LANES
 from lpu.emulator import EmulationError, Emulator
 from lpu.emulator import kernels as K
-from lpu.emulator.builder import ProgramBuilder
+from builder import ProgramBuilder
 from lpu.emulator.machine import _release_file_pages, default_threads
-from lpu.emulator.naive import NaiveMachine
+from naive import NaiveMachine
 
 from test_emulator_kernels import assert_same, specials
 from test_emulator_perf import synthetic
