@@ -34,7 +34,9 @@ def corpus(bench: bool) -> list[dict]:
     out = []
 
     def add(model, chips, ctx, precision="fp16", partition="auto", stages=0, preset="groqchip1", decode=True):
-        name = f"{Path(model).stem if not model.startswith('ir:') else model}-{preset}-{chips}c-{partition}" \
+        stem = model if model.startswith("ir:") else Path(model).parent.name if Path(model).stem == "model" \
+            else Path(model).stem
+        name = f"{stem}-{preset}-{chips}c-{partition}" \
                f"{stages or ''}-{precision}-ctx{ctx}"
         out.append(dict(name=name, model=model, chips=chips, max_context=ctx, precision=precision,
                         partition=partition, stages=stages, preset=preset, decode=decode))
