@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend.alloc import place
+from .backend.alloc import place, sram_bytes
 from .backend.bound import bound
 from .backend.decompose import decompose, fold_movement, split_linears
 from .backend.emit import build_program, streams_for
-from .backend.lower import BufferPool, Lowerer
+from .backend.lower import lower
 from .backend.partition import find_regions, plan as make_plan, plan_hybrid, plan_pp
 from .backend.schedule import schedule
 from .errors import CapacityError, CompileError
@@ -132,22 +132,16 @@ def _compile(g, graph, hw, opts: Options, source: dict | None, permuted: bool):
     plan, rep.mappings = choose_mapping(g, hw, opts)
     rep.seconds["partition"] = time.perf_counter() - t0
     buckets = buckets_for(opts.max_context)
-    pool = BufferPool()
-    lowered = []
     t0 = time.perf_counter()
-    for b, bk in enumerate(buckets):
-        low = Lowerer(g, plan, hw, opts.precision, bk["context"], opts.max_context, pool, b)
-        low.run()
-        low.duplicate_shared_inputs()
-        lowered.append(low)
+    lowered = lower(g, plan, hw, opts.precision, buckets, opts.max_context)
     rep.seconds["lower"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    regions = place(pool.bufs, [l.code for l in lowered], hw, pool.bucket_of)
+    regions = place(list(lowered.buffers), list(lowered.code), hw, lowered.bucket_of)
     rep.seconds["place"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     streams = {}
-    for b, low in enumerate(lowered):
-        sched = schedule(low.code, regions, hw)
+    for b, code in enumerate(lowered.code):
+        sched = schedule(code, regions, hw)
         buckets[b]["cycles"] = sched.cycles
         # the lower bound for the smallest context this bucket serves: valid for all its tokens
         lb = bound(g, plan, hw, opts.precision, buckets[b]["first_position"] + 1)
@@ -169,9 +163,8 @@ def _compile(g, graph, hw, opts: Options, source: dict | None, permuted: bool):
         "source": source or {},
         "vocab_size": int(np.prod([d for d in g.vars[g.outputs["logits"]].shape if d != "T"])),
     }
-    prog = build_program(hw, pool, regions, streams, buckets, g, plan, lowered[0].vals, meta)
-    from .backend.alloc import sram_bytes
-    rep.sram_bytes = sram_bytes(pool.bufs)
+    prog = build_program(hw, lowered, regions, streams, buckets, meta)
+    rep.sram_bytes = sram_bytes(lowered.buffers)
     return prog, rep
 
 

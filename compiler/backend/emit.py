@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from isa import FORMAT_VERSION, Instr, Program, Shard, Symbol, encode_many, hw_hash, queues_for, topology
+from isa import FORMAT_VERSION, Instr, Program, encode_many, hw_hash, queues_for, topology
 from isa.table import parse_queue
 
 from .buffers import LANES
@@ -34,7 +34,9 @@ def streams_for(bucket: int, sched, nop_max: int) -> dict:
     return out
 
 
-def build_program(hw, pool, regions, streams, buckets, graph, plan, vals_by_chip, meta: dict) -> Program:
+def build_program(hw, lowered, regions, streams, buckets, meta: dict) -> Program:
+    """The program file from the stage products: lowering's buffers (their initial data becomes the SRAM
+    image) and symbols, placement's regions, the scheduled streams, the buckets and the header facts."""
     hwd = hw.to_dict()
     header = {
         "format_version": FORMAT_VERSION,
@@ -46,34 +48,8 @@ def build_program(hw, pool, regions, streams, buckets, graph, plan, vals_by_chip
         "buckets": buckets,
         **meta,
     }
-    symbols: dict[str, Symbol] = {}
-    for name in graph.inputs:
-        shards = []
-        for c in range(hw.system.chips):
-            b = pool.shared[("in", name, c)]
-            count = b.vectors * LANES if name == "attention_mask" else 1
-            shards.append(Shard(c, b.id, 0, count, 0))
-        shape = [shards[0].count]
-        symbols[name] = Symbol(name, "input", "fp32" if name == "attention_mask" else "i32", tuple(shape), tuple(shards))
-    for oname, var in graph.outputs.items():
-        shards = []
-        total = int(np.prod([d for d in graph.vars[var].shape if d != "T"]))
-        for c in range(hw.system.chips):
-            v = vals_by_chip[c].get(var)
-            if v is None:
-                continue
-            idx = v.idx
-            if not np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
-                raise AssertionError(f"output {var} is not contiguous on chip {c}")
-            shards.append(Shard(c, v.buf.id, v.off * LANES, int(idx.size), int(idx[0])))
-        symbols[oname] = Symbol(oname, "output", "fp32", (total,), tuple(shards))
-    for b in pool.bufs:
-        if b.kind in ("weight", "state"):
-            key = f"{b.kind}:{b.name}@{b.chip}"
-            symbols[key] = Symbol(key, b.kind, b.dtype, (b.rows, b.row_vectors * LANES),
-                                  (Shard(b.chip, b.id, 0, b.vectors * LANES, 0),))
     image = []
-    for b in pool.bufs:
+    for b in lowered.buffers:
         if b.data is None:
             continue
         # in the region's own element type, exactly as the file stores it (no copy when it already is)
@@ -84,4 +60,4 @@ def build_program(hw, pool, regions, streams, buckets, graph, plan, vals_by_chip
             full = np.zeros(b.vectors * LANES, dtype=dt)
             full[:b.data.size] = b.data
         image.append((b.id, 0, full))
-    return Program(header, list(regions), symbols, streams, image)
+    return Program(header, list(regions), dict(lowered.symbols), streams, image)

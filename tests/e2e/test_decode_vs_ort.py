@@ -113,9 +113,9 @@ def test_a_cache_longer_than_1024_packs_v_and_still_gives_onnxruntime_tokens(chi
 def test_tables_in_row_blocks_give_onnxruntime_tokens(chips, monkeypatch):
     """A large table is stored as row blocks (one GATHER each, an add tree joins them); the fixtures'
     tables are small, so the block size is shrunk here to make several."""
-    import compiler.backend.lower as lower
+    import compiler.backend.lower.tables as tables
 
-    monkeypatch.setattr(lower, "TABLE_BLOCK_BANKS", 0.02)  # about 26 KB: a few dozen rows per block
+    monkeypatch.setattr(tables, "TABLE_BLOCK_BANKS", 0.02)  # about 26 KB: a few dozen rows per block
     name = "gpt2_optimum"
     tokens, logits = ort(name)
     prog, _ = compile_model(FIX / f"{name}.onnx", config.load("groqchip1", chips=chips),
