@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from isa import VECTOR_LANES as LANES
+
 from .backend.alloc import place, sram_bytes
 from .backend.bound import bound
 from .backend.decompose import decompose, fold_movement, split_linears
@@ -19,7 +21,6 @@ from .backend.schedule import schedule
 from .errors import CapacityError, CompileError
 from .ir import Graph
 
-LANES = 320
 PRECISIONS = ("fp16", "fp32")
 PARTITIONS = ("tp", "pp", "hybrid", "auto")
 
@@ -35,8 +36,6 @@ class Options:
     def check(self) -> "Options":
         if self.precision not in PRECISIONS:
             raise CompileError(f"--precision {self.precision}: valid values are {', '.join(PRECISIONS)}")
-        if not 1 <= self.chips <= 8:
-            raise CompileError(f"--chips {self.chips}: valid values are 1..8")
         if not 1 <= self.max_context <= 1 << 16:
             raise CompileError(f"--max-context {self.max_context}: valid values are 1..65536")
         if self.partition not in PARTITIONS:
@@ -94,6 +93,11 @@ def choose_mapping(g, hw, opts: Options):
     return plans[best], est
 
 
+def context_for(positions: int) -> int:
+    """The smallest --max-context holding `positions` that fills its last bucket (a multiple of 320)."""
+    return max(LANES, -(-positions // LANES) * LANES)
+
+
 def buckets_for(max_context: int) -> list[dict]:
     """One program per 320 positions of context: the attention work grows with the cache."""
     out = []
@@ -106,6 +110,9 @@ def buckets_for(max_context: int) -> list[dict]:
 def compile_graph(graph, hw, opts: Options, source: dict | None = None):
     """IR graph -> (Program, Report)."""
     opts.check()
+    if opts.chips != hw.system.chips:
+        raise CompileError(f"--chips {opts.chips}, but the hardware description {hw.name!r} uses {hw.system.chips} "
+                           f"chip(s); load it with that many (valid: 1..{hw.max_chips})")
     t0 = time.perf_counter()
     g0 = split_linears(decompose(graph))
 

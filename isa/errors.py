@@ -7,3 +7,7 @@ class IsaError(ValueError):
 
 class ProgramError(ValueError):
     """A program file that is malformed, corrupt or inconsistent."""
+
+
+class HardwareError(IsaError):
+    """A hardware description that is missing a key, malformed or out of range."""

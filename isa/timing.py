@@ -1,28 +1,31 @@
 """Instruction timing: when each instruction reads, writes and occupies what, relative to its issue cycle.
 
-This is the one place where the latency of an instruction is computed from the hardware parameters
-(the config dict stored in a program header). The compiler's scheduler and the emulator's schedule
-checker both call `profile`, so they cannot disagree.
+This is the one place where the latency of an instruction is computed from the hardware description
+(isa.hw.Hardware, which a program header stores as a dict). The compiler's scheduler and the emulator's
+schedule checker both call `profile`, so they cannot disagree.
 
 Model (one chip):
-- Floorplan: MEM slices lie on a line, West hemisphere at positions -1..-S, East at +1..+S (S slices per
-  hemisphere, slice 0 of each next to the centre). The VXM sits at 0 and the C2C ports at 0 (ASSUMED);
-  each hemisphere's SXM sits at +-(S+1) and its MXM unit at +-(S+2). A vector moves one position per
-  `hop_cycles` on a stream, so where a tensor lives decides when it arrives.
+- Floorplan (isa.hw.Floorplan): MEM slices lie on a line, the VXM and the chip-to-chip ports at its
+  centre, each hemisphere's SXM and MXM unit at its edge. A vector moves one position per `hop_cycles`
+  on a stream, so where a tensor lives decides when it arrives.
 - SRAM: each bank serves one access of `access_bytes` per cycle, read or write. A vector of e bytes per
   lane (fp16: 2, fp32: 4) holds its bank for e cycles. Data read at t reaches the stream at t + read
   latency; data written at t is readable at t + write latency + (e - 1).
+- C2C: a vector on a link takes the link's class bandwidth, plus its hop latency to arrive
+  (isa.hw.Topology: which port joins which chip, and each link's class).
 - A queue issues its next instruction exactly `busy` cycles after this one (NOP pads the gaps), so a
   program's stream fixes every issue cycle.
 - MXM state (shadow tile, active tile, accumulator slots) is tracked like memory, as pseudo-locations.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import ceil
 
 from .errors import IsaError
+from .hw import as_hardware
 from .table import (BY_MNEMONIC, MODE_GRP, MODE_IMM, MODE_REP, MODE_SEQ, SXM_BY_CODE, VECTOR_LANES, VXM_BY_CODE,
                     parse_queue)
 
@@ -100,63 +103,48 @@ class Profile:
 
 
 class Machine:
-    """Timing parameters of one chip, read from a hardware config dict."""
+    """Timing parameters of one chip and the facts of the system it is in, read from a hardware
+    description (isa.hw.Hardware, or the dict a program header stores)."""
 
-    def __init__(self, hw: dict, regions) -> None:
-        try:
-            chip = hw["chip"]
-            sram = chip["sram"]
-            self.read_latency = int(sram["read_latency_cycles"])
-            self.write_latency = int(sram["write_latency_cycles"])
-            self.access_bytes = int(sram["access_bytes"])
-            self.sph = int(sram["slices_per_hemisphere"])
-            self.bps = int(sram["banks_per_slice"])
-            self.hemispheres = int(sram["hemispheres"])
-            self.banks = self.sph * self.bps * self.hemispheres
-            self.hop = int(chip["streams"]["hop_cycles"])
-            mxm = chip["mxm"]
-            self.mxm_units = int(mxm["planes"]) // int(mxm["fp16_planes_per_unit"])
-            self.tile_rows = int(mxm["fp16_tile_rows"])
-            self.install_bpc = int(mxm["install_bytes_per_cycle"])
-            self.iw_cycles = int(mxm["iw_cycles"])
-            self.mxm_latency = int(mxm["latency_cycles"])
-            self.emit_cycles = int(mxm["emit_cycles"])
-            self.acc_slots = int(mxm["acc_slots"])
-            self.vxm_lat = dict(chip["vxm"]["latency_cycles"])
-            self.vxm_queues = int(chip["vxm"]["alus"])
-            self.sxm_lat = dict(chip["sxm"]["latency_cycles"])
-            self.sxm_units = int(chip["sxm"]["units"])
-            self.mem_queues = int(chip["mem"]["queues"])
-            c2c = chip["c2c"]
-            self.link_bpc = float(c2c["link_bytes_per_cycle"])
-            self.hop_latency = int(c2c["hop_latency_cycles"])
-            self.deskew_cycles = int(c2c["deskew_cycles"])
-            self.sync_cycles = int(chip["icu"]["sync_cycles"])
-            self.nop_max = int(chip["icu"]["nop_max_repeat"])
-            self.chips = int(hw["system"]["chips"])
-            self.links = (self.chips - 1) * int(hw["system"]["links_per_chip_pair"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IsaError(f"hardware config lacks a timing parameter ({exc})") from None
-        if self.hemispheres != 2:
-            raise IsaError("the floorplan model needs exactly 2 hemispheres")
+    def __init__(self, hw, regions) -> None:
+        hw = as_hardware(hw)
+        self.hw = hw
+        chip = hw.chip
+        sram = chip.sram
+        self.read_latency = sram.read_latency_cycles
+        self.write_latency = sram.write_latency_cycles
+        self.access_bytes = sram.access_bytes
+        self.banks = hw.banks
+        self.floorplan = hw.floorplan
+        self.hop = chip.streams.hop_cycles
+        mxm = chip.mxm
+        self.mxm_units = hw.mxm_units
+        self.tile_rows = mxm.fp16_tile_rows
+        self.install_bpc = mxm.install_bytes_per_cycle
+        self.iw_cycles = mxm.iw_cycles
+        self.mxm_latency = mxm.latency_cycles
+        self.emit_cycles = mxm.emit_cycles
+        self.acc_slots = mxm.acc_slots
+        self.vxm_lat = dataclasses.asdict(chip.vxm.latency_cycles)
+        self.vxm_queues = chip.vxm.alus
+        self.sxm_lat = dataclasses.asdict(chip.sxm.latency_cycles)
+        self.sxm_units = chip.sxm.units
+        self.mem_queues = chip.mem.queues
+        self.deskew_cycles = chip.c2c.deskew_cycles
+        self.sync_cycles = chip.icu.sync_cycles
+        self.nop_max = chip.icu.nop_max_repeat
+        self.chips = hw.system.chips
+        self.topology = hw.topology
+        self.links = hw.links_per_chip
         self.regions = regions
         self._transit: dict[tuple[int, int], int] = {}
 
     # -------------------------------------------------------------- floorplan
     def bank_pos(self, bank: int) -> int:
-        s = bank // self.bps
-        i = s % self.sph
-        return -(i + 1) if s // self.sph == 0 else i + 1
+        return self.floorplan.bank_pos(bank)
 
     def unit_pos(self, family: str, index: int) -> int:
-        if family in ("vxm", "c2ct", "c2cr", "icu"):
-            return 0
-        side = -1 if index % 2 == 0 else 1
-        if family == "sxm":
-            return side * (self.sph + 1)
-        if family in ("mxmw", "mxma"):
-            return side * (self.sph + 2)
-        raise IsaError(f"no floorplan position for {family}")
+        return self.floorplan.unit_pos(family, index)
 
     def transit(self, region: int, pos: int) -> int:
         """Cycles for a vector between the farthest bank of a region's stripe and position pos."""
@@ -190,8 +178,10 @@ class Machine:
     def ready(self, region: int) -> int:
         return self.write_latency + self.hold(region) - 1
 
-    def link_cycles_per_vector(self, region: int) -> int:
-        return max(1, ceil(self.regions[region].vector_bytes / self.link_bpc))
+    def link_cycles_per_vector(self, region: int, port: int) -> int:
+        """Cycles one vector of `region` takes on port `port` of the region's chip (its link's class)."""
+        r = self.regions[region]
+        return max(1, ceil(r.vector_bytes / self.topology.link_class(r.chip, port).bytes_per_cycle))
 
     # -------------------------------------------------------------- profiles
     def profile(self, ins, queue: str) -> Profile:
@@ -417,47 +407,20 @@ class Machine:
         src, n = a["src_reg"], a["n"]
         if n < 1 or not 0 <= a["link"] < self.links or a["link"] != q:
             raise IsaError(f"SEND on link {a['link']} from queue c2c{q}t (links 0..{self.links - 1}), n >= 1")
-        cpv = self.link_cycles_per_vector(src)
+        cpv = self.link_cycles_per_vector(src, q)
+        hop = self.topology.link_class(self.regions[src].chip, q).hop_latency_cycles
         t_port = self.read_latency + self.transit(src, self.unit_pos("c2ct", q))
         return Profile(busy=n * cpv, accesses=[
             Access(src, a["src_off"], n, 0, False, num=cpv, hold=self.hold(src))],
-            send=LinkUse(a["link"], n, 0, cpv, arrive=t_port + cpv + self.hop_latency))
+            send=LinkUse(a["link"], n, 0, cpv, arrive=t_port + cpv + hop))
 
     def _p_recv(self, a, fam, q):
         dst, n = a["dst_reg"], a["n"]
         if n < 1 or not 0 <= a["link"] < self.links or a["link"] != q:
             raise IsaError(f"RECV on link {a['link']} from queue c2c{q}r (links 0..{self.links - 1}), n >= 1")
-        cpv = self.link_cycles_per_vector(dst)
+        cpv = self.link_cycles_per_vector(dst, q)
         t_w = self.transit(dst, self.unit_pos("c2cr", q))
         return Profile(busy=n * cpv, accesses=[
             Access(dst, a["dst_off"], n, t_w, True, num=cpv, hold=self.hold(dst), ready=self.ready(dst))],
             recv=LinkUse(a["link"], n, 0, cpv))
 
-
-def queues_for(hw: dict) -> list[str]:
-    """Every issue queue of one chip, in a fixed order."""
-    m = Machine(hw, [])
-    qs = ["icu0"] + [f"mem{i}" for i in range(m.mem_queues)] + [f"vxm{i}" for i in range(m.vxm_queues)]
-    qs += [f"sxm{i}" for i in range(m.sxm_units)]
-    for u in range(m.mxm_units):
-        qs += [f"mxm{u}w", f"mxm{u}a"]
-    for l in range(m.links):
-        qs += [f"c2c{l}t", f"c2c{l}r"]
-    return qs
-
-
-def topology(hw: dict) -> list[list[tuple[int, int]]]:
-    """Fully connected: links[c][l] = (peer chip, peer link). Link l of chip c goes to the l // k-th other
-    chip in order (k links per pair); the peer uses the matching link back."""
-    chips = int(hw["system"]["chips"])
-    k = int(hw["system"]["links_per_chip_pair"])
-    out = []
-    for c in range(chips):
-        others = [o for o in range(chips) if o != c]
-        row = []
-        for l in range((chips - 1) * k):
-            peer = others[l // k]
-            peer_others = [o for o in range(chips) if o != peer]
-            row.append((peer, peer_others.index(c) * k + l % k))
-        out.append(row)
-    return out

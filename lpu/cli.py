@@ -37,7 +37,8 @@ def default_model() -> Path:
 
 
 def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
-    p.add_argument("--chips", type=int, default=8, help="chips in the node, 1..8 (default 8)")
+    p.add_argument("--chips", type=int, default=None,
+                   help="chips to use, from 1 to the system's size (default: all of the system's chips)")
     p.add_argument("--hw", default="groqchip1", help="hardware preset (groqchip1, lp30) or a .toml/.json file")
     p.add_argument("--max-context", type=int, default=None,
                    help="KV-cache positions to reserve (default: 1024 for compile; enough for the request for decode)")
@@ -92,7 +93,7 @@ def _compile(model: Path, args, max_context: int, quiet: bool):
     from compiler.driver import Options, compile_model
 
     hw = _load_hw(args)
-    opts = Options(chips=args.chips, precision=args.precision, max_context=max_context, partition=args.partition,
+    opts = Options(chips=hw.system.chips, precision=args.precision, max_context=max_context, partition=args.partition,
                    stages=args.stages)
     t0 = time.perf_counter()
     prog, rep = compile_model(model, hw, opts)
@@ -114,7 +115,7 @@ def cmd_compile(args) -> int:
     prog, rep, secs, hw = _compile(model, args, args.max_context, args.json)
     prog.save(args.output)
     size = Path(args.output).stat().st_size
-    summary = {"output": args.output, "bytes": size, "chips": args.chips, "hw": hw.name, "precision": args.precision,
+    summary = {"output": args.output, "bytes": size, "chips": hw.system.chips, "hw": hw.name, "precision": args.precision,
                "max_context": args.max_context, "buckets": len(prog.header["buckets"]),
                "cycles_per_bucket": rep.cycles, "lower_bound_cycles": rep.bounds,
                "bound_ratio": [round(c / b, 4) for c, b in zip(rep.cycles, rep.bounds)],
@@ -125,7 +126,7 @@ def cmd_compile(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"compiled {model.name} for {args.chips} x {hw.name} ({args.precision}, max context {args.max_context}) "
+        print(f"compiled {model.name} for {hw.system.chips} x {hw.name} ({args.precision}, max context {args.max_context}) "
               f"in {secs:.2f} s -> {args.output} ({size / 2**20:.1f} MiB)")
         print(f"  {rep.instructions:,} instructions in {len(rep.cycles)} context bucket(s); "
               f"cycles per token by bucket: {', '.join(f'{c:,}' for c in rep.cycles)}")
@@ -172,8 +173,9 @@ def cmd_decode(args) -> int:
             raise UsageError(f"--max-context {args.max_context}: {model.name} was compiled for "
                              f"{prog.header.get('max_context')}; recompile to change it")
     else:
-        need = len(prompt) + args.tokens
-        mc = args.max_context if args.max_context is not None else max(320, -(-need // 320) * 320)
+        from compiler.driver import context_for
+
+        mc = args.max_context if args.max_context is not None else context_for(len(prompt) + args.tokens)
         prog, _, compile_secs, _ = _compile(model, args, mc, args.json)
     dec = Decoder(prog)
     res = dec.generate(prompt, args.tokens)

@@ -17,7 +17,6 @@ from isa import Program
 
 from .emulator import Emulator
 
-LANES = 320
 
 
 class DecodeError(ValueError):

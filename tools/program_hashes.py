@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "support"))
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "support")]  # this tree's packages, not an installed copy
 
 FIX = REPO / "tests" / "fixtures"
 DEFAULT = REPO / "lpu" / "data" / "default.onnx"

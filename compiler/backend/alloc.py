@@ -43,18 +43,9 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
 def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) -> list[Region]:
     bucket_of = bucket_of or {}
     sram = hw.chip.sram
-    bps, sph = sram.banks_per_slice, sram.slices_per_hemisphere
+    fp = hw.floorplan
+    ring = fp.banks_per_distance
     nb = hw.banks
-
-    def zone_banks(zone: str) -> list[int]:
-        # bank order: by distance from the centre (inner) or from the edge (outer), West/East alternating
-        order = []
-        rng = range(sph) if zone == "act" else range(sph - 1, -1, -1)
-        for i in rng:
-            for hemi in (0, 1):
-                s = hemi * sph + i
-                order.extend(range(s * bps, s * bps + bps))
-        return order
 
     partners: dict[int, set[int]] = defaultdict(set)
     acc_units: dict[int, set[int]] = defaultdict(set)
@@ -72,10 +63,12 @@ def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) ->
     for b in bufs:
         us = acc_units.get(b.id)
         if b.zone == "act" and us is not None and len(us) == 1 and b.hemi is None:
-            b.zone, b.hemi = "near_mxm", next(iter(us)) % 2
+            b.zone, b.hemi = "near_mxm", hw.mxm_hemisphere(next(iter(us)))
 
     chips = sorted({b.chip for b in bufs})
-    rank_of = {z: {bank: k for k, bank in enumerate(zone_banks(z))} for z in ("act", "outer")}
+    # bank order: by distance from the centre (inner) or from the edge (outer), West/East alternating
+    rank_of = {z: {bank: k for k, bank in enumerate(fp.banks_by_distance(from_centre=z == "act"))}
+               for z in ("act", "outer")}
     banks_of: dict[int, set[int]] = {}
     regions: list[Region | None] = [None] * len(bufs)
     cap = sram.bank_bytes
@@ -97,8 +90,9 @@ def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) ->
         while best is None:
             per_bank = -(-b.rows // w) * b.row_vectors * vbytes
             h = -(-b.rows // w) * b.row_vectors
-            half = nb // 2
-            lo_b, hi_b = (0, nb) if b.hemi is None else (b.hemi * half, (b.hemi + 1) * half)
+            half = len(fp.hemisphere_banks(0))
+            hb = range(nb) if b.hemi is None else fp.hemisphere_banks(b.hemi)
+            lo_b, hi_b = hb.start, hb.stop
             # aligned stripes (groups never partly overlap) first; tables, and whatever does not fit
             # aligned, fill what is left
             for start in range(lo_b, hi_b - w + 1, w if aligned else 1):
@@ -107,7 +101,7 @@ def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) ->
                     continue
                 addr = max(hc[start:start + w])
                 if zone == "act":  # near the VXM first: the innermost slices, then outwards
-                    cost = (rank[start] // (2 * bps), addr, rank[start])
+                    cost = (rank[start] // ring, addr, rank[start])
                 else:  # next to the MXM first (a tile arrives sooner), then inwards
                     cost = (rank[start] // (2 * w), max(uc[start:start + w]), rank[start])
                 if best is None or cost < best[0]:

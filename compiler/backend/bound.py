@@ -32,11 +32,12 @@ from math import ceil, log2
 
 import numpy as np
 
+from isa import VECTOR_LANES as LANES
+from isa import LinkClass
+
 from ..ir import DATA_MOVEMENT, Graph, T
 from .indexmaps import shape1, size1
 from .partition import Plan
-
-LANES = 320
 
 
 @dataclass
@@ -59,15 +60,16 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
     ch = hw.chip
     R, W = ch.sram.read_latency_cycles, ch.sram.write_latency_cycles
     hop = ch.streams.hop_cycles
-    sph = ch.sram.slices_per_hemisphere
     units = hw.mxm_units
     ebytes = 2 if precision == "fp16" else 4
     vbytes = LANES * ebytes
     tile_rows = ch.mxm.fp16_tile_rows
     tile_cycles = tile_rows * vbytes * units / ch.mxm.install_bytes_per_cycle  # one tile into one unit
     lat = ch.vxm.latency_cycles
-    pos = {"vxm": 0, "mem": 0, "c2c": 0, "sxm": sph + 1, "mxm": sph + 2}
-    link_cpv = ceil(vbytes / ch.c2c.link_bytes_per_cycle)  # a partial on a link, in the MXM's type
+    fp = hw.floorplan
+    pos = {u: fp.unit_distance(u) for u in ("vxm", "mem", "c2c", "sxm", "mxm")}  # from the centre
+    link = _fastest_link(hw)
+    link_cpv = ceil(vbytes / link.bytes_per_cycle)  # a partial on a link, in the MXM's type
     chips = plan.chips
     group = plan.per_stage  # chips that share a stage's work (and its all-reduces)
 
@@ -159,7 +161,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
                 n = size1(g.vars[e.outputs[0]].shape)
                 link_bytes += _vec(n) * vbytes
                 # the partial leaves the MXM for the link port at the centre, crosses, and is added
-                lam += (move("mxm", "c2c") + ch.c2c.hop_latency_cycles + _vec(n) * link_cpv
+                lam += (move("mxm", "c2c") + link.hop_latency_cycles + _vec(n) * link_cpv
                         + ceil(log2(group)) * (lat.add + move("vxm", "vxm")))
         elif prim in ("attn_qk", "attn_pv"):
             unit = "mxm"
@@ -210,7 +212,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
                     # a pipeline stage boundary: the value crosses a link
                     # (each chip of the stage sends its own part to its counterpart, side by side)
                     nv = _vec(max((local(i, c) for c in range(chips)), default=0) or size1(g.vars[i].shape))
-                    t += ch.c2c.hop_latency_cycles + nv * ceil(LANES * 4 / ch.c2c.link_bytes_per_cycle)
+                    t += link.hop_latency_cycles + nv * ceil(LANES * 4 / link.bytes_per_cycle)
                     link_bytes += nv * LANES * 4
                 if t > start:
                     start, chain = t, best_chain[i]
@@ -229,10 +231,17 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
     terms = {
         "weight_streaming": float(streaming / bpc) if chips else 0.0,
         "compute": float(compute / units),
-        "links": float(link_bytes / ch.c2c.link_bytes_per_cycle) if chips > 1 else 0.0,
+        "links": float(link_bytes / link.bytes_per_cycle) if chips > 1 else 0.0,
         "latency": float(latency),
     }
     return Bound(int(ceil(max(terms.values()))), {k: int(ceil(v)) for k, v in terms.items()}, best_chain.get(out, []))
+
+
+def _fastest_link(hw) -> LinkClass:
+    """The most favourable link the system has (the highest bandwidth, the shortest hop): what a lower
+    bound may assume of any transfer between chips."""
+    classes = hw.topology.classes
+    return LinkClass("fastest", max(c.bytes_per_cycle for c in classes), min(c.hop_latency_cycles for c in classes))
 
 
 class _IdSet:

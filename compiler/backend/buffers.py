@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-LANES = 320
+from isa import VECTOR_LANES as LANES
 
 
 @dataclass(eq=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from isa import FORMAT_VERSION, Instr, Program, encode_many, hw_hash, queues_for, topology
+from isa import FORMAT_VERSION, Instr, Program, encode_many, hw_hash
 from isa.table import parse_queue
 
 from .buffers import LANES
@@ -43,8 +43,8 @@ def build_program(hw, lowered, regions, streams, buckets, meta: dict) -> Program
         "hw": hwd,
         "hw_sha256": hw_hash(hwd),
         "chips": hw.system.chips,
-        "queues": queues_for(hwd),
-        "topology": [[list(x) for x in row] for row in topology(hwd)],
+        "queues": list(hw.queues),
+        "topology": hw.topology.table(),
         "buckets": buckets,
         **meta,
     }

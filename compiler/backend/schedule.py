@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from isa import Machine, queues_for, topology
+from isa import Machine
 from isa.table import parse_queue, queue_name
 
 from ..errors import CompileError
@@ -64,8 +64,7 @@ def _times(a) -> np.ndarray:
 
 def schedule(code: list[list], regions, hw) -> Scheduled:
     """code[chip] = nodes in program order. Returns issue cycles and queues for all nodes."""
-    hwd = hw.to_dict()
-    mach = Machine(hwd, regions)
+    mach = Machine(hw, regions)
     chips = len(code)
     nodes = [n for chip in code for n in chip]
     # program order per chip, but a global topological order is creation order: nodes were created
@@ -100,7 +99,7 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
             # execution order (issue + commit) must follow the dependency, strictly
             edge(j, i, max(dd, prof[j].commit - prof[i].commit + 1))
     # --- links: the k-th send on a directed link meets the k-th receive on the other end
-    topo = topology(hwd)
+    topo = hw.topology
     sends = defaultdict(list)
     recvs = defaultdict(list)
     for i, n in enumerate(nodes):
@@ -109,7 +108,7 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
         elif n.instr.op == "RECV":
             recvs[(n.chip, n.instr["link"])].append(i)
     for (c, l), lst in sends.items():
-        peer, pl = topo[c][l]
+        peer, pl = topo.peer(c, l)
         rl = recvs.get((peer, pl), [])
         if len(rl) != len(lst):
             raise CompileError(f"chip {c} link {l}: {len(lst)} sends but chip {peer} link {pl} has {len(rl)} receives")
@@ -152,7 +151,7 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
         prio[i] = best
     # --- list scheduling
     queues = defaultdict(list)  # family -> queue names
-    for q in queues_for(hwd):
+    for q in hw.queues:
         queues[parse_queue(q)[0]].append(q)
     qfree = defaultdict(int)  # (chip, queue) -> first free cycle
     bank_busy = defaultdict(bytearray)  # (chip, bank) -> occupancy per cycle
@@ -248,7 +247,7 @@ def _with_periodic_deskews(nodes, hw) -> list:
     interval = hw.chip.c2c.deskew_interval_cycles
     # a generous horizon: every instruction's busy time in a row is more than any schedule needs
     horizon = sum(1 for _ in nodes) * 4 + 200_000
-    links = (chips - 1) * hw.system.links_per_chip_pair
+    links = hw.links_per_chip
     extra = []
     top = max((n.uid for n in nodes), default=0)
     k = 1

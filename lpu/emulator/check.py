@@ -105,7 +105,7 @@ def _mxm_pass(opcode, chip, unit, x_lane, rows, t_active, chips, units, out):
                 out[0] = M_ACC_EMPTY
                 out[1] = i
                 return last_acc, last_acc_t
-            if x_lane[i] + rows[lw] > 320:
+            if x_lane[i] + rows[lw] > K.LANES:
                 out[0] = M_XLANE
                 out[1] = i
                 out[2] = lw

@@ -39,7 +39,15 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-LANES = 320  # isa.VECTOR_LANES (asserted in machine.py)
+from isa.table import VECTOR_LANES as LANES  # a compile-time constant of every kernel
+
+
+@njit(cache=True)
+def compiled_lanes() -> int:
+    """LANES as the cached kernels saw it: Numba freezes globals at compile time and its on-disk cache
+    does not notice a change in another file, so machine.py compares this with isa at import."""
+    return LANES
+
 
 # Opcodes (isa/table.py; asserted in machine.py)
 OP_NOP, OP_SYNC = 0x01, 0x02

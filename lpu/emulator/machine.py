@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import isa
-from isa import DTYPES, IsaError, Machine, Program, ProgramError, VECTOR_LANES
+from isa import DTYPES, HardwareError, IsaError, Machine, Program, ProgramError, Topology, VECTOR_LANES
 from isa.table import VXM_BY_NAME, SXM_BY_NAME
 
 from . import check as C
@@ -29,7 +29,7 @@ from .layout import Layout, round_to
 from .schedule import Profiler, Schedule, build_schedule
 
 # The kernels hard-code the instruction set's numbers; fail at import if the table ever moves.
-assert K.LANES == VECTOR_LANES
+assert K.compiled_lanes() == VECTOR_LANES, "stale Numba cache: delete lpu/emulator/__pycache__"
 assert {m: isa.BY_MNEMONIC[m].opcode for m in ("NOP", "SYNC", "VXM", "SXM", "LW", "IW", "ACC", "EMIT", "COPY", "GATHER",
                                                "SCATTER", "SCATCOL", "SEND", "RECV", "DESKEW")} == {
     "NOP": K.OP_NOP, "SYNC": K.OP_SYNC, "VXM": K.OP_VXM, "SXM": K.OP_SXM, "LW": K.OP_LW, "IW": K.OP_IW, "ACC": K.OP_ACC,
@@ -217,7 +217,7 @@ class Emulator:
                 isa.parse_queue(q)
             except IsaError as exc:
                 raise EmulationError(f"invalid program: header queues: {exc}") from exc
-        self.topo = self._topology(h.get("topology", isa.topology(h["hw"])))
+        self.topo = self._topology(h.get("topology"))
         self.layout = Layout(program.regions, self.chips, m.banks)
         self.units = m.mxm_units
         self.threads = default_threads() if threads is None else int(threads)
@@ -244,18 +244,23 @@ class Emulator:
         self.memory16 = np.zeros((self.layout.vectors16, VECTOR_LANES), dtype=np.uint16)
 
     # ---------------------------------------------------------------- set-up
-    def _topology(self, topo) -> np.ndarray:
+    def _topology(self, table) -> np.ndarray:
+        """The header's topology table (chip, port) -> (peer chip, peer port) as an array, checked: every
+        link comes back to its port, and it is the topology of the program's hardware description."""
+        topo = self.machine.topology
+        if table is None:
+            table = topo.table()
         L = self.machine.links
         try:
-            arr = np.array(topo, dtype=np.int64).reshape(self.chips, L, 2)
+            Topology.from_table(table, topo.classes[0])
+            arr = np.array(table, dtype=np.int64).reshape(self.chips, L, 2)
+        except HardwareError as exc:
+            raise EmulationError(f"invalid program: header {exc}") from None
         except (ValueError, TypeError):
             raise EmulationError(f"invalid program: header topology is not {self.chips} chips x {L} links x (peer, link)") from None
-        for c in range(self.chips):
-            for l in range(L):
-                p, pl = (int(x) for x in arr[c, l])
-                if not (0 <= p < self.chips and p != c and 0 <= pl < L and tuple(arr[p, pl]) == (c, l)):
-                    raise EmulationError(f"invalid program: header topology: link {l} of chip {c} goes to chip {p} link "
-                                         f"{pl}, which is not a link back to it")
+        if arr.tolist() != topo.table():
+            raise EmulationError(f"invalid program: header topology is not the {self.machine.hw.system.topology} topology "
+                                 f"of its hardware description")
         return arr
 
     def _warmup(self) -> None:

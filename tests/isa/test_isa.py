@@ -106,7 +106,7 @@ def _tiny_program(hw):
     words = isa.encode_many([Instr("VXM", fn=isa.VXM_BY_NAME["add"].code, dst_reg=1, a_reg=0, b_reg=0, n=3),
                              Instr("NOP", count=5)])
     header = {"format_version": isa.FORMAT_VERSION, "hw": hw, "hw_sha256": isa.hw_hash(hw), "chips": 1,
-              "queues": isa.queues_for(hw), "topology": [[]], "buckets": [{"first_position": 0, "last_position": 0, "context": 320}]}
+              "queues": list(isa.as_hardware(hw).queues), "topology": [[]], "buckets": [{"first_position": 0, "last_position": 0, "context": 320}]}
     sym = {"x": isa.Symbol("x", "input", "fp32", (900,), (isa.Shard(0, 0, 0, 900, 0),))}
     image = [(0, 0, np.arange(960, dtype=np.float32))]
     return isa.Program(header, regions, sym, {(0, 0, "vxm0"): words}, image)

@@ -101,7 +101,7 @@ class ProgramBuilder:
         hw = self.hw
         return {"format_version": FORMAT_VERSION, "hw": hw, "hw_sha256": isa.hw_hash(hw), "chips": self.chips,
                 "buckets": [{"first_position": 0, "last_position": 0, "context": 320} for _ in range(self.buckets)],
-                "queues": isa.queues_for(hw), "topology": [[list(x) for x in row] for row in isa.topology(hw)]}
+                "queues": list(isa.as_hardware(hw).queues), "topology": isa.as_hardware(hw).topology.table()}
 
     def streams(self) -> dict[tuple[int, int, str], np.ndarray]:
         nop_max = int(self.hw["chip"]["icu"]["nop_max_repeat"])

@@ -74,7 +74,7 @@ class NaiveMachine:
         self.regions = program.regions
         self.hw = program.header["hw"]
         self.m = Machine(self.hw, program.regions)
-        self.topo = program.header.get("topology") or isa.topology(self.hw)
+        self.topo = program.header.get("topology") or self.m.topology.table()
         self.mem: dict[tuple[int, int], np.ndarray] = {}
         for r in self.regions:
             for b in range(r.bank, r.bank + min(r.width, r.rows)):

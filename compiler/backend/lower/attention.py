@@ -123,7 +123,7 @@ def state_unit(L, st_name) -> int:
 
 def state_buf(L, chip, st_name, heads: list[int]) -> Buf:
     b = _state_buf_new(L, chip, st_name, heads)
-    b.hemi = state_unit(L, st_name) % 2
+    b.hemi = L.hw.mxm_hemisphere(state_unit(L, st_name))
     return b
 
 
@@ -151,7 +151,7 @@ def kcol(L, chip, st_name, heads: list[int], cb: int) -> Buf:
         raise AssertionError(f"K cache block {cb} outside the cache")
     b = L.pool.new(chip, f"{st_name}.c{cb}", len(heads) * L.g.states[st_name].head_dim, L.wdtype, "state",
                       row_vectors=1, zone="state", width=16, key=("state", st_name, chip, "col", cb))
-    b.hemi = kcol_unit(L, st_name, cb) % 2
+    b.hemi = L.hw.mxm_hemisphere(kcol_unit(L, st_name, cb))
     return b
 
 

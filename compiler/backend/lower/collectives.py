@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from isa import Instr
 
-from ...errors import UnsupportedError
+from ...errors import CompileError, UnsupportedError
 from ...ir import T
 from ..buffers import Buf, Val
+
+
+def port(L, chip: int, other: int) -> int:
+    """The port of `chip` whose link goes straight to `other`."""
+    p = L.hw.topology.port_to(chip, other)
+    if p is None:
+        raise CompileError(f"chip {chip} has no direct link to chip {other} in the {L.hw.system.topology} topology "
+                           f"(routes over several hops are not supported yet)")
+    return p
 
 
 def allreduce(L, var, chip, part: Buf, out: Val, nvec: int):
@@ -23,14 +32,14 @@ def allreduce(L, var, chip, part: Buf, out: Val, nvec: int):
         for o in group:
             if o == c:
                 continue
-            link = L.links[c][o]
+            link = port(L, c, o)
             pb, _, nv = parts[c]
             L.emit(c, "c2ct", Instr("SEND", link=link, src_reg=pb.id, src_off=0, n=nv), f"c2c{link}t", tag=f"ar {var}")
     for c in group:
         for o in group:
             if o == c:
                 continue
-            link = L.links[c][o]
+            link = port(L, c, o)
             nv = parts[c][2]
             rb = L.buf(c, f"ar{o}", nv, parts[c][0].dtype)
             L.emit(c, "c2cr", Instr("RECV", link=link, dst_reg=rb.id, dst_off=0, n=nv), f"c2c{link}r", tag=f"ar {var}")
@@ -52,7 +61,7 @@ def transfer(L, name: str, src: int, dst: int) -> Val:
     nv = v.vectors
     key = ("xfer", name, dst) if T not in L.g.vars[name].shape else None
     b = L.pool.new(dst, name, nv, v.buf.dtype, "act", key=key) if key else L.buf(dst, name, nv, v.buf.dtype)
-    link_s, link_r = L.links[src][dst], L.links[dst][src]
+    link_s, link_r = port(L, src, dst), port(L, dst, src)
     L.emit(src, "c2ct", Instr("SEND", link=link_s, src_reg=v.buf.id, src_off=v.off, n=nv), f"c2c{link_s}t", tag=f"pp {name}")
     L.emit(dst, "c2cr", Instr("RECV", link=link_r, dst_reg=b.id, dst_off=0, n=nv), f"c2c{link_r}r", tag=f"pp {name}")
     out = Val(b, v.idx, v.layout, v.tlen, v.g, off=0)

@@ -217,7 +217,6 @@ class Lowerer(Emitter):
         self.kv_cols = vecs(max_context) * LANES
         self.vals: list[dict[str, Val]] = [dict() for _ in range(self.chips)]
         self.f16 = self._mxm_only_vars()
-        self.links = _link_table(hw)
         self.pending_allreduce: dict = {}  # var -> {chip: (partial, out, vectors)} until every chip joined
         self.v_index_memo: dict = {}
         self._cons = None
@@ -269,7 +268,7 @@ class Lowerer(Emitter):
         for c in range(self.chips):
             self.emit(c, "icu", Instr("SYNC"), "icu0", tag="token start")
             if self.chips > 1:
-                for l in range(len(self.links[c]) and hw_links(self.hw)):
+                for l in range(self.hw.links_per_chip):
                     self.emit(c, "c2ct", Instr("DESKEW", link=l), f"c2c{l}t", tag="deskew")
         self._inputs()
         # column-split linears reading the same input are fused on each chip (one weight buffer, one
@@ -335,7 +334,7 @@ class Lowerer(Emitter):
             out = []
             for n in nodes:
                 a = n.instr.args
-                if n.instr.op == "ACC" and a["x_reg"] in dup and a["unit"] % 2 == 1:
+                if n.instr.op == "ACC" and a["x_reg"] in dup and self.hw.mxm_hemisphere(a["unit"]) == 1:
                     n = Node(n.chip, n.family, n.instr.replace(x_reg=dup[a["x_reg"]][1].id), n.queue, n.tag, uid=n.uid, grp=n.grp)
                 out.append(n)
                 for reg, (w, copy) in dup.items():
@@ -506,20 +505,3 @@ class Lowerer(Emitter):
         rem = out.positions % LANES
         return {"period": out.vectors, "valid": rem} if rem else {}
 
-
-def hw_links(hw) -> int:
-    return (hw.system.chips - 1) * hw.system.links_per_chip_pair
-
-
-def _link_table(hw) -> list[list[int]]:
-    """links[c][o] = the first link of chip c that goes to chip o."""
-    from isa import topology
-
-    topo = topology(hw.to_dict())
-    out = []
-    for c, row in enumerate(topo):
-        m = {}
-        for l, (peer, _) in enumerate(row):
-            m.setdefault(peer, l)
-        out.append([m.get(o, -1) for o in range(len(topo))])
-    return out

@@ -132,7 +132,7 @@ def weight_plan(L, chip, name, Wl: np.ndarray, key, row_halves: bool = True) -> 
         for h, (r0, r1) in enumerate(((0, split * tr), (split * tr, K))):
             b = L.pool.new(chip, f"{name}.h{h}", r1 - r0, L.wdtype, "weight", row_vectors=1,
                            data=full[r0:r1].reshape(-1), zone="weight", width=16, key=key + ("half", h))
-            b.hemi = h % 2
+            b.hemi = L.hw.mxm_hemisphere(h % U)  # half h is streamed by unit h % units (matvec)
             halves.append((h, b, r0, r1))
         plan["halves"] = halves
         return plan
@@ -143,7 +143,7 @@ def weight_plan(L, chip, name, Wl: np.ndarray, key, row_halves: bool = True) -> 
         data = np.concatenate([full[:, cb * LANES:(cb + 1) * LANES] for cb in cbs], axis=1)
         b = L.pool.new(chip, f"{name}.u{u}", K, L.wdtype, "weight", row_vectors=len(cbs),
                        data=data.reshape(-1), zone="weight", width=16, key=key + ("unit", u))
-        b.hemi = u % 2
+        b.hemi = L.hw.mxm_hemisphere(u)
         for j, cb in enumerate(cbs):
             plan["blocks"][cb] = (u, b, j)
     return plan

@@ -68,7 +68,7 @@ def ones_tiles(L, chip, g: int, u: int) -> list[Buf]:
         t = full[h * tr:(h + 1) * tr]
         tiles.append(L.pool.new(chip, f"ones{g}{'ab'[h]}", t.shape[0], L.wdtype, "const", data=t.reshape(-1),
                                 zone="weight", width=16, key=key + sub))
-        tiles[-1].hemi = u % 2
+        tiles[-1].hemi = L.hw.mxm_hemisphere(u)
     return tiles
 
 

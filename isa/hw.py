@@ -1,0 +1,496 @@
+"""The hardware description: one typed, frozen model of a chip, the system of chips and the topology that
+joins them. The compiler, its scheduler, bound and allocator, the timing model, the emulator and the
+reports all read it; every program header carries it (`Hardware.to_dict()`), so a program says exactly
+which machine it was built for.
+
+It holds only independent parameters, nested like the hardware, with units in the key names (the
+presets in lpu/presets/*.toml give each value's source). Every derived value is computed here and
+nowhere else:
+- SRAM: banks per chip, bytes per chip;
+- the floorplan (`Floorplan`): where each bank and each functional unit sits on the chip's east-west
+  line, which hemisphere a unit is in, the order of banks from the centre or from the edges;
+- MXM units in fp16, the issue queues of a chip;
+- the topology (`Topology`): which chips, which links (port of one chip to port of another) and the
+  class of each link (bandwidth, hop latency), links per chip and which link joins two chips; and the
+  largest number of chips a kind of topology joins (`TOPOLOGY_KINDS`).
+A topology is data: `Topology.links` lists every link, so a system with nodes, racks or multi-hop
+routes is described by more data, not by another assumption in the code.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Callable, get_type_hints
+
+from .errors import HardwareError
+from .table import BY_MNEMONIC, VECTOR_LANES
+
+# ---------------------------------------------------------------------------------------------
+# Independent parameters (the keys of a preset)
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    chips: int  # chips in use (a preset gives the system's size; --chips takes the first N)
+    topology: str  # a kind in TOPOLOGY_KINDS
+    links_per_chip_pair: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sram:
+    hemispheres: int
+    slices_per_hemisphere: int
+    banks_per_slice: int
+    bank_bytes: int
+    access_bytes: int
+    read_latency_cycles: int
+    write_latency_cycles: int
+
+
+@dataclass(frozen=True, slots=True)
+class Streams:
+    hop_cycles: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mxm:
+    planes: int
+    plane_rows: int
+    plane_cols: int
+    fp16_planes_per_unit: int
+    fp16_tile_rows: int
+    install_bytes_per_cycle: int
+    iw_cycles: int
+    latency_cycles: int
+    emit_cycles: int
+    acc_slots: int
+
+
+@dataclass(frozen=True, slots=True)
+class VxmLatency:
+    copy: int
+    add: int
+    mul: int
+    exp: int
+    tanh: int
+    rsqrt: int
+    recip: int
+
+
+@dataclass(frozen=True, slots=True)
+class Vxm:
+    alus: int
+    latency_cycles: VxmLatency
+
+
+@dataclass(frozen=True, slots=True)
+class SxmLatency:
+    rotate: int
+    permute: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sxm:
+    units: int
+    latency_cycles: SxmLatency
+
+
+@dataclass(frozen=True, slots=True)
+class Mem:
+    queues: int
+
+
+@dataclass(frozen=True, slots=True)
+class C2c:
+    links: int
+    link_bytes_per_cycle: float
+    hop_latency_cycles: int
+    deskew_interval_cycles: int
+    deskew_cycles: int
+
+
+@dataclass(frozen=True, slots=True)
+class Icu:
+    sync_cycles: int
+    nop_max_repeat: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chip:
+    vector_lanes: int
+    sram: Sram
+    streams: Streams
+    mxm: Mxm
+    vxm: Vxm
+    sxm: Sxm
+    mem: Mem
+    c2c: C2c
+    icu: Icu
+
+
+# ---------------------------------------------------------------------------------------------
+# The floorplan
+
+
+@dataclass(frozen=True, slots=True)
+class Floorplan:
+    """Positions on the chip's east-west line (a vector moves one position per stream hop).
+
+    MEM slices: the West hemisphere at positions -1..-S, the East at +1..+S (S slices per hemisphere,
+    slice 0 of each next to the centre); bank b is in slice b // banks_per_slice, West for the first S
+    slices. The VXM, the chip-to-chip ports and the ICU sit at the centre (0; the ports' place is
+    ASSUMED); each hemisphere's SXM at +-(S+1) and its MXM unit at +-(S+2). Unit u of the SXM and of the
+    MXM is in hemisphere u % 2 (0 West, 1 East)."""
+
+    slices_per_hemisphere: int
+    banks_per_slice: int
+
+    @property
+    def banks(self) -> int:
+        return 2 * self.slices_per_hemisphere * self.banks_per_slice
+
+    def bank_hemisphere(self, bank: int) -> int:
+        return (bank // self.banks_per_slice) // self.slices_per_hemisphere
+
+    def hemisphere_banks(self, hemisphere: int) -> range:
+        half = self.banks // 2
+        return range(hemisphere * half, (hemisphere + 1) * half)
+
+    def bank_pos(self, bank: int) -> int:
+        s = bank // self.banks_per_slice
+        i = s % self.slices_per_hemisphere
+        return -(i + 1) if s // self.slices_per_hemisphere == 0 else i + 1
+
+    def unit_hemisphere(self, index: int) -> int:
+        """The hemisphere of SXM or MXM unit `index`."""
+        return index % 2
+
+    def unit_pos(self, family: str, index: int = 0) -> int:
+        """Position of a functional unit: family vxm, icu, c2ct/c2cr (ports), sxm, mxm/mxmw/mxma."""
+        if family in ("vxm", "c2c", "c2ct", "c2cr", "icu", "mem"):
+            return 0
+        side = -1 if self.unit_hemisphere(index) == 0 else 1
+        if family == "sxm":
+            return side * (self.slices_per_hemisphere + 1)
+        if family in ("mxm", "mxmw", "mxma"):
+            return side * (self.slices_per_hemisphere + 2)
+        raise HardwareError(f"no floorplan position for unit family {family!r}")
+
+    def unit_distance(self, family: str) -> int:
+        """How far a unit of this family is from the centre, in positions."""
+        return abs(self.unit_pos(family, 0))
+
+    @property
+    def banks_per_distance(self) -> int:
+        """Banks at the same distance from the centre: a slice's banks in each hemisphere."""
+        return 2 * self.banks_per_slice
+
+    def banks_by_distance(self, from_centre: bool) -> list[int]:
+        """Every bank, the slices nearest the centre first (from_centre) or nearest the edges first;
+        at each distance the West slice, then the East one."""
+        sph, bps = self.slices_per_hemisphere, self.banks_per_slice
+        order = []
+        for i in (range(sph) if from_centre else range(sph - 1, -1, -1)):
+            for hemi in (0, 1):
+                s = hemi * sph + i
+                order.extend(range(s * bps, s * bps + bps))
+        return order
+
+
+# ---------------------------------------------------------------------------------------------
+# The topology
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClass:
+    """A kind of chip-to-chip link: its bandwidth per direction and the latency of one hop."""
+
+    name: str
+    bytes_per_cycle: float
+    hop_latency_cycles: int
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One bidirectional link: port `a_port` of chip `a` to port `b_port` of chip `b`, of class `cls`."""
+
+    a: int
+    a_port: int
+    b: int
+    b_port: int
+    cls: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Which chips, which links, of which classes. Port p of chip c is the chip's p-th link (issue
+    queues c2c<p>t / c2c<p>r); every port of every chip belongs to exactly one link."""
+
+    chips: int
+    ports: int  # link ports each chip uses
+    links: tuple[Link, ...]
+    classes: tuple[LinkClass, ...]
+
+    def __post_init__(self) -> None:
+        peer: dict[tuple[int, int], tuple[int, int, str]] = {}
+        names = {c.name for c in self.classes}
+        for ln in self.links:
+            for (c, p) in ((ln.a, ln.a_port), (ln.b, ln.b_port)):
+                if not (0 <= c < self.chips and 0 <= p < self.ports):
+                    raise HardwareError(f"topology: link {ln} names chip {c} port {p}; chips 0..{self.chips - 1}, "
+                                        f"ports 0..{self.ports - 1}")
+                if (c, p) in peer:
+                    raise HardwareError(f"topology: port {p} of chip {c} belongs to two links")
+            if ln.a == ln.b:
+                raise HardwareError(f"topology: link {ln} joins chip {ln.a} to itself")
+            if ln.cls not in names:
+                raise HardwareError(f"topology: link {ln} has class {ln.cls!r}; classes: {', '.join(sorted(names))}")
+            peer[(ln.a, ln.a_port)] = (ln.b, ln.b_port, ln.cls)
+            peer[(ln.b, ln.b_port)] = (ln.a, ln.a_port, ln.cls)
+        missing = [(c, p) for c in range(self.chips) for p in range(self.ports) if (c, p) not in peer]
+        if missing:
+            raise HardwareError(f"topology: port {missing[0][1]} of chip {missing[0][0]} belongs to no link")
+        object.__setattr__(self, "_peer", peer)
+        first: dict[tuple[int, int], int] = {}
+        for (c, p) in sorted(peer):
+            first.setdefault((c, peer[(c, p)][0]), p)
+        object.__setattr__(self, "_first", first)
+
+    def peer(self, chip: int, port: int) -> tuple[int, int]:
+        """(chip, port) at the other end of port `port` of chip `chip`."""
+        c, p, _ = self._peer[(chip, port)]
+        return c, p
+
+    def port_to(self, chip: int, other: int) -> int | None:
+        """The first port of `chip` whose link goes straight to `other` (None: no direct link)."""
+        return self._first.get((chip, other))
+
+    def link_class(self, chip: int, port: int) -> LinkClass:
+        name = self._peer[(chip, port)][2]
+        return next(c for c in self.classes if c.name == name)
+
+    def table(self) -> list[list[list[int]]]:
+        """table[c][p] = [peer chip, peer port]: the form a program header stores."""
+        return [[list(self.peer(c, p)) for p in range(self.ports)] for c in range(self.chips)]
+
+    @staticmethod
+    def from_table(table, cls: LinkClass) -> "Topology":
+        """A topology from a program header's table (every link of class `cls`); HardwareError if a port's
+        link does not come back to it."""
+        try:
+            rows = [[(int(x[0]), int(x[1])) for x in row] for row in table]
+        except (TypeError, ValueError, IndexError):
+            raise HardwareError("topology table: expected, per chip, a list of [peer chip, peer port]") from None
+        chips = len(rows)
+        ports = len(rows[0]) if rows else 0
+        links = []
+        for c, row in enumerate(rows):
+            if len(row) != ports:
+                raise HardwareError(f"topology table: chip {c} has {len(row)} ports, chip 0 has {ports}")
+            for p, (o, q) in enumerate(row):
+                if not (0 <= o < chips and o != c and 0 <= q < ports and rows[o][q] == (c, p)):
+                    raise HardwareError(f"topology table: link {p} of chip {c} goes to chip {o} link {q}, which is "
+                                        f"not a link back to it")
+                if (c, p) < (o, q):
+                    links.append(Link(c, p, o, q, cls.name))
+        return Topology(chips, ports, tuple(links), (cls,))
+
+
+def _fully_connected(system: System, chip: Chip) -> Topology:
+    """Every pair of chips joined by `links_per_chip_pair` direct links of class "local": port l of chip
+    c goes to the (l // k)-th other chip in order, which uses the matching port back."""
+    n, k = system.chips, system.links_per_chip_pair
+    links = []
+    for c in range(n):
+        others = [o for o in range(n) if o != c]
+        for p in range((n - 1) * k):
+            o = others[p // k]
+            q = [x for x in range(n) if x != o].index(c) * k + p % k
+            if c < o:
+                links.append(Link(c, p, o, q, "local"))
+    local = LinkClass("local", chip.c2c.link_bytes_per_cycle, chip.c2c.hop_latency_cycles)
+    return Topology(n, (n - 1) * k, tuple(links), (local,))
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyKind:
+    """A way of joining chips: the largest number of chips it joins and how its links are built."""
+
+    name: str
+    max_chips: int
+    build: Callable[[System, Chip], Topology]
+    doc: str
+
+
+TOPOLOGY_KINDS = {k.name: k for k in (
+    TopologyKind("fully_connected", 8, _fully_connected,
+                 "one node: every chip pair directly linked (a GroqNode of 8 GroqChip1 [ISCA22]; an LPX tray of 8 "
+                 "LP30 [NV26])"),
+)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole description
+
+
+@dataclass(frozen=True)
+class Hardware:
+    name: str
+    clock_hz: int
+    system: System
+    chip: Chip
+
+    # ------------------------------------------------------------------ derived values, one place
+    @cached_property
+    def banks(self) -> int:
+        s = self.chip.sram
+        return s.hemispheres * s.slices_per_hemisphere * s.banks_per_slice
+
+    @cached_property
+    def sram_bytes_per_chip(self) -> int:
+        return self.banks * self.chip.sram.bank_bytes
+
+    @cached_property
+    def mxm_units(self) -> int:
+        """fp16 matrix units per chip (planes paired for fp16)."""
+        m = self.chip.mxm
+        return m.planes // m.fp16_planes_per_unit
+
+    @cached_property
+    def floorplan(self) -> Floorplan:
+        s = self.chip.sram
+        return Floorplan(s.slices_per_hemisphere, s.banks_per_slice)
+
+    def mxm_hemisphere(self, unit: int) -> int:
+        """The hemisphere (0 West, 1 East) of MXM unit `unit`: weights it streams sit on that side."""
+        return self.floorplan.unit_hemisphere(unit)
+
+    @cached_property
+    def topology_kind(self) -> TopologyKind:
+        return TOPOLOGY_KINDS[self.system.topology]
+
+    @cached_property
+    def max_chips(self) -> int:
+        """The most chips this system's topology joins."""
+        return self.topology_kind.max_chips
+
+    @cached_property
+    def topology(self) -> Topology:
+        return self.topology_kind.build(self.system, self.chip)
+
+    @property
+    def links_per_chip(self) -> int:
+        """Link ports each chip uses."""
+        return self.topology.ports
+
+    @cached_property
+    def queues(self) -> tuple[str, ...]:
+        """Every issue queue of one chip, in a fixed order."""
+        c = self.chip
+        qs = ["icu0"] + [f"mem{i}" for i in range(c.mem.queues)] + [f"vxm{i}" for i in range(c.vxm.alus)]
+        qs += [f"sxm{i}" for i in range(c.sxm.units)]
+        for u in range(self.mxm_units):
+            qs += [f"mxm{u}w", f"mxm{u}a"]
+        for p in range(self.links_per_chip):
+            qs += [f"c2c{p}t", f"c2c{p}r"]
+        return tuple(qs)
+
+    def with_chips(self, chips: int) -> "Hardware":
+        """The same system using its first `chips` chips."""
+        if not 1 <= chips <= self.max_chips:
+            raise HardwareError(f"--chips {chips}: valid values are 1..{self.max_chips} (a {self.system.topology} "
+                                f"system joins at most {self.max_chips} chips)")
+        return dataclasses.replace(self, system=dataclasses.replace(self.system, chips=chips)).validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> "Hardware":
+        """A validated description from a dict of independent parameters (a preset, a user's file, a
+        program header); HardwareError names the key at fault and what would be valid."""
+        return _build(Hardware, data, "").validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> "Hardware":
+        def need(cond, msg):
+            if not cond:
+                raise HardwareError(f"hardware config {self.name!r}: {msg}")
+
+        need(self.clock_hz > 0, "clock_hz must be positive")
+        sysm, chip = self.system, self.chip
+        need(sysm.topology in TOPOLOGY_KINDS, f"system.topology = {sysm.topology!r}; valid: {', '.join(TOPOLOGY_KINDS)}")
+        kind = TOPOLOGY_KINDS[sysm.topology]
+        need(1 <= sysm.chips <= kind.max_chips,
+             f"system.chips = {sysm.chips}; a {sysm.topology} system joins 1..{kind.max_chips} chips")
+        need(sysm.links_per_chip_pair >= 1, "system.links_per_chip_pair must be >= 1")
+        need(chip.vector_lanes == VECTOR_LANES,
+             f"chip.vector_lanes = {chip.vector_lanes}; the instruction set is built for {VECTOR_LANES}")
+        need(chip.sram.hemispheres == 2, f"chip.sram.hemispheres = {chip.sram.hemispheres}; the floorplan model has 2")
+        for path, value in _leaves(self.to_dict()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and path != "clock_hz":
+                need(value >= 0, f"{path} = {value} must not be negative")
+        need(chip.c2c.link_bytes_per_cycle > 0, "c2c.link_bytes_per_cycle must be positive")
+        need(chip.sram.access_bytes > 0 and chip.sram.bank_bytes > 0, "sram sizes must be positive")
+        need(chip.sram.slices_per_hemisphere > 0 and chip.sram.banks_per_slice > 0, "sram must have banks")
+        need(chip.mxm.planes % max(1, chip.mxm.fp16_planes_per_unit) == 0 and chip.mxm.fp16_planes_per_unit > 0,
+             "mxm.planes must be a multiple of fp16_planes_per_unit")
+        need(1 <= chip.mxm.fp16_tile_rows <= chip.mxm.plane_rows, "mxm.fp16_tile_rows must be in 1..plane_rows")
+        need(chip.mxm.plane_cols == chip.vector_lanes, "mxm.plane_cols must equal vector_lanes")
+        need(self.banks <= 1 << 16, "too many banks for the instruction encoding")
+        ports = self.links_per_chip
+        need(ports <= chip.c2c.links,
+             f"{sysm.chips} chips joined {sysm.topology} with {sysm.links_per_chip_pair} link(s) per pair need "
+             f"{ports} links per chip; chip.c2c.links = {chip.c2c.links}")
+        link_bits = next(f.bits for f in BY_MNEMONIC["SEND"].fmt.fields if f.name == "link")
+        need(ports <= 1 << link_bits, f"{ports} links per chip do not fit the instructions' {link_bits}-bit link field")
+        return self
+
+
+def as_hardware(hw) -> Hardware:
+    """`hw` itself, or the validated description of a dict (a program header's `hw`)."""
+    return hw if isinstance(hw, Hardware) else Hardware.from_dict(hw)
+
+
+def _leaves(d, prefix=""):
+    for k, v in d.items():
+        p = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _leaves(v, p + ".")
+        else:
+            yield p, v
+
+
+def _build(cls, data, path: str):
+    """Construct a (nested) dataclass from a dict, naming any missing, unknown or mistyped key."""
+    if not isinstance(data, dict):
+        raise HardwareError(f"{path or 'config'}: expected a table of keys, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise HardwareError(f"{path + '.' if path else ''}{unknown[0]}: unknown key; valid keys here: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        key = f"{path}.{name}" if path else name
+        if name not in data:
+            raise HardwareError(f"{key}: missing")
+        typ, val = hints[name], data[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, val, key)
+        elif typ is int:
+            if isinstance(val, bool) or not isinstance(val, int):
+                raise HardwareError(f"{key} = {val!r}: expected an integer")
+            kwargs[name] = val
+        elif typ is float:
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise HardwareError(f"{key} = {val!r}: expected a number")
+            kwargs[name] = float(val)
+        elif typ is str:
+            if not isinstance(val, str):
+                raise HardwareError(f"{key} = {val!r}: expected a string")
+            kwargs[name] = val
+        else:  # pragma: no cover - schema bug
+            raise HardwareError(f"{key}: unsupported type {typ}")
+    return cls(**kwargs)
