@@ -1,4 +1,21 @@
-"""The compiler's one entry point: an ONNX decoder in, a program (isa.Program) out."""
+"""The compiler's one entry point: an ONNX decoder in, a program (isa.Program) out, as a list of passes.
+
+    import       ONNX file -> the IR of one decode step (compiler/frontend)
+    canonicalise constant folding, identities, common subexpressions; the model's facts
+    decompose    composite prims -> the VXM's functions (the machine dialect)
+    split        fused linears -> one per output slice
+    fold         data movement -> one permutation; a permuted linear's output -> permuted weight columns
+    map          the mapping onto the chips (tensor-parallel, pipeline, hybrid) -> a Plan
+    lower        one program per context bucket: instructions on buffers (compiler/backend/lower)
+    place        every buffer a region of SRAM banks
+    schedule     every instruction its issue cycle and queue; the lower bound of each bucket
+    emit         the program file
+
+Each pass has one entry point and a typed product kept in a `Compilation`; the loop below times every
+pass and, with verification on, runs the pass's verifiers (compiler/verify.py) on its product. When
+the program does not fit with the permuted weight copies, the passes from `fold` on run again without
+them (the header records the decision: `permuted_linears`).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,34 +23,45 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from isa import VECTOR_LANES as LANES
+from isa import Hardware, Program
 
+from . import verify as V
 from .backend.alloc import place, sram_bytes
 from .backend.bound import bound
-from .backend.decompose import decompose, fold_movement, split_linears
+from .backend.decompose import Folded, decompose, fold, split_linears
 from .backend.emit import build_program, streams_for
-from .backend.lower import lower
-from .backend.partition import find_regions, plan as make_plan, plan_hybrid, plan_pp
-from .backend.schedule import schedule
+from .backend.lower import Lowered, lower, lowered_prims
+from .backend.partition import Plan, find_regions, plan as make_plan, plan_hybrid, plan_pp
+from .backend.schedule import Scheduled, schedule
 from .errors import CapacityError, CompileError
 from .ir import Graph
 
 PRECISIONS = ("fp16", "fp32")
 PARTITIONS = ("tp", "pp", "hybrid", "auto")
+# Verifiers run when Options.verify is None unless LPU_VERIFY says otherwise: they cost about 1% of
+# a compile (README "Compile time"), well under the 5% that would justify leaving them off.
+VERIFY_DEFAULT = True
 
 
 @dataclass
 class Options:
-    chips: int = 8
+    chips: int | None = None  # None: every chip of the hardware description
     precision: str = "fp16"
     max_context: int = 1024
     partition: str = "auto"
     stages: int = 0  # hybrid: pipeline stages (0: the compiler chooses)
+    verify: bool | None = None  # run the verifiers between passes (None: $LPU_VERIFY, else VERIFY_DEFAULT)
 
-    def check(self) -> "Options":
+    def check(self, hw: Hardware) -> "Options":
+        chips = hw.system.chips if self.chips is None else self.chips
+        if chips != hw.system.chips:
+            raise CompileError(f"--chips {chips}, but the hardware description {hw.name!r} uses {hw.system.chips} "
+                               f"chip(s); load it with that many (valid: 1..{hw.max_chips})")
         if self.precision not in PRECISIONS:
             raise CompileError(f"--precision {self.precision}: valid values are {', '.join(PRECISIONS)}")
         if not 1 <= self.max_context <= 1 << 16:
@@ -41,19 +69,25 @@ class Options:
         if self.partition not in PARTITIONS:
             raise CompileError(f"--partition {self.partition}: valid values are {', '.join(PARTITIONS)}")
         if self.stages:
-            valid = hybrid_stages(self.chips)
+            valid = hybrid_stages(chips)
             if self.partition != "hybrid":
                 raise CompileError(f"--stages {self.stages} applies to --partition hybrid only")
             if self.stages not in valid:
-                raise CompileError(f"--stages {self.stages} with --chips {self.chips}: valid values are "
-                                   f"{', '.join(map(str, valid)) if valid else 'none (a hybrid needs 4, 6 or 8 chips)'} "
-                                   f"(stages of at least 2 chips each, all the same size)")
+                raise CompileError(f"--stages {self.stages} with --chips {chips}: valid values are "
+                                   f"{', '.join(map(str, valid)) if valid else 'none'} (stages of at least 2 chips "
+                                   f"each, all the same size)")
         return self
+
+    def verifying(self) -> bool:
+        if self.verify is not None:
+            return self.verify
+        env = os.environ.get("LPU_VERIFY", "").strip().lower()
+        return VERIFY_DEFAULT if env == "" else env not in ("0", "false", "no", "off")
 
 
 @dataclass
 class Report:
-    seconds: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)  # pass name -> seconds (and "verify": all verifiers)
     cycles: list = field(default_factory=list)
     instructions: int = 0
     sram_bytes: dict = field(default_factory=dict)
@@ -61,6 +95,182 @@ class Report:
     mappings: dict = field(default_factory=dict)  # candidate mapping -> estimated cycles
 
 
+@dataclass(frozen=True)
+class Mapping:
+    """The map pass's product: the plan taken and every candidate's estimated cycles."""
+
+    plan: Plan
+    estimates: dict
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """The schedule pass's product: per bucket its schedule, lower bound and instruction streams."""
+
+    schedules: tuple[Scheduled, ...]
+    bounds: tuple  # bound.Bound per bucket
+    streams: dict  # (bucket, chip, queue) -> uint64 words
+
+
+@dataclass
+class Compilation:
+    """Everything one compile knows: its inputs and each pass's product (None until the pass ran)."""
+
+    hw: Hardware
+    opts: Options
+    report: Report
+    path: str | None = None  # the ONNX file (import)
+    source: dict = field(default_factory=dict)  # the file's name, size and hash (header)
+    permute_linears: bool = True
+    imported: tuple | None = None  # (Graph, importer facts)
+    canonical: Graph | None = None
+    decomposed: Graph | None = None
+    split: Graph | None = None
+    folded: Folded | None = None
+    mapping: Mapping | None = None
+    buckets: list | None = None
+    lowered: Lowered | None = None
+    regions: list | None = None
+    scheduled: Schedules | None = None
+    program: Program | None = None
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    run: Callable[[Compilation], object]
+    product: str  # the Compilation field the product goes into
+    verify: Callable[[Compilation], None] | None = None
+
+
+# ------------------------------------------------------------------------------------------- the passes
+def _import(c: Compilation):
+    from .frontend import import_graph, load_model
+
+    model = load_model(c.path)
+    return import_graph(model, c.opts.max_context, source=os.fspath(c.path),
+                        base_dir=os.path.dirname(os.path.abspath(c.path)))
+
+
+def _canonicalise(c: Compilation) -> Graph:
+    from .frontend import canonicalise
+
+    return canonicalise(*c.imported)
+
+
+def _map(c: Compilation) -> Mapping:
+    plan, est = choose_mapping(c.folded.graph, c.hw, c.opts)
+    c.report.mappings = est
+    return Mapping(plan, est)
+
+
+def _lower(c: Compilation) -> Lowered:
+    c.buckets = buckets_for(c.opts.max_context)
+    return lower(c.folded.graph, c.mapping.plan, c.hw, c.opts.precision, c.buckets, c.opts.max_context)
+
+
+def _place(c: Compilation) -> list:
+    return place(list(c.lowered.buffers), list(c.lowered.code), c.hw, c.lowered.bucket_of)
+
+
+def _schedule(c: Compilation) -> Schedules:
+    g, plan, rep = c.folded.graph, c.mapping.plan, c.report
+    scheds, bounds, streams = [], [], {}
+    for b, code in enumerate(c.lowered.code):
+        s = schedule(code, c.regions, c.hw)
+        # the lower bound for the smallest context this bucket serves: valid for all its tokens
+        lb = bound(g, plan, c.hw, c.opts.precision, c.buckets[b]["first_position"] + 1)
+        c.buckets[b].update(cycles=s.cycles, lower_bound_cycles=lb.cycles, lower_bound_terms=lb.terms)
+        rep.bounds.append(lb.cycles)
+        rep.cycles.append(s.cycles)
+        rep.instructions += len(s.nodes)
+        streams.update(streams_for(b, s, c.hw.chip.icu.nop_max_repeat))
+        scheds.append(s)
+        bounds.append(lb)
+    return Schedules(tuple(scheds), tuple(bounds), streams)
+
+
+def _emit(c: Compilation) -> Program:
+    g, plan = c.folded.graph, c.mapping.plan
+    meta = {
+        "precision": c.opts.precision,
+        "max_context": c.opts.max_context,
+        "partition": plan.mapping,
+        "stages": len(plan.stages) if plan.staged else 1,
+        "permuted_linears": c.folded.permuted_linears > 0,
+        "mapping_estimates": {k: v for k, v in sorted(c.mapping.estimates.items()) if v is not None},
+        "model": {k: v for k, v in sorted((c.canonical.meta or {}).items()) if isinstance(v, (int, float, str, bool))},
+        "source": c.source,
+        "vocab_size": int(np.prod([d for d in g.vars[g.outputs["logits"]].shape if d != "T"])),
+    }
+    c.report.sram_bytes = sram_bytes(c.lowered.buffers)
+    return build_program(c.hw, c.lowered, c.regions, c.scheduled.streams, c.buckets, meta)
+
+
+def _verify_program(c: Compilation) -> None:
+    from isa import ProgramError
+
+    try:
+        c.program.validate()
+    except ProgramError as exc:
+        raise V.VerifyError(f"after pass emit: {exc}") from None
+
+
+def _dialect(name: str, attr: str):
+    def check(c: Compilation) -> None:
+        g = getattr(c, attr)
+        V.machine_dialect(name, g.graph if isinstance(g, Folded) else g, lowered_prims())
+    return check
+
+
+PASSES = (
+    Pass("import", _import, "imported"),
+    Pass("canonicalise", _canonicalise, "canonical"),
+    Pass("decompose", lambda c: decompose(c.canonical), "decomposed", _dialect("decompose", "decomposed")),
+    Pass("split", lambda c: split_linears(c.decomposed), "split", _dialect("split", "split")),
+    Pass("fold", lambda c: fold(c.split, c.permute_linears), "folded", _dialect("fold", "folded")),
+    Pass("map", _map, "mapping", lambda c: V.plan("map", c.folded.graph, c.mapping.plan)),
+    Pass("lower", _lower, "lowered", lambda c: (V.buffers("lower", c.lowered, c.hw),
+                                                V.instructions("lower", c.lowered, c.hw))),
+    Pass("place", _place, "regions", lambda c: V.placement("place", c.lowered, c.regions, c.hw)),
+    Pass("schedule", _schedule, "scheduled", lambda c: V.schedule("schedule", c.scheduled.schedules)),
+    Pass("emit", _emit, "program", _verify_program),
+)
+PASS_NAMES = tuple(p.name for p in PASSES)
+
+
+def run_passes(c: Compilation, first: str, last: str = "emit") -> Compilation:
+    """Run the passes from `first` through `last`, timing each and verifying each product."""
+    check = c.opts.verifying()
+    names = PASS_NAMES[PASS_NAMES.index(first):PASS_NAMES.index(last) + 1]
+    for p in PASSES:
+        if p.name not in names:
+            continue
+        t0 = time.perf_counter()
+        setattr(c, p.product, p.run(c))
+        t1 = time.perf_counter()
+        c.report.seconds[p.name] = c.report.seconds.get(p.name, 0.0) + t1 - t0
+        if check and p.verify is not None:
+            p.verify(c)
+            c.report.seconds["verify"] = c.report.seconds.get("verify", 0.0) + time.perf_counter() - t1
+    return c
+
+
+def _compile(c: Compilation, first: str) -> tuple[Program, Report]:
+    c.opts.check(c.hw)
+    try:
+        run_passes(c, first)
+    except CapacityError:
+        if not (c.folded is not None and c.folded.permuted_linears and c.permute_linears):
+            raise
+        # the permuted weight copies (rotate-half as a second linear) cost SRAM: fold again without them
+        c.permute_linears = False
+        c.report.bounds, c.report.cycles, c.report.instructions = [], [], 0
+        run_passes(c, "fold")
+    return c.program, c.report
+
+
+# ------------------------------------------------------------------------------------------- mapping
 def hybrid_stages(chips: int) -> list[int]:
     """Stage counts of the hybrid mappings of `chips` chips: each stage has the same number of chips (>= 2)."""
     return [k for k in range(2, chips) if chips % k == 0 and chips // k >= 2]
@@ -71,20 +281,22 @@ def choose_mapping(g, hw, opts: Options):
     is estimated by its lower bound at the largest context (the same model of the machine the bound
     uses: streaming, links, dependency latency), and the fastest is taken; --partition tp|pp|hybrid
     restricts the candidates."""
-    if opts.chips == 1:
+    chips = hw.system.chips
+    if chips == 1:
         return make_plan(g, 1), {"single": None}
     cands: dict = {}
     regions = find_regions(g) if opts.partition != "pp" else None  # shared by the tensor-parallel plans
     if opts.partition in ("tp", "auto"):
-        cands["tp"] = lambda: make_plan(g, opts.chips, regions)
+        cands["tp"] = lambda: make_plan(g, chips, regions)
     if opts.partition in ("pp", "auto"):
-        cands["pp"] = lambda: plan_pp(g, opts.chips)
+        cands["pp"] = lambda: plan_pp(g, chips)
     if opts.partition in ("hybrid", "auto"):
-        for k in [opts.stages] if opts.stages else hybrid_stages(opts.chips):
-            cands[f"hybrid {k}x{opts.chips // k}"] = lambda k=k: plan_hybrid(g, opts.chips, k, regions)
+        for k in [opts.stages] if opts.stages else hybrid_stages(chips):
+            cands[f"hybrid {k}x{chips // k}"] = lambda k=k: plan_hybrid(g, chips, k, regions)
     if not cands:
-        raise CompileError(f"--partition hybrid needs stages of at least 2 chips each: {opts.chips} chip(s) have none "
-                           f"(valid chip counts: 4, 6, 8)")
+        valid = [n for n in range(2, hw.max_chips + 1) if hybrid_stages(n)]
+        raise CompileError(f"--partition hybrid needs stages of at least 2 chips each: {chips} chip(s) have none "
+                           f"(valid chip counts: {', '.join(map(str, valid))})")
     plans, est = {}, {}
     for name, fn in cands.items():
         plans[name] = fn()
@@ -107,87 +319,20 @@ def buckets_for(max_context: int) -> list[dict]:
     return out
 
 
-def compile_graph(graph, hw, opts: Options, source: dict | None = None):
-    """IR graph -> (Program, Report)."""
-    opts.check()
-    if opts.chips != hw.system.chips:
-        raise CompileError(f"--chips {opts.chips}, but the hardware description {hw.name!r} uses {hw.system.chips} "
-                           f"chip(s); load it with that many (valid: 1..{hw.max_chips})")
-    t0 = time.perf_counter()
-    g0 = split_linears(decompose(graph))
-
-    def fold(permute: bool):
-        return fold_movement(Graph(dict(g0.vars), dict(g0.consts), list(g0.eqns), g0.inputs, dict(g0.outputs),
-                                   dict(g0.states), dict(g0.meta)), permute_linears=permute)
-    g = fold(True)
-    permuted = any("[perm]" in k for k in g.consts)
-    t_dec = time.perf_counter() - t0
-    try:
-        prog, rep = _compile(g, graph, hw, opts, source, permuted)
-    except CapacityError:
-        if not permuted:
-            raise
-        # the permuted weight copies (rotate-half as a second linear) cost SRAM: try without them
-        prog, rep = _compile(fold(False), graph, hw, opts, source, False)
-    rep.seconds = {"decompose": t_dec, **rep.seconds}
-    return prog, rep
+# ------------------------------------------------------------------------------------------- entry points
+def compile_graph(graph: Graph, hw: Hardware, opts: Options, source: dict | None = None):
+    """IR graph (as the frontend gives it) -> (Program, Report): the passes from decompose on."""
+    c = Compilation(hw, opts, Report(), source=source or {}, canonical=graph)
+    return _compile(c, "decompose")
 
 
-def _compile(g, graph, hw, opts: Options, source: dict | None, permuted: bool):
-    rep = Report()
-    t0 = time.perf_counter()
-    plan, rep.mappings = choose_mapping(g, hw, opts)
-    rep.seconds["partition"] = time.perf_counter() - t0
-    buckets = buckets_for(opts.max_context)
-    t0 = time.perf_counter()
-    lowered = lower(g, plan, hw, opts.precision, buckets, opts.max_context)
-    rep.seconds["lower"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    regions = place(list(lowered.buffers), list(lowered.code), hw, lowered.bucket_of)
-    rep.seconds["place"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    streams = {}
-    for b, code in enumerate(lowered.code):
-        sched = schedule(code, regions, hw)
-        buckets[b]["cycles"] = sched.cycles
-        # the lower bound for the smallest context this bucket serves: valid for all its tokens
-        lb = bound(g, plan, hw, opts.precision, buckets[b]["first_position"] + 1)
-        buckets[b]["lower_bound_cycles"] = lb.cycles
-        buckets[b]["lower_bound_terms"] = lb.terms
-        rep.bounds.append(lb.cycles)
-        rep.cycles.append(sched.cycles)
-        rep.instructions += len(sched.nodes)
-        streams.update(streams_for(b, sched, hw.chip.icu.nop_max_repeat))
-    rep.seconds["schedule"] = time.perf_counter() - t0
-    meta = {
-        "precision": opts.precision,
-        "max_context": opts.max_context,
-        "partition": plan.mapping,
-        "stages": len(plan.stages) if plan.staged else 1,
-        "permuted_linears": permuted,
-        "mapping_estimates": {k: v for k, v in sorted(rep.mappings.items()) if v is not None},
-        "model": {k: v for k, v in sorted((graph.meta or {}).items()) if isinstance(v, (int, float, str, bool))},
-        "source": source or {},
-        "vocab_size": int(np.prod([d for d in g.vars[g.outputs["logits"]].shape if d != "T"])),
-    }
-    prog = build_program(hw, lowered, regions, streams, buckets, meta)
-    rep.sram_bytes = sram_bytes(lowered.buffers)
-    return prog, rep
-
-
-def compile_model(path: str | os.PathLike, hw, opts: Options):
-    """ONNX file -> (Program, Report). Raises CompileError (and subclasses) with one clear line."""
-    from .frontend import import_onnx
-
-    opts.check()
-    t0 = time.perf_counter()
-    graph = import_onnx(path, max_context=opts.max_context)
-    t_import = time.perf_counter() - t0
+def compile_model(path: str | os.PathLike, hw: Hardware, opts: Options):
+    """ONNX file -> (Program, Report): every pass. Raises CompileError (and subclasses) with one clear line."""
     p = Path(path)
-    source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
-    prog, rep = compile_graph(graph, hw, opts, source)
-    rep.seconds = {"import": t_import, **rep.seconds}
-    return prog, rep
+    c = Compilation(hw, opts, Report(), path=os.fspath(path))
+    c.opts.check(hw)
+    c.source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return _compile(c, "import")
 
 
 def _sha256(p: Path) -> str:

@@ -30,13 +30,12 @@ def _operands(instr) -> list[int]:
 
 
 def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None = None) -> list[Region]:
-    prefs = [(b.zone, b.hemi) for b in bufs]
+    """A region for every buffer (regions[i] for buffer i). Reads the buffers' placement hints (zone,
+    width, hemisphere) and the code; changes neither."""
     try:
         return _place(bufs, code_by_bucket, hw, bucket_of, tables_last=True)
     except CapacityError:
         # the leftover space is too fragmented for the tables: place them first, before activations
-        for b, (z, h) in zip(bufs, prefs):
-            b.zone, b.hemi = z, h
         return _place(bufs, code_by_bucket, hw, bucket_of, tables_last=False)
 
 
@@ -57,13 +56,15 @@ def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) ->
                     partners[o].update(x for x in ops if x != o)
                 if n.instr.op == "ACC":
                     acc_units[n.instr["x_reg"]].add(n.instr["unit"])
-    # an activation that only one MXM unit streams in lives next to that unit: its ACCs then reach
-    # the array within a few cycles, so the unit's tiles can follow each other closely (the producer
-    # pays the hops on its write instead)
+    # this placement's zone and hemisphere of each buffer, from its hints: an activation that only one
+    # MXM unit streams in lives next to that unit (its ACCs then reach the array within a few cycles, so
+    # the unit's tiles can follow each other closely; the producer pays the hops on its write instead)
+    zone = [b.zone for b in bufs]
+    hemi = [b.hemi for b in bufs]
     for b in bufs:
         us = acc_units.get(b.id)
         if b.zone == "act" and us is not None and len(us) == 1 and b.hemi is None:
-            b.zone, b.hemi = "near_mxm", hw.mxm_hemisphere(next(iter(us)))
+            zone[b.id], hemi[b.id] = "near_mxm", hw.mxm_hemisphere(next(iter(us)))
 
     chips = sorted({b.chip for b in bufs})
     # bank order: by distance from the centre (inner) or from the edge (outer), West/East alternating
@@ -78,20 +79,20 @@ def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) ->
             total_need[b.chip] += b.vectors * LANES * dtype_bytes(b.dtype)
 
     def put(b: Buf, hc: list[int], uc: list[int]) -> None:
-        zone = "act" if b.zone == "act" else "outer"
+        kind = "act" if zone[b.id] == "act" else "outer"
         vbytes = LANES * dtype_bytes(b.dtype)
         avoid = set()
         for p in partners.get(b.id, ()):
             avoid |= banks_of.get(p, set())
-        rank = rank_of[zone]
+        rank = rank_of[kind]
         best = None
         w = max(1, min(b.width, b.rows))
-        aligned = b.zone != "table"
+        aligned = zone[b.id] != "table"
         while best is None:
             per_bank = -(-b.rows // w) * b.row_vectors * vbytes
             h = -(-b.rows // w) * b.row_vectors
             half = len(fp.hemisphere_banks(0))
-            hb = range(nb) if b.hemi is None else fp.hemisphere_banks(b.hemi)
+            hb = range(nb) if hemi[b.id] is None else fp.hemisphere_banks(hemi[b.id])
             lo_b, hi_b = hb.start, hb.stop
             # aligned stripes (groups never partly overlap) first; tables, and whatever does not fit
             # aligned, fill what is left
@@ -100,7 +101,7 @@ def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) ->
                 if avoid.intersection(group) or max(uc[start:start + w]) + per_bank > cap:
                     continue
                 addr = max(hc[start:start + w])
-                if zone == "act":  # near the VXM first: the innermost slices, then outwards
+                if kind == "act":  # near the VXM first: the innermost slices, then outwards
                     cost = (rank[start] // ring, addr, rank[start])
                 else:  # next to the MXM first (a tile arrives sooner), then inwards
                     cost = (rank[start] // (2 * w), max(uc[start:start + w]), rank[start])
@@ -109,9 +110,9 @@ def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) ->
             if best is None and aligned:
                 aligned = False
                 continue
-            aligned = b.zone != "table"
-            if best is None and b.hemi is not None and w >= min(half, b.rows):
-                b.hemi = None  # does not fit its hemisphere: anywhere, at a transit cost
+            aligned = zone[b.id] != "table"
+            if best is None and hemi[b.id] is not None and w >= min(half, b.rows):
+                hemi[b.id] = None  # does not fit its hemisphere: anywhere, at a transit cost
                 w = max(1, min(b.width, b.rows))
                 continue
             if best is None:
@@ -135,9 +136,9 @@ def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) ->
     heights = {c: [0] * nb for c in chips}
     used = {c: [0] * nb for c in chips}
     early = ("weight", "state") if tables_last else ("weight", "state", "table")
-    shared = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and (b.zone != "table" or not tables_last)),
-                    key=lambda b: (0 if b.zone in early else 1, -b.vectors if b.zone in early else 0, b.id))
-    tables = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and b.zone == "table" and tables_last),
+    shared = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and (zone[b.id] != "table" or not tables_last)),
+                    key=lambda b: (0 if zone[b.id] in early else 1, -b.vectors if zone[b.id] in early else 0, b.id))
+    tables = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and zone[b.id] == "table" and tables_last),
                     key=lambda b: (-b.vectors, b.id))
     for b in shared:
         put(b, heights[b.chip], used[b.chip])

@@ -91,13 +91,12 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
 
     def tiles_linear(e, c) -> int:
         K, N = g.consts[e.inputs[1]].shape
-        rows = local(e.inputs[0], c) if e in rowsplit_eqns else K
-        cols = N if e in rowsplit_eqns else local(e.outputs[0], c)
+        rows = local(e.inputs[0], c) if e.outputs[0] in plan.rowsplit else K
+        cols = N if e.outputs[0] in plan.rowsplit else local(e.outputs[0], c)
         if not rows or not cols:
             return 0
         return ceil(rows / tile_rows) * _vec(cols)
 
-    rowsplit_eqns = _IdSet(g.eqns, plan.rowsplit)
 
     def _shared_units(e, unit, lam, start, f, chain):
         """Sibling linears (one input) that this operation depends on: all their tiles go through the
@@ -113,7 +112,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
                 got = joined.setdefault(x, {})
                 for lin, d in dd.items():
                     got[lin] = max(got.get(lin, 0.0), d + mv + lam)
-        if e.prim == "linear" and e.inputs[0] in siblings and e not in rowsplit_eqns:
+        if e.prim == "linear" and e.inputs[0] in siblings and e.outputs[0] not in plan.rowsplit:
             lin_start[e.outputs[0]] = start
             joined.setdefault(e.inputs[0], {})[e.outputs[0]] = 0.0
         for x, dd in joined.items():
@@ -133,7 +132,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
     readers: dict[str, list[str]] = {}
     wrows: dict[str, int] = {}
     for e in g.eqns:
-        if e.prim == "linear" and e not in rowsplit_eqns:
+        if e.prim == "linear" and e.outputs[0] not in plan.rowsplit:
             readers.setdefault(e.inputs[0], []).append(e.outputs[0])
             wrows[e.outputs[0]] = g.consts[e.inputs[1]].shape[0]
     siblings = {x: set(v) for x, v in readers.items() if len(v) > 1}
@@ -157,7 +156,7 @@ def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
                 passes[c] += t
             tu = ceil(max(per_chip) / units) if per_chip else 0
             lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
-            if e in rowsplit_eqns and group > 1:
+            if e.outputs[0] in plan.rowsplit and group > 1:
                 n = size1(g.vars[e.outputs[0]].shape)
                 link_bytes += _vec(n) * vbytes
                 # the partial leaves the MXM for the link port at the centre, crosses, and is added
@@ -243,12 +242,3 @@ def _fastest_link(hw) -> LinkClass:
     classes = hw.topology.classes
     return LinkClass("fastest", max(c.bytes_per_cycle for c in classes), min(c.hop_latency_cycles for c in classes))
 
-
-class _IdSet:
-    """Membership of equations by position in the graph (equations are not hashable by value)."""
-
-    def __init__(self, eqns, idx) -> None:
-        self.ids = {id(eqns[i]) for i in idx}
-
-    def __contains__(self, e) -> bool:
-        return id(e) in self.ids

@@ -11,6 +11,8 @@ raises UnsupportedError naming the equation.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import UnsupportedError
@@ -336,7 +338,24 @@ def _toposort(eqns, g: Graph):
     return [eqns[k] for k in order]
 
 
-def fold_movement(g: Graph, permute_linears: bool = True) -> Graph:
+@dataclass(frozen=True)
+class Folded:
+    """The fold pass's product: the graph, and how many linears it made with permuted columns (step 4
+    of fold_movement; 0 when turned off or when nothing qualified)."""
+
+    graph: Graph
+    permuted_linears: int
+
+
+def fold(g: Graph, permute_linears: bool = True) -> Folded:
+    """fold_movement on a copy of g (g itself stays as it is, so it can be folded again another way)."""
+    copy = Graph(dict(g.vars), dict(g.consts), list(g.eqns), g.inputs, dict(g.outputs), dict(g.states), dict(g.meta))
+    made: list[str] = []
+    out = fold_movement(copy, permute_linears, made)
+    return Folded(out, sum(1 for w in made if w in out.consts))
+
+
+def fold_movement(g: Graph, permute_linears: bool = True, made: list | None = None) -> Graph:
     """Data movement as one permutation where possible (a pass: Graph -> Graph, same meaning).
 
     1. A negation feeding a concatenation moves after it as a multiplication by a sign vector (exact:
@@ -469,6 +488,8 @@ def fold_movement(g: Graph, permute_linears: bool = True) -> Graph:
                 if (int(np.prod(shape1(g.shape(flat.inputs[0])))) == N and idx.size <= N
                         and idx.size * K * 2 <= PERMUTED_WEIGHT_BYTES and idx.min() >= 0 and idx.max() < N):
                     ins = [lin.inputs[0], b.const(np.ascontiguousarray(w[:, idx]), hint=lin.inputs[1] + "[perm]")]
+                    if made is not None:
+                        made.append(ins[1])
                     if len(lin.inputs) == 3:
                         ins.append(b.const(np.ascontiguousarray(g.consts[lin.inputs[2]].reshape(-1)[idx]),
                                            hint=lin.inputs[2] + "[perm]"))

@@ -38,14 +38,16 @@ class Plan:
     chips: int
     # per chip: var -> sorted flat indices (T = 1) this chip holds; absent = not on this chip
     hold: list[dict[str, np.ndarray]]
-    rowsplit: set[int] = field(default_factory=set)  # eqn indices of row-split linears (partial -> all-reduce)
-    embed_rows: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # gather eqn -> row range per chip
+    rowsplit: set[str] = field(default_factory=set)  # outputs of row-split linears (partial -> all-reduce)
+    embed_rows: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # gathered var -> row range per chip
     sharded_outputs: set[str] = field(default_factory=set)  # graph outputs left split over chips
     regions: list[dict] = field(default_factory=list)  # for reports: sink, units per chip
     mapping: str = "tp"  # tp | pp | hybrid | single
     owner: dict[str, int] = field(default_factory=dict)  # pp, hybrid: the stage that computes each var
     stages: list[tuple[int, int]] = field(default_factory=list)  # pp, hybrid: eqn index range per stage
     group: int = 0  # chips per stage, tensor-parallel among themselves (pp: 1; tp: all; hybrid: chips / stages)
+    # pp, hybrid: (var, chip that needs it) -> the chip of an earlier stage that sends it there
+    transfers: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def has(self, chip: int, var: str) -> bool:
         return var in self.hold[chip]
@@ -176,7 +178,7 @@ def plan(g: Graph, chips: int, regions: dict | None = None) -> Plan:
         if cone_vars & claimed:
             continue
         claimed |= cone_vars
-        p.rowsplit.add(li)
+        p.rowsplit.add(L.outputs[0])
         # deal units to chips in contiguous balanced blocks
         owner = [min(k * chips // len(units), chips - 1) for k in range(len(units))]
         p.regions.append({"sink": L.outputs[0], "units": len(units),
@@ -207,7 +209,7 @@ def plan(g: Graph, chips: int, regions: dict | None = None) -> Plan:
     # LM head and other linears producing graph outputs: split by output columns
     outs = set(g.outputs.values())
     for li, L in enumerate(g.eqns):
-        if L.prim != "linear" or li in p.rowsplit:
+        if L.prim != "linear" or L.outputs[0] in p.rowsplit:
             continue
         # follow reshapes (flat order unchanged) from the linear to a graph output
         chain = [L.outputs[0]]
@@ -231,7 +233,7 @@ def plan(g: Graph, chips: int, regions: dict | None = None) -> Plan:
             table = g.consts[e.inputs[0]]
             if table.size * 2 > EMBED_SPLIT_BYTES:
                 cuts = _balanced_cuts(table.shape[0], chips, align=1)
-                p.embed_rows[gi] = [(cuts[c], cuts[c + 1]) for c in range(chips)]
+                p.embed_rows[e.outputs[0]] = [(cuts[c], cuts[c + 1]) for c in range(chips)]
     # drop empty holdings: a var with no elements on a chip is not on that chip
     for c in range(chips):
         for v in [v for v, idx in hold[c].items() if idx.size == 0]:
@@ -371,6 +373,7 @@ def plan_pp(g: Graph, chips: int) -> Plan:
             owner[o] = c
             hold[c][o] = full[o]
     p = Plan(chips, hold, mapping="pp", owner=owner, stages=[(cuts[c], cuts[c + 1]) for c in range(chips)], group=1)
+    p.transfers = stage_transfers(g, p)
     return p
 
 
@@ -390,6 +393,33 @@ def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None) 
             idx = tp.hold[j].get(v)
             if idx is not None:
                 hold[k * per + j][v] = idx
-    embed = {gi: [rows[c % per] for c in range(chips)] for gi, rows in tp.embed_rows.items()}
-    return Plan(chips, hold, rowsplit=set(tp.rowsplit), embed_rows=embed, sharded_outputs=set(tp.sharded_outputs),
-                regions=tp.regions, mapping="hybrid", owner=dict(pp.owner), stages=list(pp.stages), group=per)
+    embed = {v: [rows[c % per] for c in range(chips)] for v, rows in tp.embed_rows.items()}
+    p = Plan(chips, hold, rowsplit=set(tp.rowsplit), embed_rows=embed, sharded_outputs=set(tp.sharded_outputs),
+             regions=tp.regions, mapping="hybrid", owner=dict(pp.owner), stages=list(pp.stages), group=per)
+    p.transfers = stage_transfers(g, p)
+    return p
+
+
+def lowered_on(plan: Plan, var: str) -> list[int]:
+    """The chips that run the equation producing `var`: a row-split linear or a split table's gather
+    on every chip of its stage (each contributes a partial to the all-reduce), anything else where
+    its output is held."""
+    if var in plan.rowsplit or var in plan.embed_rows:
+        return list(plan.chips_of(var))
+    return [c for c in range(plan.chips) if var in plan.hold[c]]
+
+
+def stage_transfers(g: Graph, plan: Plan) -> dict[tuple[str, int], int]:
+    """Every value a chip needs that an earlier pipeline stage computes: (var, chip) -> the chip that
+    sends it (its counterpart in the stage that owns the var)."""
+    out: dict[tuple[str, int], int] = {}
+    for e in g.eqns:
+        for c in lowered_on(plan, e.outputs[0]):
+            for k, v in enumerate(e.inputs):
+                if v not in g.vars or v in g.inputs or v in plan.hold[c]:
+                    continue
+                if k == 0 and e.prim == "linear" and e.outputs[0] in plan.rowsplit:
+                    continue  # a row-split linear whose part of the input is not here contributes zeros
+                if v in plan.owner and plan.owner[v] < plan.owner[e.outputs[0]]:
+                    out.setdefault((v, c), plan.source_chip(v, c))
+    return out

@@ -70,7 +70,7 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
     # program order per chip, but a global topological order is creation order: nodes were created
     # producer-first across chips; sort by the id the lowerer gave them
     nodes.sort(key=lambda n: n.uid)
-    nodes = _with_periodic_deskews(nodes, hw)
+    nodes = _with_deskews(nodes, hw)
     N = len(nodes)
     prof = []
     for n in nodes:
@@ -236,18 +236,27 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
     return out
 
 
-def _with_periodic_deskews(nodes, hw) -> list:
-    """Append DESKEW nodes to every link for each deskew interval a long program may span: a link
-    re-aligns its clocks every `deskew_interval_cycles` (each chip's counters drift; [ISCA22])."""
+def _with_deskews(nodes, hw) -> list:
+    """The links' DESKEWs (this pass owns them: lowering emits none). A link re-aligns its clocks at the
+    start of every token, right after the chip's barrier (SYNC), and then every
+    `deskew_interval_cycles` of a long program (each chip's counters drift; [ISCA22]): DESKEW nodes for
+    each interval it may span are appended, and the ones past the program's end dropped later."""
     from isa import Instr as _I
 
     chips = hw.system.chips
     if chips < 2:
         return nodes
+    links = hw.links_per_chip
+    out = []
+    for n in nodes:
+        out.append(n)
+        if n.instr.op == "SYNC":
+            for l in range(links):
+                out.append(Node(n.chip, "c2ct", _I("DESKEW", link=l), f"c2c{l}t", tag="deskew", uid=n.uid))
+    nodes = out
     interval = hw.chip.c2c.deskew_interval_cycles
     # a generous horizon: every instruction's busy time in a row is more than any schedule needs
     horizon = sum(1 for _ in nodes) * 4 + 200_000
-    links = hw.links_per_chip
     extra = []
     top = max((n.uid for n in nodes), default=0)
     k = 1

@@ -11,23 +11,39 @@ import os
 from .importer import Importer
 from .loader import load_model
 
-__all__ = ["import_onnx", "import_model"]
+__all__ = ["canonicalise", "import_graph", "import_model", "import_onnx", "load_model"]
+
+
+def import_graph(model, max_context: int, source: str = "<memory>", require_past: bool = True, base_dir: str = ""):
+    """The import pass: an onnx.ModelProto -> (the IR Graph of one decode step, what the importer learned
+    of the model: family, exporter, opset, inputs...). External data is read relative to base_dir."""
+    from .meta import importer_facts
+
+    imp = Importer(model, max_context, source=source, require_past=require_past, base_dir=base_dir)
+    graph = imp.run()
+    graph.verify()
+    return graph, importer_facts(imp)
+
+
+def canonicalise(graph, facts: dict, cleanup: bool = True):
+    """The canonicalise pass: constant folding, identities, common subexpressions, dead code (cleanup.py);
+    graph.meta gets the model's facts."""
+    from . import cleanup as passes
+    from .meta import graph_facts
+
+    if cleanup:
+        graph = passes.run_all(graph)
+    graph.meta.update(graph_facts(graph))
+    graph.meta.update(facts)
+    graph.verify()
+    return graph
 
 
 def import_model(model, max_context: int, source: str = "<memory>", require_past: bool = True, cleanup: bool = True,
                  base_dir: str = ""):
     """Import an in-memory onnx.ModelProto (see import_onnx); external data is read relative to base_dir."""
-    from . import cleanup as passes
-    from .meta import describe
-
-    imp = Importer(model, max_context, source=source, require_past=require_past, base_dir=base_dir)
-    graph = imp.run()
-    graph.verify()
-    if cleanup:
-        graph = passes.run_all(graph)
-    graph.meta.update(describe(imp, graph))
-    graph.verify()
-    return graph
+    graph, facts = import_graph(model, max_context, source, require_past, base_dir)
+    return canonicalise(graph, facts, cleanup)
 
 
 def import_onnx(path, max_context: int):

@@ -53,23 +53,30 @@ def _table_of_ids(g: Graph):
     return None
 
 
-def describe(imp, g: Graph) -> dict:
+def importer_facts(imp) -> dict:
+    """What the importer learned of the model itself (names, exporter, opset, roles of the inputs)."""
+    return {
+        "family": guess_family(sorted(imp.init_protos)),
+        "exporter": guess_exporter(imp.model),
+        "max_context": imp.max_ctx,
+        "opset": imp.opset,
+        "source": imp.source,
+        "inputs": {"input_ids": imp.roles.input_ids, "position_ids": imp.roles.position_ids,
+                   "attention_mask": imp.roles.attention_mask, "past": [p.name for p in imp.roles.past]},
+    }
+
+
+def graph_facts(g: Graph) -> dict:
+    """The model's shape, read off the (canonical) graph: layers, vocabulary, widths, heads."""
     states = list(g.states.values())
     heads = sorted({g.shape(e.inputs[0])[1] for e in g.eqns if e.prim == "attn_qk"})
     table = _table_of_ids(g)
     logits = g.shape(g.outputs["logits"])
     return {
-        "family": guess_family(sorted(imp.init_protos)),
-        "exporter": guess_exporter(imp.model),
         "num_layers": len({s.layer for s in states}),
         "vocab_size": int(logits[-1]) if logits else None,
         "hidden_size": int(g.shape(table)[-1]) if table is not None else None,
         "heads": heads[0] if len(heads) == 1 else heads,
         "kv_heads": states[0].heads if states else None,
         "head_dim": states[0].head_dim if states else None,
-        "max_context": imp.max_ctx,
-        "opset": imp.opset,
-        "source": imp.source,
-        "inputs": {"input_ids": imp.roles.input_ids, "position_ids": imp.roles.position_ids,
-                   "attention_mask": imp.roles.attention_mask, "past": [p.name for p in imp.roles.past]},
     }

@@ -173,15 +173,14 @@ def test_operands_of_one_instruction_never_share_a_bank():
 
 
 def test_rotate_half_of_a_linear_becomes_a_linear_with_permuted_columns():
-    from compiler.backend.decompose import fold_movement
+    from compiler.backend.decompose import fold
 
     g = import_onnx(FIX / "llama_optimum.onnx", max_context=64)
     d = split_linears(decompose(g))
-
-    def fold(permute):
-        return fold_movement(Graph(dict(d.vars), dict(d.consts), list(d.eqns), d.inputs, dict(d.outputs),
-                                   dict(d.states), dict(d.meta)), permute_linears=permute)
-    with_perm, without = fold(True), fold(False)
+    with_perm, without = fold(d, True), fold(d, False)
+    # the decision is the fold's product: q and k of each of the 2 layers
+    assert (with_perm.permuted_linears, without.permuted_linears) == (4, 0)
+    with_perm, without = with_perm.graph, without.graph
     lin = {e.outputs[0] for e in without.eqns if e.prim == "linear"}
     # without: q and k of each layer are permuted by a take; with: by two more linears, and no take of one
     takes = [e for e in without.eqns if e.prim == "take"]
@@ -191,8 +190,9 @@ def test_rotate_half_of_a_linear_becomes_a_linear_with_permuted_columns():
     prod = {o: e for e in with_perm.eqns for o in e.outputs}
     assert not any(e.prim == "take" and prod[e.inputs[0]].prim == "reshape" and prod[e.inputs[0]].inputs[0] in lin
                    for e in with_perm.eqns if e.inputs[0] in prod)
-    # the same meaning: ONNX Runtime's tokens are checked end to end; here the IR evaluator agrees
-    a = IrDecoder(without, 64).greedy([1, 2, 3], 6)
-    b = IrDecoder(with_perm, 64).greedy([1, 2, 3], 6)
-    assert a[0] == b[0]
-    assert np.abs(a[1] - b[1]).max() < 1e-5 * np.abs(a[1]).max()
+    # the same meaning as the graph before folding (ONNX Runtime's tokens are checked end to end)
+    ref = IrDecoder(d, 64).greedy([1, 2, 3], 6)
+    for h in (without, with_perm):
+        got = IrDecoder(h, 64).greedy([1, 2, 3], 6)
+        assert got[0] == ref[0]
+        assert np.abs(got[1] - ref[1]).max() < 1e-5 * np.abs(ref[1]).max()

@@ -161,7 +161,7 @@ def kcol_unit(L, st_name, cb: int) -> int:
     return (state_unit(L, st_name) + cb) % L.units
 
 
-def kv_append(L, chip, e, i):
+def kv_append(L, chip, e):
     st = L.g.states[e.params["state"]]
     pres = L.hold(chip, e.outputs[0])
     D = st.head_dim
@@ -192,7 +192,7 @@ def kv_append(L, chip, e, i):
     L.vals[chip][e.outputs[0]] = Val(sb, pres, "state", state=(st.kind, heads, D, state_unit(L, st.name), st.name))
 
 
-def attn_qk(L, chip, e, i):
+def attn_qk(L, chip, e):
     q = L.val(chip, e.inputs[0])
     kv = L.val(chip, e.inputs[1])
     _, heads, D, ku, st_name = kv.state
@@ -256,7 +256,7 @@ def attn_qk(L, chip, e, i):
             L.emit_acc(chip, u, slots[li], out.buf, out.off + li * ncb + cb)
 
 
-def attn_pv(L, chip, e, i):
+def attn_pv(L, chip, e):
     p = L.val(chip, e.inputs[0])
     kv = L.val(chip, e.inputs[1])
     _, heads, D, ku, st_name = kv.state

@@ -21,7 +21,7 @@ from ..partition import Plan
 
 _IR_TO_VXM = {"gt": "cmpgt", "ge": "cmpge", "eq": "cmpeq"}
 
-# prim -> lowering function(lowerer, chip, eqn, eqn index); filled from the family modules by __init__.py
+# prim -> lowering function(lowerer, chip, eqn); filled from the family modules by __init__.py
 REGISTRY: dict[str, Callable] = {}
 
 
@@ -262,22 +262,18 @@ class Lowerer(Emitter):
 
     # ------------------------------------------------------------------ entry
     def run(self) -> None:
-        # every token starts with a chip-wide barrier (the host's inputs are in; chips aligned), and
-        # with more than one chip each link re-aligns its clocks (the scheduler repeats this every
-        # deskew interval of a long program)
+        # every token starts with a chip-wide barrier (the host's inputs are in; chips aligned); the
+        # scheduler adds the links' deskews
         for c in range(self.chips):
             self.emit(c, "icu", Instr("SYNC"), "icu0", tag="token start")
-            if self.chips > 1:
-                for l in range(self.hw.links_per_chip):
-                    self.emit(c, "c2ct", Instr("DESKEW", link=l), f"c2c{l}t", tag="deskew")
         self._inputs()
         # column-split linears reading the same input are fused on each chip (one weight buffer, one
         # pass of tiles; each output is emitted from its lanes of the accumulators)
-        groups: dict[str, list[int]] = {}
-        for i, e in enumerate(self.g.eqns):
-            if e.prim == "linear" and i not in self.plan.rowsplit:
-                groups.setdefault(e.inputs[0], []).append(i)
-        self.fuse = {i: g for g in groups.values() if len(g) > 1 for i in g}
+        groups: dict[str, list] = {}
+        for e in self.g.eqns:
+            if e.prim == "linear" and e.outputs[0] not in self.plan.rowsplit:
+                groups.setdefault(e.inputs[0], []).append(e)
+        self.fuse = {e.outputs[0]: g for g in groups.values() if len(g) > 1 for e in g}
         self.fused_done: set = set()
         cache = self.pool.replay  # equations that do not depend on the context length are lowered once
         for i, e in enumerate(self.g.eqns):
@@ -295,7 +291,7 @@ class Lowerer(Emitter):
             before = [len(cd) for cd in self.code]
             seen = [dict(v) for v in self.vals] if invariant else None
             self._invariant = invariant
-            self._lower_eqn(i, e)
+            self._lower_eqn(e)
             self._invariant = False
             if invariant:
                 cache[i] = ([list(self.code[c][before[c]:]) for c in range(self.chips)],
@@ -343,23 +339,24 @@ class Lowerer(Emitter):
                                         uid=n.uid + 0.5, grp=None))
             self.code[chip] = out
 
-    def _lower_eqn(self, i, e) -> None:
+    def _lower_eqn(self, e) -> None:
         fn = REGISTRY.get(e.prim)
         if fn is None:
             raise UnsupportedError(f"{e!r}: the backend has no lowering for prim {e.prim!r}; lowered prims: "
                                    f"{', '.join(sorted(REGISTRY))}")
-        if i in self.plan.rowsplit or i in self.plan.embed_rows:
+        out = e.outputs[0]
+        if out in self.plan.rowsplit or out in self.plan.embed_rows:
             # partial results on every chip, one all-reduce, then what follows on every chip:
             # each chip's program order must see the exchange before its uses
-            post = [fn(self, c, e, i) for c in self.plan.chips_of(e.outputs[0])]
+            post = [fn(self, c, e) for c in self.plan.chips_of(out)]
             for after in post:
                 if after is not None:
                     after()
             return
         for c in range(self.chips):
-            if e.outputs[0] not in self.plan.hold[c]:
+            if out not in self.plan.hold[c]:
                 continue
-            fn(self, c, e, i)
+            fn(self, c, e)
 
     def hold(self, chip, var) -> np.ndarray:
         return self.plan.hold[chip][var]
@@ -381,10 +378,10 @@ class Lowerer(Emitter):
     # ------------------------------------------------------------------ operands
     def val(self, chip, name) -> Val:
         v = self.vals[chip].get(name)
-        if v is None and self.plan.staged and name in self.plan.owner:
+        if v is None and (name, chip) in self.plan.transfers:
             from .collectives import transfer
 
-            v = transfer(self, name, self.plan.source_chip(name, chip), chip)
+            v = transfer(self, name, self.plan.transfers[(name, chip)], chip)
         if v is None:
             raise UnsupportedError(f"chip {chip}: {name!r} is needed but not held (partitioning gap)")
         return v

@@ -23,7 +23,7 @@ def _ew_out(L, chip, e) -> Val:
     return L.new_out(chip, out)
 
 
-def unary(L, chip, e, i):
+def unary(L, chip, e):
     out = _ew_out(L, chip, e)
     a = L.operand(chip, e.inputs[0], out.idx, out)
     if a[0] == "imm":
@@ -31,7 +31,7 @@ def unary(L, chip, e, i):
     L.vxm(chip, e.params["op"], (out.buf, out.off), a, n=out.vectors, tag=e.outputs[0], **L.mask_args(out))
 
 
-def binary(L, chip, e, i):
+def binary(L, chip, e):
     out = _ew_out(L, chip, e)
     op = e.params["op"]
     x, y = e.inputs
@@ -47,7 +47,7 @@ def binary(L, chip, e, i):
     L.vxm(chip, op, (out.buf, out.off), a, b, n=out.vectors, tag=e.outputs[0], **L.mask_args(out))
 
 
-def where(L, chip, e, i):
+def where(L, chip, e):
     out = _ew_out(L, chip, e)
     c, x, y = e.inputs
     fill = L.g.consts[y].reshape(-1)[0]
@@ -61,7 +61,7 @@ def where(L, chip, e, i):
           **L.mask_args(out))
 
 
-def mask_fill(L, chip, e, i):
+def mask_fill(L, chip, e):
     out = L.new_out(chip, e.outputs[0])
     s, m = e.inputs
     a = L.operand(chip, m, operand_map(L.g, e, 1)[out.idx], out)

@@ -13,13 +13,13 @@ from .collectives import allreduce
 from .core import vecs
 
 
-def linear(L, chip, e, i):
-    if i in L.fuse:
-        return linear_group(L, chip, [j for j in L.fuse[i] if L.g.eqns[j].outputs[0] in L.plan.hold[chip]])
+def linear(L, chip, e):
+    if e.outputs[0] in L.fuse:
+        return linear_group(L, chip, [m for m in L.fuse[e.outputs[0]] if m.outputs[0] in L.plan.hold[chip]])
     xname, wname = e.inputs[0], e.inputs[1]
     W = L.g.consts[wname]
     K, N = W.shape
-    if i in L.plan.rowsplit and xname not in L.vals[chip] and xname not in L.plan.hold[chip]:
+    if e.outputs[0] in L.plan.rowsplit and xname not in L.vals[chip] and xname not in L.plan.hold[chip]:
         # this chip holds no part of the region: it contributes zeros (a buffer never written)
         part = L.buf(chip, "zeros", vecs(N), L.wdtype)
         return _rowsplit_out(L, chip, e, part, N)
@@ -27,7 +27,7 @@ def linear(L, chip, e, i):
     if x.layout != "flat" or x.tlen != 1:
         raise UnsupportedError(f"{e!r}: the input of a linear must be a plain vector")
     x = L.as_dtype(chip, x, L.wdtype)
-    rowsplit = i in L.plan.rowsplit
+    rowsplit = e.outputs[0] in L.plan.rowsplit
     y = e.outputs[0]
     if rowsplit:
         cols = np.arange(N)
@@ -56,14 +56,13 @@ def linear(L, chip, e, i):
         L.vxm(chip, "add", (out.buf, out.off), (tmp, 0), b, n=out.vectors, **L.mask_args(out))
 
 
-def linear_group(L, chip, members: list[int]):
+def linear_group(L, chip, eqns: list):
     """Several linears of one input on one chip: their local columns side by side in one weight
     buffer, one matvec, each output emitted from its own lanes."""
-    if (chip, members[0]) in L.fused_done or not members:
+    if not eqns or (chip, eqns[0].outputs[0]) in L.fused_done:
         return
-    for j in members:
-        L.fused_done.add((chip, j))
-    eqns = [L.g.eqns[j] for j in members]
+    for e in eqns:
+        L.fused_done.add((chip, e.outputs[0]))
     xname = eqns[0].inputs[0]
     x = L.val(chip, xname)
     if x.layout != "flat" or x.tlen != 1:

@@ -10,7 +10,7 @@ from ..buffers import LANES, Val
 from ..indexmaps import move_map
 
 
-def move(L, chip, e, i):
+def move(L, chip, e):
     out_name = e.outputs[0]
     O = L.hold(chip, out_name)
     which, gidx = move_map(L.g, e)

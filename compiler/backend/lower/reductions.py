@@ -11,7 +11,7 @@ from ..buffers import LANES, Buf, Val
 from ..indexmaps import shape1
 
 
-def reduce(L, chip, e, i):
+def reduce(L, chip, e):
     op = e.params["op"]
     x = L.val(chip, e.inputs[0])
     if x.layout != "flat":

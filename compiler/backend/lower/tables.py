@@ -14,7 +14,7 @@ from .core import vecs
 TABLE_BLOCK_BANKS = 2  # a gathered table is stored in row blocks of at most this many banks' bytes
 
 
-def gather(L, chip, e, i):
+def gather(L, chip, e):
     """One table row by a runtime index. A large table is stored as row blocks of at most
     TABLE_BLOCK_BANKS banks' worth each (the placer fits them into what the weights leave; one
     block would need a wide stripe of nearly empty banks): a GATHER per block (a row outside a
@@ -25,7 +25,7 @@ def gather(L, chip, e, i):
     flat = table.reshape(rows_all, -1)
     width = flat.shape[1]
     rv = vecs(width)
-    lo, hi = L.plan.embed_rows.get(i, [(0, rows_all)] * L.chips)[chip]
+    lo, hi = L.plan.embed_rows.get(e.outputs[0], [(0, rows_all)] * L.chips)[chip]
     row_bytes = rv * LANES * dtype_bytes(L.wdtype)
     per_block = max(1, int(TABLE_BLOCK_BANKS * L.hw.chip.sram.bank_bytes // row_bytes))
     blocks = []
@@ -41,7 +41,7 @@ def gather(L, chip, e, i):
                             "weight", row_vectors=rv, data=data.reshape(-1), zone="table", width=8, key=key)
         blocks.append((tb, b0, b1))
     idx = L.val(chip, iname)
-    split = i in L.plan.embed_rows
+    split = e.outputs[0] in L.plan.embed_rows
     out = L.new_out(chip, e.outputs[0], dtype="fp32")
     if out.n != width:
         raise UnsupportedError(f"chip {chip}: {e!r} holds part of a table row" if not split
