@@ -49,6 +49,9 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
                         "chips), or auto (the fastest by the compiler's estimate; default)")
     p.add_argument("--stages", type=int, default=0,
                    help="with --partition hybrid: the number of pipeline stages (default: the compiler's choice)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="check each compiler pass's product before the next pass (default: on; $LPU_VERIFY=0 turns "
+                        "the default off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +97,7 @@ def _compile(model: Path, args, max_context: int, quiet: bool):
 
     hw = _load_hw(args)
     opts = Options(chips=hw.system.chips, precision=args.precision, max_context=max_context, partition=args.partition,
-                   stages=args.stages)
+                   stages=args.stages, verify=args.verify)
     t0 = time.perf_counter()
     prog, rep = compile_model(model, hw, opts)
     return prog, rep, time.perf_counter() - t0, hw

@@ -89,4 +89,3 @@ class Node:
     tag: str = ""
     uid: int = 0  # creation number: a topological order over all chips
     grp: tuple | None = None  # MXM: (chip, unit, n) of the tile group (an LW and what uses its tile)
-    deps: list = field(default_factory=list)  # extra ordering edges: ids of nodes that must issue first

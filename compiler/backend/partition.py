@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from isa import VECTOR_LANES as LANES
+
 from ..ir import DATA_MOVEMENT, Graph
 from .indexmaps import move_map, operand_map, shape1, size1
 
@@ -222,7 +224,7 @@ def plan(g: Graph, chips: int, regions: dict | None = None) -> Plan:
             continue
         n = size1(g.vars[chain[0]].shape)
         # whole vectors per chip when there are enough of them
-        cuts = _balanced_cuts(n, chips, align=320 if n >= 320 * chips else 1)
+        cuts = _balanced_cuts(n, chips, align=LANES if n >= LANES * chips else 1)
         for v in chain:
             for c in range(chips):
                 hold[c][v] = np.arange(cuts[c], cuts[c + 1], dtype=np.int64)

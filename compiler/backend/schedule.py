@@ -120,9 +120,6 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
             if k:
                 edge(lst[k - 1], s, 0)  # link order is program order
                 edge(rl[k - 1], r, 0)
-    for i, n in enumerate(nodes):
-        for j in n.deps:
-            edge(j, i, 0)
     # the token-start barrier: nothing else on the chip issues before it completes; the k-th periodic
     # deskew of a link comes k intervals after it
     sync_of = {}

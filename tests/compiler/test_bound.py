@@ -41,4 +41,6 @@ def test_sibling_linears_share_the_units_in_the_latency_bound(shared):
               + (ch.sram.slices_per_hemisphere + 2) * ch.streams.hop_cycles)  # MXM -> SRAM -> VXM
     expect = mxm + to_vxm + ch.vxm.latency_cycles.mul + ch.sram.write_latency_cycles + ch.icu.sync_cycles
     assert got.terms["latency"] == int(np.ceil(expect))
-    assert (got.terms["latency"] > bound(_two_linears(False), plan(g, 1), hw, "fp16", 320).terms["latency"]) == shared
+    if shared:  # sharing the input makes the chain longer than the same linears on separate inputs
+        plain = _two_linears(False)
+        assert got.terms["latency"] > bound(plain, plan(plain, 1), hw, "fp16", 320).terms["latency"]

@@ -91,14 +91,21 @@ def test_decode_rejects_unknown_opcode_and_stray_bits():
         isa.decode_fields(arr)
 
 
-def test_no_two_fields_overlap_and_table_is_consistent():
-    for spec in OPS:
-        spans = [(0, 8)] + [(pos, pos + f.bits) for f, pos in spec.fmt.layout()]
-        spans.sort()
-        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
-            assert a1 <= b0, spec.mnemonic
-        assert spans[-1][1] <= WORD_BITS
-    assert len({o.opcode for o in OPS}) == len(OPS)
+def test_encodings_are_the_documented_bit_layout():
+    """Golden words written out by hand from the formats (opcode in bits 0..7, then each field least
+    significant first): saved program files depend on this layout."""
+    assert isa.encode(Instr("NOP", count=3)) == 0x01 | 3 << 8
+    # SEND: link 7 bits @8, src_reg 18 @15, src_off 20 @33, n 16 @53
+    assert isa.encode(Instr("SEND", link=5, src_reg=7, src_off=9, n=2)) == 0x50 | 5 << 8 | 7 << 15 | 9 << 33 | 2 << 53
+    # GATHER: queue 4 @8, dst_reg 18 @12, dst_off 20 @30, table_reg 18 @50, idx_reg 18 @68, idx_off 20 @86,
+    # idx_lane 9 @106, base 32 (two's complement) @115, rows 24 @147, elems 16 @171
+    w = isa.encode(Instr("GATHER", dst_reg=1, table_reg=2, idx_reg=3, idx_lane=4, base=-1, rows=10))
+    assert w == 0x41 | 1 << 12 | 2 << 50 | 3 << 68 | 4 << 106 | 0xFFFFFFFF << 115 | 10 << 147
+    # VXM: fn 6 @8, queue 5 @14, dst 18+20 @19, a 18+20+2+16 @57, b 18+20+2+16 @113, n 16 @169, group 12 @185,
+    # period 16 @197, valid 9 @213, imm (IEEE float32) @222; 1.5 = 0x3FC00000
+    w = isa.encode(Instr("VXM", fn=16, queue=2, dst_reg=6, a_reg=4, b_mode=3, n=3, imm=1.5))
+    assert w == 0x10 | 16 << 8 | 2 << 14 | 6 << 19 | 4 << 57 | 3 << 151 | 3 << 169 | 0x3FC00000 << 222
+    assert all(spec.fmt.used_bits <= WORD_BITS for spec in OPS)
 
 
 def _tiny_program(hw):

@@ -208,5 +208,18 @@ def test_release_file_pages_only_touches_file_mappings(tmp_path):
     a.tofile(path)
     m = np.memmap(path, dtype=np.uint8, mode="r")
     v = m[4096 * 3 + 17:].view(np.uint8)[:4096 * 40]
+    np.asarray(m).sum()  # every page of the mapping resident
+
+    def rss_kib() -> int:  # the mapping's resident size, from the kernel's account of this process
+        text = open("/proc/self/smaps").read().split("\n")
+        for i, line in enumerate(text):
+            if line.endswith(str(path)):
+                return next(int(x.split()[1]) for x in text[i + 1:] if x.startswith("Rss:"))
+        raise AssertionError("mapping not found")
+
+    before = rss_kib()
     _release_file_pages(v)
+    # the whole pages inside v, by hand: v starts 17 bytes into page 3 and spans 40 pages, so pages 4..42
+    # leave the resident set (at least: the kernel may drop the rest of a large folio with them)
+    assert before - rss_kib() >= 39 * 4096 // 1024
     assert np.array_equal(np.asarray(m).view(np.float32)[:1 << 20], a)  # read back from the page cache

@@ -98,28 +98,3 @@ def test_checker_speed_100k_instructions(vectors):
     emu.run(0)
     print(f"run: {time.perf_counter() - t:.3f} s")
     assert n >= 100_000 and dt < 10
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("tiles,accs_per_tile", [(1, 20000), (1000, 2)])
-def test_acc_speed(tiles, accs_per_tile):
-    """ACCs over 160x320 tiles: one tile (in cache), or 1000 tiles (205 MB of weights streamed from memory)."""
-    b = ProgramBuilder()
-    w = b.region("w", bank=0, rows=160 * tiles, dtype="fp32", width=16)
-    x = b.region("x", bank=20, rows=64, dtype="fp16", width=2)
-    b.fill(w, np.random.default_rng(0).standard_normal(160 * tiles * LANES).astype(np.float32))
-    prog = []
-    for t in range(tiles):
-        prog.append(("mxm0w", Instr("LW", unit=0, src_reg=w, row0=160 * t, col=0, rows=160)))
-        prog.append(("mxm0a", Instr("IW", unit=0)))
-        prog += [("mxm0a", Instr("ACC", unit=0, x_reg=x, x_off=k % 64, slot=k % 1024)) for k in range(accs_per_tile)]
-    for q, ins in prog:
-        b.seq(0, q, ins)
-    emu = Emulator(b.build())
-    emu.check(0)
-    emu.run(0)
-    t = time.perf_counter()
-    emu.run(0)
-    dt = time.perf_counter() - t
-    flops = 2 * 160 * 320 * accs_per_tile * tiles
-    print(f"\nACC: {tiles} tile(s), {accs_per_tile * tiles} ACCs: {flops / dt / 1e9:.1f} GFLOP/s")

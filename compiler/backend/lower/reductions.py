@@ -51,7 +51,7 @@ def reduce(L, chip, e):
         lane_sum(L, chip, src.buf, out.buf, src.vectors, gp)
         return
     raise UnsupportedError(f"{e!r}: a {op} over groups of {gp} elements is not supported "
-                           f"(supported: groups that are multiples of 320, one group, or sums over divisors of 320)")
+                           f"(supported: groups that are multiples of {LANES}, one group, or sums over divisors of {LANES})")
 
 
 def ones_tiles(L, chip, g: int, u: int) -> list[Buf]:
