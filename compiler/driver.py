@@ -276,7 +276,7 @@ def hybrid_stages(chips: int) -> list[int]:
     return [k for k in range(2, chips) if chips % k == 0 and chips // k >= 2]
 
 
-def choose_mapping(g, hw, opts: Options):
+def choose_mapping(g: Graph, hw: Hardware, opts: Options):
     """Tensor-parallel, pipeline or a hybrid (pipeline stages of tensor-parallel chips): each candidate
     is estimated by its lower bound at the largest context (the same model of the machine the bound
     uses: streaming, links, dependency latency), and the fastest is taken; --partition tp|pp|hybrid

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from isa import Region
+from isa import Hardware, Region
 from isa.program import dtype_bytes
 
 from ..errors import CapacityError
@@ -29,7 +29,7 @@ def _operands(instr) -> list[int]:
     return [a[k] for k in ("dst_reg", "a_reg", "b_reg", "src_reg", "map_reg", "table_reg", "idx_reg", "x_reg") if k in a]
 
 
-def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None = None) -> list[Region]:
+def place(bufs: list[Buf], code_by_bucket, hw: Hardware, bucket_of: dict[int, int] | None = None) -> list[Region]:
     """A region for every buffer (regions[i] for buffer i). Reads the buffers' placement hints (zone,
     width, hemisphere) and the code; changes neither."""
     try:
@@ -39,7 +39,7 @@ def place(bufs: list[Buf], code_by_bucket, hw, bucket_of: dict[int, int] | None 
         return _place(bufs, code_by_bucket, hw, bucket_of, tables_last=False)
 
 
-def _place(bufs: list[Buf], code_by_bucket, hw, bucket_of, tables_last: bool) -> list[Region]:
+def _place(bufs: list[Buf], code_by_bucket, hw: Hardware, bucket_of, tables_last: bool) -> list[Region]:
     bucket_of = bucket_of or {}
     sram = hw.chip.sram
     fp = hw.floorplan

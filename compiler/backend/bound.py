@@ -33,7 +33,7 @@ from math import ceil, log2
 import numpy as np
 
 from isa import VECTOR_LANES as LANES
-from isa import LinkClass
+from isa import Hardware, LinkClass
 
 from ..ir import DATA_MOVEMENT, Graph, T
 from .indexmaps import shape1, size1
@@ -55,7 +55,7 @@ def _vec(n: int) -> int:
     return -(-n // LANES)
 
 
-def bound(g: Graph, plan: Plan, hw, precision: str, ctx: int) -> Bound:
+def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound:
     """Lower bound for one token whose attention sees `ctx` cache positions, on `plan.chips` chips."""
     ch = hw.chip
     R, W = ch.sram.read_latency_cycles, ch.sram.write_latency_cycles

@@ -12,7 +12,7 @@ Padding lanes of flat values are 0.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

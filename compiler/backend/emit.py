@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from isa import FORMAT_VERSION, Instr, Program, encode_many, hw_hash
+from isa import FORMAT_VERSION, Hardware, Instr, Program, encode_many, hw_hash
 from isa.table import parse_queue
 
 from .buffers import LANES
@@ -34,7 +34,7 @@ def streams_for(bucket: int, sched, nop_max: int) -> dict:
     return out
 
 
-def build_program(hw, lowered, regions, streams, buckets, meta: dict) -> Program:
+def build_program(hw: Hardware, lowered, regions, streams, buckets, meta: dict) -> Program:
     """The program file from the stage products: lowering's buffers (their initial data becomes the SRAM
     image) and symbols, placement's regions, the scheduled streams, the buckets and the header facts."""
     hwd = hw.to_dict()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from isa import Shard, Symbol
+from isa import Hardware, Shard, Symbol
 
 from .alloc import place
 from .buffers import LANES
@@ -21,7 +21,7 @@ from .lower.linears import weight_plan
 from .schedule import schedule
 
 
-def gemm(hw, M: int, K: int, N: int, precision: str = "fp16", x: np.ndarray | None = None,
+def gemm(hw: Hardware, M: int, K: int, N: int, precision: str = "fp16", x: np.ndarray | None = None,
          w: np.ndarray | None = None, chunk: int | None = None):
     """(Program, cycles, utilisation): the program computes Y = X @ W into symbol 'y' [M, N] from 'x' [M, K]
     (both host-written/read symbols) with W in the SRAM image."""

@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from isa import Machine
+from isa import Hardware, Machine
 from isa.table import parse_queue, queue_name
 
 from ..errors import CompileError
@@ -62,10 +62,9 @@ def _times(a) -> np.ndarray:
     return a.t0 + (k * a.num) // a.den
 
 
-def schedule(code: list[list], regions, hw) -> Scheduled:
+def schedule(code: list[list], regions, hw: Hardware) -> Scheduled:
     """code[chip] = nodes in program order. Returns issue cycles and queues for all nodes."""
     mach = Machine(hw, regions)
-    chips = len(code)
     nodes = [n for chip in code for n in chip]
     # program order per chip, but a global topological order is creation order: nodes were created
     # producer-first across chips; sort by the id the lowerer gave them
@@ -233,7 +232,7 @@ def schedule(code: list[list], regions, hw) -> Scheduled:
     return out
 
 
-def _with_deskews(nodes, hw) -> list:
+def _with_deskews(nodes, hw: Hardware) -> list:
     """The links' DESKEWs (this pass owns them: lowering emits none). A link re-aligns its clocks at the
     start of every token, right after the chip's barrier (SYNC), and then every
     `deskew_interval_cycles` of a long program (each chip's counters drift; [ISCA22]): DESKEW nodes for

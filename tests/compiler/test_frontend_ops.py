@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.frontend import import_model
-from compiler.frontend.ops import REGISTRY, supported_ops
+from compiler.frontend.ops import REGISTRY
 from compiler.ireval import IrDecoder
 
 C = 8
@@ -236,8 +236,6 @@ def test_constant_of_shape_range_and_dropout():
 
 def test_registry_is_one_module_per_operator():
     from pathlib import Path
-
-    import onnx
 
     from compiler.frontend import ops
 

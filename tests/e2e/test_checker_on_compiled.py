@@ -2,10 +2,8 @@
 naming the chip, the cycle and the instruction."""
 from __future__ import annotations
 
-import copy
 import functools
 
-import numpy as np
 import pytest
 
 import isa

@@ -28,7 +28,7 @@ from importlib import import_module
 
 import numpy as np
 
-from isa import Shard, Symbol
+from isa import Hardware, Shard, Symbol
 
 from ..buffers import LANES, Buf, Node
 from .attention import PACK_V_FROM
@@ -62,7 +62,7 @@ class Lowered:
     symbols: dict
 
 
-def lower(g, plan, hw, precision: str, buckets: list[dict], max_context: int) -> Lowered:
+def lower(g, plan, hw: Hardware, precision: str, buckets: list[dict], max_context: int) -> Lowered:
     """Lower every context bucket of the partitioned graph `g` (one Lowerer per bucket, one pool)."""
     pool = BufferPool()
     code, first = [], None

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from isa import Instr
+from isa import Hardware, Instr
 from isa.table import MODE_GRP, MODE_IMM, MODE_REP, MODE_SEQ, SXM_BY_NAME, VXM_BY_NAME
 
 from ...errors import CompileError, UnsupportedError
@@ -63,7 +63,7 @@ class Emitter:
     """Instructions and buffers on the chips, without a graph: the builders every lowering uses (and
     kernels such as gemm.py that are written directly in instructions)."""
 
-    def __init__(self, hw, chips: int, precision: str, pool: BufferPool, bucket: int | None = None) -> None:
+    def __init__(self, hw: Hardware, chips: int, precision: str, pool: BufferPool, bucket: int | None = None) -> None:
         self.hw = hw
         self.chips = chips
         self.pool, self.bucket = pool, bucket
@@ -208,7 +208,7 @@ class Lowerer(Emitter):
     """Lowers one context bucket of a partitioned graph: the prims' lowerings (REGISTRY) called for
     every equation, once per chip that holds its output."""
 
-    def __init__(self, g: Graph, plan: Plan, hw, precision: str, ctx: int, max_context: int,
+    def __init__(self, g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int, max_context: int,
                  pool: BufferPool, bucket: int) -> None:
         super().__init__(hw, plan.chips, precision, pool, bucket)
         self.g, self.plan = g, plan
@@ -473,7 +473,7 @@ class Lowerer(Emitter):
             mapping = np.full(out.vectors * LANES, -1, dtype=np.int64)
             mapping[:src.size] = src
         dt = "fp32"
-        b = self.buf(chip, f"mat", vecs(mapping.size), dt)
+        b = self.buf(chip, "mat", vecs(mapping.size), dt)
         self.shuf(chip, b, 0, v, mapping.astype(np.int32), tag="bcast")
         return (b, 0, MODE_SEQ, 1)
 
