@@ -194,9 +194,9 @@ def test_perturbed_hand_built_programs_the_checker_accepts_match():
 
 @pytest.mark.slow
 def test_perturbed_hand_built_programs_many_more():
-    stats = perturbed_hand_built(range(420, 3420), per_base=4)
+    stats = perturbed_hand_built(range(420, 1920), per_base=4)
     _report("perturbed hand-built programs (slow)", stats)
-    assert stats["accepted"] >= 7000
+    assert stats["accepted"] >= 3500
 
 
 @functools.lru_cache(maxsize=None)
