@@ -2,11 +2,11 @@
 
 A schedule is a list of `Placed` instructions (chip, queue, wanted issue cycle); `streams` turns it back
 into NOP-padded streams (an instruction whose queue is still busy issues when the queue frees up, so
-every perturbed schedule is a well-formed program). `random_program` writes a hazard-free program with
-ProgramBuilder.seq; `perturb` then changes its timing the ways a compiler could: pulls an instruction
+every perturbed schedule is a well-formed program). `random_program` writes a program with
+ProgramBuilder.seq (hazard-free, though an instruction may clash with itself on a bank); `perturb` then changes its timing the ways a compiler could: pulls an instruction
 earlier or delays it (alone, or with the rest of its queue: a NOP count changed), moves it to another
 interchangeable queue (VXM, SXM, MEM), swaps or changes a VXM's operands or function, moves an operand
-offset. Most perturbations make hazards the checker must reject; the others must run identically on
+offset. Many perturbations make hazards the checker must reject; the others must run identically on
 the executor and on the stepped machine.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def with_placement(program: Program, placed: list[Placed], bucket: int = 0) -> P
 
 # ----------------------------------------------------------------------------------------- programs
 class _Gen:
-    """Builds one random hazard-free program (ProgramBuilder.seq) on 1 or 2 chips."""
+    """Builds one random program (ProgramBuilder.seq) on 1 or 2 chips."""
 
     def __init__(self, rng: np.random.Generator, chips: int) -> None:
         self.rng = rng
@@ -317,7 +317,8 @@ class _Gen:
 
 
 def random_program(rng: np.random.Generator, chips: int = 1, ops: tuple[int, int] = (6, 13)) -> Program:
-    """A random hazard-free program: every instruction placed with ProgramBuilder.seq."""
+    """A random program, every instruction placed with ProgramBuilder.seq: free of hazards between
+    instructions (one may still clash with itself on a bank, e.g. a COPY within one bank)."""
     g = _Gen(rng, chips)
     menu = [g.vxm, g.vxm, g.vxm, g.sxm, g.copy, g.indexed, g.indexed, g.mxm] + ([g.link, g.link] if chips > 1 else [])
     for _ in range(int(rng.integers(*ops))):
