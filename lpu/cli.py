@@ -4,6 +4,7 @@
                 [--partition tp|pp|hybrid|auto] [--stages K]
     lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15 --tokens N [--json] [--logits FILE.npy]
     lpu disasm OUT.lpu
+    lpu --version
 
 Any problem with the input (a malformed model, an unsupported operator, a model too big for SRAM, a
 corrupt program, a wrong flag) ends with one line on stderr naming it and a non-zero exit status.
@@ -55,7 +56,10 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lpu import __version__
+
     ap = _Parser(prog="lpu", description="Compile ONNX decoders for LPU chips and emulate decoding, cycle by cycle.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     c = sub.add_parser("compile", help="compile an ONNX decoder into a program file")
     c.add_argument("model", help="ONNX decoder (Optimum text-generation-with-past or dynamo export)")

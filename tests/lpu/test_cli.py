@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import onnx
 import pytest
 
 import isa
+import lpu
 from lpu import config
 from lpu.cli import main
 from lpu.reference import OrtDecoder
@@ -166,3 +168,12 @@ def test_the_installed_command_exits_non_zero_without_a_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lpu.cli", "decode", str(tmp_path / "none.lpu")], capture_output=True, text=True)
     assert r.returncode != 0
     assert r.stderr.strip().startswith("lpu: error:") and "Traceback" not in r.stderr
+
+
+def test_version_prints_the_package_version_and_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exc:  # argparse's version action: print, then exit 0
+        main(["--version"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0 and err == ""
+    assert out == f"lpu {lpu.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", lpu.__version__)
