@@ -366,10 +366,13 @@ class Machine:
         interval = max(self.hold(tab), self.need_interval(dst))
         t_addr = self.read_latency + self.region_transit(idx, tab)  # the address reaches the table's slices
         lat = self.read_latency + self.region_transit(tab, dst)
+        # a packed row that straddles a vector boundary: destination vector j also needs table vector j + 1
+        wait = (vpr - ndst) * interval
         return Profile(busy=t_addr + vpr * interval, accesses=[
             Access(idx, a["idx_off"], 1, 0, False, hold=self.hold(idx)),
             Access(tab, 0, vpr, t_addr, False, num=interval, hold=self.hold(tab), whole=True),
-            Access(dst, a["dst_off"], ndst, t_addr + lat, True, num=interval, hold=self.hold(dst), ready=self.ready(dst))])
+            Access(dst, a["dst_off"], ndst, t_addr + wait + lat, True, num=interval, hold=self.hold(dst),
+                   ready=self.ready(dst))])
 
     def _p_scatter(self, a, fam, q):
         tab, src, idx = a["table_reg"], a["src_reg"], a["idx_reg"]
