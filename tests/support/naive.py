@@ -68,6 +68,21 @@ def vxm_fn(name: str, a: np.ndarray, b: np.ndarray | None, imm: float) -> np.nda
         return np.asarray(table[name](), dtype=F32)
 
 
+def sram_banks(regions) -> dict[tuple[int, int], np.ndarray]:
+    """(chip, bank) -> float32 [addresses, VECTOR_LANES], zeros, tall enough for every region in the bank."""
+    mem: dict[tuple[int, int], np.ndarray] = {}
+    for r in regions:
+        for b in range(r.bank, r.bank + min(r.width, r.rows)):
+            need = r.addr + r.addresses_per_bank()
+            old = mem.get((r.chip, b))
+            if old is None or old.shape[0] < need:
+                new = np.zeros((need, VECTOR_LANES), dtype=F32)
+                if old is not None:
+                    new[:old.shape[0]] = old
+                mem[(r.chip, b)] = new
+    return mem
+
+
 class NaiveMachine:
     def __init__(self, program: Program) -> None:
         self.p = program
@@ -75,16 +90,7 @@ class NaiveMachine:
         self.hw = program.header["hw"]
         self.m = Machine(self.hw, program.regions)
         self.topo = program.header.get("topology") or self.m.topology.table()
-        self.mem: dict[tuple[int, int], np.ndarray] = {}
-        for r in self.regions:
-            for b in range(r.bank, r.bank + min(r.width, r.rows)):
-                need = r.addr + r.addresses_per_bank()
-                old = self.mem.get((r.chip, b))
-                if old is None or old.shape[0] < need:
-                    new = np.zeros((need, VECTOR_LANES), dtype=F32)
-                    if old is not None:
-                        new[:old.shape[0]] = old
-                    self.mem[(r.chip, b)] = new
+        self.mem = sram_banks(self.regions)
         for reg, off, data in program.image:
             flat = np.asarray(data).astype(F32).reshape(-1, VECTOR_LANES)
             for k in range(flat.shape[0]):

@@ -52,7 +52,7 @@ from isa import VECTOR_LANES, IsaError, Machine, Program
 from isa.table import MODE_GRP, MODE_IMM, MODE_REP, SXM_BY_CODE, VXM_BY_CODE
 from isa.timing import Profile
 
-from naive import _max, round_to, vxm_fn
+from naive import _max, round_to, sram_banks, vxm_fn
 
 F32 = np.float32
 LAND, READ, WRITE = 0, 1, 2
@@ -125,17 +125,8 @@ class SteppedMachine:
         self.regions = program.regions
         self.hw = program.header["hw"]
         self.m = Machine(self.hw, program.regions)
-        self.topo = program.header.get("topology") or isa.topology(self.hw)
-        self.mem: dict[tuple[int, int], np.ndarray] = {}
-        for r in self.regions:
-            for b in range(r.bank, r.bank + min(r.width, r.rows)):
-                need = r.addr + r.addresses_per_bank()
-                old = self.mem.get((r.chip, b))
-                if old is None or old.shape[0] < need:
-                    new = np.zeros((need, VECTOR_LANES), dtype=F32)
-                    if old is not None:
-                        new[:old.shape[0]] = old
-                    self.mem[(r.chip, b)] = new
+        self.topo = program.header.get("topology") or self.m.topology.table()
+        self.mem = sram_banks(self.regions)
         for reg, off, data in program.image:
             flat = np.asarray(data).astype(F32).reshape(-1, VECTOR_LANES)
             for k in range(flat.shape[0]):
