@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "support")]  # this tree's packa
 
 FIX = REPO / "tests" / "fixtures"
 DEFAULT = REPO / "lpu" / "data" / "default.onnx"
-BENCH = REPO / "build" / "models"
+BENCH = Path(os.environ.get("LPU_BENCH_MODELS", REPO / "build" / "models"))  # the benchmark models (the
+# header records the model's path: compare two trees' compiles with the same one)
 
 
 def corpus(bench: bool) -> list[dict]:
