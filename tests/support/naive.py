@@ -118,20 +118,26 @@ class NaiveMachine:
     def write(self, symbol: str, values) -> None:
         s = self.p.symbols[symbol]
         vals = np.asarray(values).reshape(-1)
-        for sh in s.shards:
-            for j in range(sh.count):
-                e = sh.offset + j
-                v = self.get(sh.region, e // VECTOR_LANES)
-                v[e % VECTOR_LANES] = F32(vals[sh.start + j])
-                self.set(sh.region, e // VECTOR_LANES, v)
+        for sh in s.shards:  # vector by vector: the elements of the shard that fall in each
+            e = sh.offset
+            while e < sh.offset + sh.count:
+                vi, lane = divmod(e, VECTOR_LANES)
+                n = min(VECTOR_LANES - lane, sh.offset + sh.count - e)
+                v = self.get(sh.region, vi)
+                v[lane:lane + n] = vals[sh.start + e - sh.offset:sh.start + e - sh.offset + n].astype(F32)
+                self.set(sh.region, vi, v)
+                e += n
 
     def read(self, symbol: str) -> np.ndarray:
         s = self.p.symbols[symbol]
         out = np.zeros(int(np.prod(s.shape)), dtype=F32)
         for sh in reversed(s.shards):
-            for j in range(sh.count):
-                e = sh.offset + j
-                out[sh.start + j] = self.get(sh.region, e // VECTOR_LANES)[e % VECTOR_LANES]
+            e = sh.offset
+            while e < sh.offset + sh.count:
+                vi, lane = divmod(e, VECTOR_LANES)
+                n = min(VECTOR_LANES - lane, sh.offset + sh.count - e)
+                out[sh.start + e - sh.offset:sh.start + e - sh.offset + n] = self.get(sh.region, vi)[lane:lane + n]
+                e += n
         return out
 
     # ---------------------------------------------------------------- order
