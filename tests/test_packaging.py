@@ -137,9 +137,25 @@ def installed(tmp_path_factory):
     src = _copy_tree(base / "src")
     env = _make_venv(base)
     _run([env.python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", src], base)
+    _share_kernel_cache(env)
     env.work = base / "work"
     env.work.mkdir()
     return env
+
+
+def _share_kernel_cache(env: SimpleNamespace) -> None:
+    """Numba keys its on-disk cache by the source file's contents (not its path): the kernels this test run
+    has already compiled serve the installed copy, whose sources are the same bytes, so the test does not
+    spend a second cold JIT (a user's first decode in a new install does: see the README). Without a
+    cache here (or if Numba refuses it) the installed copy compiles its own, just more slowly."""
+    src = ROOT / "lpu" / "emulator" / "__pycache__"
+    dst = env.site / "lpu" / "emulator" / "__pycache__"
+    if not src.is_dir():
+        return
+    dst.mkdir(exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.suffix in (".nbi", ".nbc"):
+            shutil.copy2(f, dst / f.name)
 
 
 def test_every_package_directory_is_a_regular_package():
