@@ -266,6 +266,8 @@ def _compile(c: Compilation, first: str) -> tuple[Program, Report]:
         # the permuted weight copies (rotate-half as a second linear) cost SRAM: fold again without them
         c.permute_linears = False
         c.report.bounds, c.report.cycles, c.report.instructions = [], [], 0
+        for p in PASSES[PASS_NAMES.index("fold"):]:
+            setattr(c, p.product, None)  # the first attempt's products go now, not after the second
         run_passes(c, "fold")
     return c.program, c.report
 
