@@ -4,6 +4,13 @@ After this pass the graph uses only:
     gather, linear, kv_append, attn_qk, attn_pv, mask_fill, data movement (reshape transpose slice
     concat expand take), unary {neg abs relu exp tanh rsqrt recip isnan}, binary {add sub mul max min
     gt ge eq}, where(c, x, y) with y a scalar const, reduce {sum max} over the last axis (keepdims).
+The machine holds every tensor with a T axis over the whole context bucket: the lanes past the visible
+positions hold whatever the cache and the arithmetic leave there. The IR means T = p + 1 entries, so
+before anything mixes the lanes of a T axis (a reduction over T, softmax, attn_pv) the pass makes sure
+the padding is neutral: it follows what each tensor's padding holds (`-inf` after a large negative
+mask_fill, 0 after a softmax of such, ...) and, where that is not known, inserts
+`mask_fill(x, attention_mask, fill)` with the reduction's identity (-inf for max, 0 for sum and attn_pv),
+adding the `attention_mask` input when the model had none (the host writes it every step).
 Each rewrite is an identity of real arithmetic built from the VXM's functions (isa.table.VXM_FNS):
 e.g. sigmoid(x) = 0.5 tanh(x/2) + 0.5, sqrt(x) = 1/rsqrt(x), erf by Abramowitz-Stegun 7.1.26
 (|error| < 1.5e-7). Anything else (log, sin, cos, pow with an unusual exponent on the data path)
@@ -28,6 +35,7 @@ class _Rewriter:
         self.out = Graph(dict(g.vars), dict(g.consts), [], g.inputs, dict(g.outputs), dict(g.states), dict(g.meta))
         self.b = Builder(self.out)
         self.alias: dict[str, str] = {}
+        self.pad: dict[str, str] = {}  # var with a T axis -> what its padding lanes hold: "neg" (-inf) | "zero"
 
     # helpers that append to the output graph -------------------------------------------------
     def name(self, n: str) -> str:
@@ -43,7 +51,58 @@ class _Rewriter:
         return None
 
     def emit(self, prim, inputs, hint="d", **params):
-        return self.b.eqn(prim, inputs, hint=hint, **params)
+        out = self.b.eqn(prim, inputs, hint=hint, **params)
+        self.note_padding(self.out.eqns[-1])
+        return out
+
+    # the padding lanes of T axes -----------------------------------------------------------------
+    def _has_t(self, name) -> bool:
+        v = self.out.vars.get(name)
+        return v is not None and T in v.shape
+
+    def note_padding(self, e: Eqn) -> None:
+        """Record what the padding lanes of `e`'s output hold, where the rules below know it."""
+        out = e.outputs[0]
+        if not self._has_t(out):
+            return
+        ins = e.inputs
+        pads = [self.pad.get(i) for i in ins]
+        kind = None
+        if e.prim == "mask_fill" and ins[1] == "attention_mask":
+            f = float(e.params["fill"])
+            kind = "neg" if f <= -1e30 else "zero" if f == 0.0 else None
+        elif e.prim in ("reshape", "expand") and self.out.vars[out].shape[-1] == T:
+            kind = pads[0]
+        elif e.prim == "unary" and e.params["op"] == "exp" and pads[0] == "neg":
+            kind = "zero"
+        elif e.prim == "binary" and len(ins) == 2:
+            op = e.params["op"]
+            a, b = ins
+            finite = [self.scalar(i) is not None or (i in self.out.vars and not self._has_t(i)) for i in ins]
+            if op == "sub" and pads[0] == "neg" and finite[1]:
+                kind = "neg"  # -inf - m
+            elif op == "add" and "neg" in pads and (finite[0] or finite[1]):
+                kind = "neg"
+            elif op == "mul" and "zero" in pads and (finite[0] or finite[1]):
+                kind = "zero"  # 0 * finite
+            elif op == "mul" and "neg" in pads:
+                other = b if pads[0] == "neg" else a
+                k = self.scalar(other)
+                kind = "neg" if k is not None and k > 0 else None
+        elif e.prim == "where" and pads[1] == "zero" and self.scalar(ins[2]) == 0.0:
+            kind = "zero"  # either branch is 0 in the padding
+        if kind is not None:
+            self.pad[out] = kind
+
+    def visible(self, x: str, kind: str) -> str:
+        """x with its padding lanes known to hold `kind` ("neg": -inf, "zero": 0)."""
+        if self.pad.get(x) == kind or not self._has_t(x):
+            return x
+        if "attention_mask" not in self.out.inputs:
+            self.out.inputs = tuple(self.out.inputs) + ("attention_mask",)
+            self.out.vars["attention_mask"] = Var("attention_mask", (T,), "f32")
+        return self.emit("mask_fill", [x, "attention_mask"], hint="visible",
+                         fill=float("-inf") if kind == "neg" else 0.0)
 
     def un(self, op, x):
         return self.emit("unary", [x], op=op)
@@ -80,6 +139,8 @@ class _Rewriter:
                 raise UnsupportedError(f"reducing over T together with other axes is not supported ({shape})")
             merged = tuple(shape[a] for a in rest) + (int(np.prod([shape[a] for a in axes])),)
             y = self.emit("reshape", [y], shape=merged)
+        if any(shape[a] == T for a in axes):  # the padding must not take part
+            y = self.visible(y, "neg" if op == "max" else "zero")
         y = self.emit("reduce", [y], op=op, axes=(-1,), keepdims=True)
         if keepdims:
             kshape = tuple(1 if a in axes else d for a, d in enumerate(shape))
@@ -107,6 +168,10 @@ class _Rewriter:
 
     def copy(self, e: Eqn, ins) -> None:
         self.out.eqns.append(Eqn(e.prim, tuple(ins), e.outputs, dict(e.params)))
+        self.note_padding(self.out.eqns[-1])
+
+    def _attn_pv(self, e, ins):
+        return self.copy(e, [self.visible(ins[0], "zero"), ins[1]])
 
     def _unary(self, e, ins):
         op, x = e.params["op"], ins[0]

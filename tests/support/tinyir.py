@@ -2,7 +2,9 @@
 
 `gpt2_like` and `llama_like` follow the structure real exports have after the frontend: fused layernorm
 or decomposed RMSNorm, q/k/v projections, rotary embedding via a position table, GQA, masked softmax,
-MLP with GELU (tanh form) or SiLU gating, residual adds, an LM head.
+MLP with GELU (tanh form) or SiLU gating, residual adds, an LM head. `masked=False` leaves out the
+attention mask (softmax over the whole cache, as a mask-less export has it); `head_dim` may differ from
+hidden / heads (as Gemma's does).
 """
 from __future__ import annotations
 
@@ -11,16 +13,17 @@ import numpy as np
 from compiler.ir import Builder, Graph, State, T, Var
 
 
-def _graph(vocab, max_context):
-    g = Graph(vars={}, consts={}, eqns=[], inputs=("input_ids", "position_ids", "attention_mask"), outputs={},
-              states={}, meta={"family": "test"})
+def _graph(vocab, max_context, masked=True):
+    inputs = ("input_ids", "position_ids", "attention_mask") if masked else ("input_ids", "position_ids")
+    g = Graph(vars={}, consts={}, eqns=[], inputs=inputs, outputs={}, states={}, meta={"family": "test"})
     g.vars["input_ids"] = Var("input_ids", (1,), "i64")
     g.vars["position_ids"] = Var("position_ids", (1,), "i64")
-    g.vars["attention_mask"] = Var("attention_mask", (T,), "f32")
+    if masked:
+        g.vars["attention_mask"] = Var("attention_mask", (T,), "f32")
     return g, Builder(g)
 
 
-def _attention(b, g, x, layer, H, Hkv, D, rng, scale_w, rope=None, bias=False):
+def _attention(b, g, x, layer, H, Hkv, D, rng, scale_w, rope=None, bias=False, masked=True):
     hid = x_shape = g.vars[x].shape[-1]
     def lin(inp, k, n, name):
         w = b.const((rng.standard_normal((k, n)) * scale_w).astype(np.float32), f"w{layer}{name}")
@@ -49,7 +52,8 @@ def _attention(b, g, x, layer, H, Hkv, D, rng, scale_w, rope=None, bias=False):
     grp = H // Hkv
     s = b.eqn("attn_qk", [q, pk], group=grp)
     s = b.eqn("binary", [s, b.const(np.array(1.0 / np.sqrt(D), np.float32))], op="mul")
-    s = b.eqn("mask_fill", [s, "attention_mask"], fill=-3.4e38)
+    if masked:  # else softmax runs over the whole (visible) cache, as a mask-less export's does
+        s = b.eqn("mask_fill", [s, "attention_mask"], fill=-3.4e38)
     p = b.eqn("softmax", [s], axis=-1)
     o = b.eqn("attn_pv", [p, pv], group=grp)
     o = b.eqn("reshape", [b.eqn("transpose", [o], perm=(0, 2, 1, 3))], shape=(1, 1, H * D))
@@ -57,9 +61,9 @@ def _attention(b, g, x, layer, H, Hkv, D, rng, scale_w, rope=None, bias=False):
     return b.eqn("linear", [o, w])
 
 
-def gpt2_like(layers=2, hidden=96, heads=4, vocab=300, max_context=640, seed=0):
+def gpt2_like(layers=2, hidden=96, heads=4, vocab=300, max_context=640, seed=0, masked=True):
     rng = np.random.default_rng(seed)
-    g, b = _graph(vocab, max_context)
+    g, b = _graph(vocab, max_context, masked)
     D = hidden // heads
     wte = b.const((rng.standard_normal((vocab, hidden)) * 0.5).astype(np.float32), "wte")
     wpe = b.const((rng.standard_normal((max_context, hidden)) * 0.1).astype(np.float32), "wpe")
@@ -71,7 +75,7 @@ def gpt2_like(layers=2, hidden=96, heads=4, vocab=300, max_context=640, seed=0):
         gam = b.const((1 + 0.2 * rng.standard_normal(hidden)).astype(np.float32), "g")
         bet = b.const((0.1 * rng.standard_normal(hidden)).astype(np.float32), "b")
         h = b.eqn("layernorm", [x, gam, bet], eps=1e-5, axis=-1)
-        x = b.eqn("binary", [x, _attention(b, g, h, layer, heads, heads, D, rng, sw, bias=True)], op="add")
+        x = b.eqn("binary", [x, _attention(b, g, h, layer, heads, heads, D, rng, sw, bias=True, masked=masked)], op="add")
         gam = b.const((1 + 0.2 * rng.standard_normal(hidden)).astype(np.float32), "g")
         bet = b.const((0.1 * rng.standard_normal(hidden)).astype(np.float32), "b")
         h = b.eqn("layernorm", [x, gam, bet], eps=1e-5, axis=-1)
@@ -91,10 +95,11 @@ def gpt2_like(layers=2, hidden=96, heads=4, vocab=300, max_context=640, seed=0):
     return g.verify()
 
 
-def llama_like(layers=2, hidden=128, heads=4, kv_heads=2, inter=224, vocab=400, max_context=640, seed=1, theta=10000.0):
+def llama_like(layers=2, hidden=128, heads=4, kv_heads=2, inter=224, vocab=400, max_context=640, seed=1, theta=10000.0,
+               head_dim=None, masked=True):
     rng = np.random.default_rng(seed)
-    g, b = _graph(vocab, max_context)
-    D = hidden // heads
+    g, b = _graph(vocab, max_context, masked)
+    D = head_dim or hidden // heads
     emb = b.const((rng.standard_normal((vocab, hidden)) * 0.5).astype(np.float32), "emb")
     x = b.eqn("reshape", [b.eqn("gather", [emb, "input_ids"])], shape=(1, 1, hidden))
     inv = 1.0 / theta ** (np.arange(0, D, 2) / D)
@@ -114,7 +119,8 @@ def llama_like(layers=2, hidden=128, heads=4, kv_heads=2, inter=224, vocab=400, 
         return b.eqn("binary", [gam, b.eqn("binary", [t, r], op="mul")], op="mul")
 
     for layer in range(layers):
-        x = b.eqn("binary", [x, _attention(b, g, rms(x), layer, heads, kv_heads, D, rng, sw, rope=(cos, sin))], op="add")
+        x = b.eqn("binary", [x, _attention(b, g, rms(x), layer, heads, kv_heads, D, rng, sw, rope=(cos, sin),
+                                        masked=masked)], op="add")
         h = rms(x)
         wg = b.const((rng.standard_normal((hidden, inter)) * sw).astype(np.float32), "gate")
         wu = b.const((rng.standard_normal((hidden, inter)) * sw).astype(np.float32), "up")
