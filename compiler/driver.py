@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,7 +38,7 @@ from .backend.emit import build_program, streams_for
 from .backend.lower import Lowered, lower, lowered_prims
 from .backend.partition import Plan, find_regions, plan as make_plan, plan_hybrid, plan_pp
 from .backend.schedule import Scheduled, schedule
-from .errors import CapacityError, CompileError
+from .errors import CapacityError, CompileError, ContextLimitError
 from .ir import Graph
 
 PRECISIONS = ("fp16", "fp32")
@@ -46,13 +46,18 @@ PARTITIONS = ("tp", "pp", "hybrid", "auto")
 # Verifiers run when Options.verify is None unless LPU_VERIFY says otherwise: they cost about 1% of
 # a compile (README "Compile time"), well under the 5% that would justify leaving them off.
 VERIFY_DEFAULT = True
+# Without --max-context a compile reserves this many KV positions, or the model's own limit if it is
+# smaller (a learned position table: GPT-2's wpe, OPT's embed_positions).
+DEFAULT_MAX_CONTEXT = 1024
+MAX_CONTEXT = 1 << 16
 
 
 @dataclass
 class Options:
     chips: int | None = None  # None: every chip of the hardware description
     precision: str = "fp16"
-    max_context: int = 1024
+    max_context: int | None = None  # None: `default_context`, or fewer if the model supports fewer positions
+    default_context: int = DEFAULT_MAX_CONTEXT
     partition: str = "auto"
     stages: int = 0  # hybrid: pipeline stages (0: the compiler chooses)
     verify: bool | None = None  # run the verifiers between passes (None: $LPU_VERIFY, else VERIFY_DEFAULT)
@@ -64,8 +69,9 @@ class Options:
                                f"chip(s); load it with that many (valid: 1..{hw.max_chips})")
         if self.precision not in PRECISIONS:
             raise CompileError(f"--precision {self.precision}: valid values are {', '.join(PRECISIONS)}")
-        if not 1 <= self.max_context <= 1 << 16:
-            raise CompileError(f"--max-context {self.max_context}: valid values are 1..65536")
+        for what, n in (("--max-context", self.max_context), ("the default context", self.default_context)):
+            if n is not None and not 1 <= n <= MAX_CONTEXT:
+                raise CompileError(f"{what} {n}: valid values are 1..{MAX_CONTEXT}")
         if self.partition not in PARTITIONS:
             raise CompileError(f"--partition {self.partition}: valid values are {', '.join(PARTITIONS)}")
         if self.stages:
@@ -148,8 +154,19 @@ def _import(c: Compilation):
     from .frontend import import_graph, load_model
 
     model = load_model(c.path)
-    return import_graph(model, c.opts.max_context, source=os.fspath(c.path),
-                        base_dir=os.path.dirname(os.path.abspath(c.path)))
+
+    def at(n):
+        return import_graph(model, n, source=os.fspath(c.path), base_dir=os.path.dirname(os.path.abspath(c.path)))
+
+    if c.opts.max_context is not None:
+        return at(c.opts.max_context)  # an explicit context the model cannot serve is an error
+    try:
+        out = at(c.opts.default_context)
+        c.opts = replace(c.opts, max_context=c.opts.default_context)
+    except ContextLimitError as exc:
+        out = at(exc.limit)
+        c.opts = replace(c.opts, max_context=exc.limit)
+    return out
 
 
 def _canonicalise(c: Compilation) -> Graph:
@@ -324,6 +341,8 @@ def buckets_for(max_context: int) -> list[dict]:
 # ------------------------------------------------------------------------------------------- entry points
 def compile_graph(graph: Graph, hw: Hardware, opts: Options, source: dict | None = None):
     """IR graph (as the frontend gives it) -> (Program, Report): the passes from decompose on."""
+    if opts.max_context is None:
+        opts = replace(opts, max_context=opts.default_context)
     c = Compilation(hw, opts, Report(), source=source or {}, canonical=graph)
     return _compile(c, "decompose")
 

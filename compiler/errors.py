@@ -20,3 +20,12 @@ class CapacityError(CompileError):
 
 class IrError(CompileError):
     """The IR broke an invariant (a compiler bug, caught by the verifier between passes)."""
+
+
+class ContextLimitError(CompileError):
+    """The model cannot serve the requested context: a table it indexes by position ends at `limit`
+    positions (GPT-2's wpe, OPT's learned positions, a precomputed rotary table)."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit

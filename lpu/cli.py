@@ -42,7 +42,8 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
                    help="chips to use, from 1 to the system's size (default: all of the system's chips)")
     p.add_argument("--hw", default="groqchip1", help="hardware preset (groqchip1, lp30) or a .toml/.json file")
     p.add_argument("--max-context", type=int, default=None,
-                   help="KV-cache positions to reserve (default: 1024 for compile; enough for the request for decode)")
+                   help="KV-cache positions to reserve (default: 1024 for compile, enough for the request for decode; "
+                        "never more than the model supports)")
     p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"),
                    help="fp16: the hardware's own (fp16 weights and matrix inputs, fp32 accumulation); fp32: for validation")
     p.add_argument("--partition", default="auto", choices=("tp", "pp", "hybrid", "auto"),
@@ -73,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.add_argument("--logits", default=None, help="save the logits of each generated token as float32 [N, vocab] .npy")
     _compile_opts(d, decode=True)
+    k = sub.add_parser("check", help="what an ONNX model is and whether it is supported (no compile)")
+    k.add_argument("model", help="ONNX decoder")
+    k.add_argument("--hw", action="append", default=None,
+                   help="hardware preset or file to size the model for (repeatable; default: every preset)")
+    k.add_argument("--json", action="store_true", help="print one JSON object")
     s = sub.add_parser("disasm", help="print a program as text")
     s.add_argument("program", help="program file (.lpu)")
     return ap
@@ -96,12 +102,12 @@ def _load_hw(args):
     return config.load(args.hw, chips=args.chips)
 
 
-def _compile(model: Path, args, max_context: int, quiet: bool):
-    from compiler.driver import Options, compile_model
+def _compile(model: Path, args, max_context: int | None, quiet: bool, default_context: int | None = None):
+    from compiler.driver import DEFAULT_MAX_CONTEXT, Options, compile_model
 
     hw = _load_hw(args)
     opts = Options(chips=hw.system.chips, precision=args.precision, max_context=max_context, partition=args.partition,
-                   stages=args.stages, verify=args.verify)
+                   stages=args.stages, verify=args.verify, default_context=default_context or DEFAULT_MAX_CONTEXT)
     t0 = time.perf_counter()
     prog, rep = compile_model(model, hw, opts)
     return prog, rep, time.perf_counter() - t0, hw
@@ -117,9 +123,8 @@ def _check_model_path(path: Path) -> None:
 def cmd_compile(args) -> int:
     model = Path(args.model)
     _check_model_path(model)
-    if args.max_context is None:
-        args.max_context = 1024
     prog, rep, secs, hw = _compile(model, args, args.max_context, args.json)
+    args.max_context = prog.header["max_context"]  # without the flag: what the model supports, at most 1024
     prog.save(args.output)
     size = Path(args.output).stat().st_size
     summary = {"output": args.output, "bytes": size, "chips": hw.system.chips, "hw": hw.name, "precision": args.precision,
@@ -146,6 +151,57 @@ def cmd_compile(args) -> int:
         top = max(rep.sram_bytes.values()) if rep.sram_bytes else 0
         print(f"  SRAM: up to {top / 2**20:.1f} MiB of {hw.sram_bytes_per_chip / 2**20:.0f} MiB per chip")
     return 0
+
+
+def cmd_check(args) -> int:
+    from compiler.check import check_model
+    from lpu import config
+
+    model = Path(args.model)
+    _check_model_path(model)
+    hws = [config.load(h) for h in (args.hw or config.PRESETS)]
+    rep = check_model(model, hws)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        _print_check(rep)
+    if not rep["supported"]:
+        print(f"lpu: error: {rep['error']}", file=sys.stderr)
+        return EXIT_INPUT
+    return 0
+
+
+def _print_check(rep: dict) -> None:
+    ops = rep["operators"]
+    bad = sum(1 for o in ops if not o["supported"])
+    head = f"{rep['model']}: {rep.get('family') or 'decoder'}; {rep['form']}; opset {rep['opset']}"
+    print(f"model      {head}")
+    print(f"operators  {len(ops)} kinds in {rep['nodes']:,} nodes, "
+          + (f"{bad} unsupported" if bad else "all supported"))
+    for o in ops:
+        dom = "" if o["domain"] == "ai.onnx" else f" ({o['domain']})"
+        print(f"  {'  ' if o['supported'] else '! '}{o['op']}{dom} x{o['count']}")
+    for u in rep["unsupported"]:
+        dom = "" if u["domain"] == "ai.onnx" else f" ({u['domain']})"
+        shown = ", ".join(u["nodes"][:5]) + (", ..." if len(u["nodes"]) > 5 else "")
+        print(f"unsupported {u['op']}{dom} x{u['count']}: {shown}")
+    if not rep["supported"]:
+        return
+    sh = rep["shape"]
+    print(f"shape      {sh['num_layers']} layers, hidden {sh['hidden_size']}, {sh['heads']} heads "
+          f"({sh['kv_heads']} KV) of {sh['head_dim']}, vocabulary {sh['vocab_size']:,}")
+    print(f"fused      " + (", ".join(f"{k} x{v}" for k, v in rep["fused"].items()) or "none"))
+    wb = rep["weight_bytes"]
+    print(f"weights    {rep['weights']:,} elements, position tables included ({wb['fp16'] / 2**20:.1f} MiB at fp16, "
+          f"{wb['fp32'] / 2**20:.1f} MiB at fp32)")
+    lim = rep["position_limit"]
+    print(f"context    default --max-context {rep['default_max_context']:,}"
+          + (f" (the model's limit: a table it reads by position ends at {lim:,})" if lim else ""))
+    for name, f in rep["fits"].items():
+        cells = ", ".join(f">= {n} chip(s) at {fmt}" if n else f"more than {f['max_chips']} chips at {fmt}"
+                          for fmt, n in f["chips_at_least"].items())
+        print(f"fits       {name}: {cells} (weights + KV cache; {f['sram_bytes_per_chip'] / 2**20:.0f} MiB SRAM "
+              "per chip)")
 
 
 def _save_npy_atomic(path: str, arr) -> None:
@@ -182,8 +238,11 @@ def cmd_decode(args) -> int:
     else:
         from compiler.driver import context_for
 
-        mc = args.max_context if args.max_context is not None else context_for(len(prompt) + args.tokens)
-        prog, _, compile_secs, _ = _compile(model, args, mc, args.json)
+        need = len(prompt) + args.tokens
+        prog, _, compile_secs, _ = _compile(model, args, args.max_context, args.json, default_context=context_for(need))
+        if args.max_context is None and prog.header["max_context"] < need:
+            raise UsageError(f"{len(prompt)} prompt tokens + {args.tokens} new tokens need {need} positions; "
+                             f"{model.name} supports at most {prog.header['max_context']}")
     dec = Decoder(prog)
     res = dec.generate(prompt, args.tokens)
     if args.logits:
@@ -261,10 +320,16 @@ def main(argv=None) -> int:
         pass
     try:
         args = build_parser().parse_args(argv)
-        return {"compile": cmd_compile, "decode": cmd_decode, "disasm": cmd_disasm}[args.cmd](args)
+        return {"compile": cmd_compile, "decode": cmd_decode, "check": cmd_check, "disasm": cmd_disasm}[args.cmd](args)
     except tuple(known) as exc:
         print(f"lpu: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_INPUT
+    except BrokenPipeError:  # the reader went away (`lpu ... | head`): stop quietly, as cat and grep do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
     except KeyboardInterrupt:
         print("lpu: interrupted", file=sys.stderr)
         return 130

@@ -21,11 +21,11 @@ import hashlib
 import numpy as np
 import onnx
 
-from ..errors import CompileError, IrError, ModelError, UnsupportedError
+from ..errors import CompileError, ContextLimitError, IrError, ModelError, UnsupportedError
 from ..ir import INPUTS, PRIMS, T, Eqn, Graph, Var
 from . import attention
 from .loader import Node, Roles, find_roles, onnx_dtype_to_numpy, to_numpy
-from .ops import REGISTRY, supported_ops
+from .ops import REGISTRY, describe_unsupported, spec_of, supported_ops, unsupported_nodes
 from .sym import P, T_SYM, Sym, fit_dim, fmt_shape, has_sym, normalize, obj_array, subst
 from .values import K, L, M, Past, ir_dtype
 
@@ -258,6 +258,12 @@ class Importer:
                     outs = spec.eval(node, args)
                 except CompileError:
                     raise
+                except IndexError as exc:
+                    if node.op_type.startswith("Gather") and p > 0:
+                        raise ContextLimitError(f"{node} reads a table by position that ends at position {p}",
+                                                limit=p) from None
+                    raise UnsupportedError(f"{node}: evaluating it at past length {p} failed "
+                                           f"(IndexError: {exc})") from None
                 except Exception as exc:
                     raise UnsupportedError(f"{node}: evaluating it at past length {p} failed "
                                            f"({type(exc).__name__}: {exc})") from None
@@ -347,6 +353,10 @@ class Importer:
             case = (p, None)
             try:  # positions not otherwise needed are evaluated in a scratch environment (memory ~ max_context)
                 a = self.eval_value(v, case, None if case in self.envs else {})
+            except ContextLimitError as exc:
+                raise ContextLimitError(f"--max-context {self.max_ctx}: the model supports at most {exc.limit} "
+                                        f"positions: {exc}; use --max-context {exc.limit} or less, or leave it out",
+                                        limit=exc.limit) from None
             except CompileError as exc:
                 raise UnsupportedError(f"{self.where()}: tabulating {v.name!r} for max_context {self.max_ctx} "
                                        f"failed at position {p}: {exc}") from None
@@ -485,25 +495,12 @@ class Importer:
 
     def run(self) -> Graph:
         self._init_inputs()
-        for node in self._needed():
-            self.cur = node
-            spec = REGISTRY.get(node.op_type)
-            if spec is None or (node.domain not in ("", "ai.onnx") and node.domain not in spec.domains):
-                dom = f" (domain {node.domain})" if node.domain not in ("", "ai.onnx") else ""
-                raise UnsupportedError(f"unsupported ONNX operator {node.op_type}{dom} in node {node.name!r}; "
-                                       f"supported operators: {', '.join(supported_ops())}")
-            vals = [self.value(i) if i else None for i in node.inputs]
-            try:
-                outs = self.process(node, spec, vals)
-            except CompileError:
-                raise
-            except Exception as exc:  # an operator's numpy/translation code failed: say where, in one line
-                raise UnsupportedError(f"{node}: cannot be translated ({type(exc).__name__}: {exc})") from exc
-            if len(outs) < len([o for o in node.outputs if o]):
-                raise ModelError(f"{node}: translation produced {len(outs)} outputs for {len(node.outputs)}")
-            for name, v in zip(node.outputs, outs):
-                if name:
-                    self.values[name] = v
+        nodes = self._needed()
+        missing = unsupported_nodes(nodes)
+        if missing:
+            raise UnsupportedError(describe_unsupported(missing))
+        for node in nodes:
+            self._run_node(node)
         self.cur = None
         logits = self.values.get(self.roles.logits)
         if not isinstance(logits, M):
@@ -512,6 +509,26 @@ class Importer:
         attention.finalize_states(self)
         self._set_inputs()
         return self.g
+
+    def _run_node(self, node: Node) -> None:
+        self.cur = node
+        spec = spec_of(node)
+        vals = [self.value(i) if i else None for i in node.inputs]
+        if spec.expand is not None:  # a fused operator: the standard operators it stands for, one by one
+            for sub in spec.expand(self, node, vals):
+                self._run_node(sub)
+            return
+        try:
+            outs = self.process(node, spec, vals)
+        except CompileError:
+            raise
+        except Exception as exc:  # an operator's numpy/translation code failed: say where, in one line
+            raise UnsupportedError(f"{node}: cannot be translated ({type(exc).__name__}: {exc})") from exc
+        if len(outs) < len([o for o in node.outputs if o]):
+            raise ModelError(f"{node}: translation produced {len(outs)} outputs for {len(node.outputs)}")
+        for name, v in zip(node.outputs, outs):
+            if name:
+                self.values[name] = v
 
     def _set_inputs(self) -> None:
         used = {i for e in self.g.eqns for i in e.inputs}

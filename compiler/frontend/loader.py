@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import ModelError
+from ..errors import ModelError, UnsupportedError
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 INT_TYPES = {TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8,
@@ -25,9 +25,58 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def load_model(path) -> onnx.ModelProto:
+class UnknownOperators(Exception):
+    """Default-domain operators that neither ONNX nor ONNX Runtime defines (onnx.checker refuses them)."""
+
+    def __init__(self, nodes) -> None:
+        super().__init__(f"{len(nodes)} unknown operator node(s)")
+        self.nodes = nodes
+
+
+def _check(model: onnx.ModelProto, p: Path, external: bool) -> None:
+    """onnx.checker, tolerating two things ONNX Runtime's transformer optimizer writes and ONNX Runtime runs:
+    its contrib operators in the default domain (SimplifiedLayerNormalization) and com.microsoft nodes
+    without an opset import for that domain. Such a model is checked as if it declared them properly."""
+    try:
+        onnx.checker.check_model(str(p) if external else model)
+        return
+    except onnx.checker.ValidationError as exc:
+        from .ops import REGISTRY
+
+        msg = str(exc)
+        contrib = {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")
+                   and n.op_type in REGISTRY and "com.microsoft" in REGISTRY[n.op_type].domains
+                   and not onnx.defs.has(n.op_type)}
+        wrong_domain = any(f"No Op registered for {op} " in msg for op in contrib)
+        no_import = "No opset import for domain 'com.microsoft'" in msg
+        if not (wrong_domain or no_import):
+            unknown = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)
+                       and n.op_type not in contrib]
+            if unknown and "No Op registered for" in msg:  # operators nobody defines: name them all
+                raise UnknownOperators(unknown) from None
+            raise
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for n in copy.graph.node:
+        if n.op_type in contrib and n.domain in ("", "ai.onnx"):
+            n.domain = "com.microsoft"
+    if not any(o.domain == "com.microsoft" for o in copy.opset_import):
+        copy.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    if external:  # the checker reads the data files relative to the model's directory
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".onnx", dir=p.parent, delete=True) as f:
+            f.write(copy.SerializeToString())
+            f.flush()
+            onnx.checker.check_model(f.name)
+    else:
+        onnx.checker.check_model(copy)
+
+
+def load_model(path, allow_unknown_ops: bool = False) -> onnx.ModelProto:
     """onnx.load (external data stays on disk until `to_numpy` reads it, relative to the model's directory);
-    onnx.checker; local functions inlined."""
+    onnx.checker; local functions inlined. Operators nobody defines are an UnsupportedError naming them
+    all, unless allow_unknown_ops (`lpu check` reports them itself)."""
     p = Path(os.fspath(path))
     if not p.exists():
         raise ModelError(f"{p}: no such file")
@@ -44,7 +93,13 @@ def load_model(path) -> onnx.ModelProto:
             a.t.data_location == TensorProto.EXTERNAL for n in model.graph.node for a in n.attribute
             if a.type == onnx.AttributeProto.TENSOR)
         # with external data the checker resolves the data files relative to the model: give it the path
-        onnx.checker.check_model(str(p) if external else model)
+        _check(model, p, external)
+    except UnknownOperators as exc:
+        if not allow_unknown_ops:
+            from .ops import describe_unsupported, unsupported_nodes
+
+            raise UnsupportedError(describe_unsupported(unsupported_nodes(
+                [Node(n, i) for i, n in enumerate(exc.nodes)]))) from None
     except Exception as exc:
         raise ModelError(f"{p}: the model fails onnx.checker ({_first_line(exc)})") from None
     # External data is read tensor by tensor by to_numpy (numpy_helper.to_array with the model's directory as

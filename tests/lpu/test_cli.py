@@ -177,3 +177,106 @@ def test_version_prints_the_package_version_and_exits_zero(capsys):
     assert exc.value.code == 0 and err == ""
     assert out == f"lpu {lpu.__version__}\n"
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", lpu.__version__)
+
+
+# ---------------------------------------------------------------------- the default context
+@pytest.mark.parametrize("name, limit", [("gpt2_optimum", 256), ("opt_optimum", 256), ("llama_optimum", None)])
+def test_compile_without_max_context_takes_what_the_model_supports(name, limit, tmp_path, capsys):
+    """GPT-2's and OPT's learned position tables hold 256 positions (their configs in tools/make_fixtures.py);
+    Llama's rotary angles are computed, so the default 1024 holds."""
+    out = tmp_path / "m.lpu"
+    code, stdout, err = run(["compile", FIX / f"{name}.onnx", "-o", out, "--chips", "1", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["max_context"] == (limit or 1024)
+    assert isa.Program.load(out).header["max_context"] == (limit or 1024)
+
+
+def test_an_explicit_max_context_beyond_the_model_names_its_limit(tmp_path, capsys):
+    out = tmp_path / "m.lpu"
+    code, _, err = run(["compile", FIX / "gpt2_optimum.onnx", "-o", out, "--max-context", "300"], capsys)
+    one_line_error(code, err, "--max-context 300: the model supports at most 256 positions")
+    assert not out.exists()
+
+
+def test_decoding_past_the_model_limit_says_so(capsys):
+    code, _, err = run(["decode", FIX / "gpt2_optimum.onnx", "--prompt", "1,2,3", "--tokens", "300", "--chips", "1"],
+                       capsys)
+    one_line_error(code, err, "need 303 positions; gpt2_optimum.onnx supports at most 256")
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`lpu ... | head -1`: no 'Broken pipe' error when the reader stops early."""
+    r = subprocess.run(f"{sys.executable} -m lpu.cli decode --tokens 40 --chips 1 | head -c 10", shell=True,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0
+    assert r.stderr == "", r.stderr
+
+
+# ---------------------------------------------------------------------- lpu check
+def test_check_reports_the_model_without_compiling(capsys, tmp_path):
+    code, out, err = run(["check", FIX / "llama_ortopt.onnx", "--json"], capsys)
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["supported"] and rep["family"] == "llama" and rep["unsupported"] == []
+    assert "ONNX Runtime fused operators" in rep["form"] and "RotaryEmbedding" in rep["form"]
+    m = onnx.load(str(FIX / "llama_ortopt.onnx"))
+    counts = {}
+    for nd in m.graph.node:
+        counts[nd.op_type] = counts.get(nd.op_type, 0) + 1
+    assert {o["op"]: o["count"] for o in rep["operators"]} == counts
+    assert rep["fused"]["RotaryEmbedding (expanded)"] == counts["RotaryEmbedding"]
+    # the LlamaConfig in tools/make_fixtures.py: 2 layers, hidden 192, 6 heads / 2 KV heads of 32, vocab 700,
+    # intermediate 352, untied embeddings
+    assert rep["shape"] == {"num_layers": 2, "hidden_size": 192, "heads": 6, "kv_heads": 2, "head_dim": 32,
+                            "vocab_size": 700}
+    h, kv, inter, v = 192, 2 * 32, 352, 700
+    per_layer = h * h + 2 * h * kv + h * h + 3 * h * inter + 2 * h  # q, k, v, o, gate/up/down, two norms
+    # the fused rotary tables were cut to the config's 512 positions: the default context, and the cos and
+    # sin rows (16 = half a head) of those 512 positions are stored too
+    assert rep["default_max_context"] == 512 and rep["position_limit"] == 512
+    assert rep["weights"] == 2 * v * h + 2 * per_layer + h + 2 * 512 * 16
+    assert rep["kv_cache_bytes"]["fp16"] == 2 * 2 * kv * 512 * 2
+    assert set(rep["fits"]) == {"groqchip1", "lp30"}
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_check_the_learned_position_limit(capsys):
+    code, out, _ = run(["check", FIX / "opt_dynamo.onnx"], capsys)
+    assert code == 0
+    assert "default --max-context 256" in out and "opt" in out
+
+
+def test_check_lists_every_unsupported_operator_and_fails(tmp_path, capsys):
+    m = onnx.load(str(LLAMA))
+    sig = [n for n in m.graph.node if n.op_type == "Sigmoid"]
+    for nd in sig:
+        nd.op_type = "HardSwish2"
+    m.graph.node[[i for i, n in enumerate(m.graph.node) if n.op_type == "Softmax"][0]].op_type = "Softmax9"
+    bad = tmp_path / "bad.onnx"
+    onnx.save(m, str(bad))
+    code, out, err = run(["check", bad], capsys)
+    assert code != 0
+    assert f"! HardSwish2 x{len(sig)}" in out and "! Softmax9 x1" in out
+    one_line_error(code, err, f"HardSwish2 x{len(sig)} (")
+    assert "Softmax9 x1" in err
+    code, _, err = run(["compile", bad, "-o", tmp_path / "b.lpu"], capsys)  # compile names them all too
+    one_line_error(code, err, "unsupported ONNX operators: HardSwish2")
+    assert "Softmax9" in err
+
+
+def test_check_sizes_the_model_by_the_sram_it_needs(tmp_path, capsys):
+    """The chip count `lpu check` gives is a lower bound: one chip fewer cannot hold the weights and the
+    cache, so the compile must fail there."""
+    hw = config.load("groqchip1").to_dict()
+    hw["chip"]["sram"]["bank_bytes"] = 8192  # 176 banks x 8 KiB = 1.4 MiB per chip
+    f = tmp_path / "small.json"
+    f.write_text(json.dumps(hw))
+    code, out, _ = run(["check", LLAMA, "--json", "--hw", f], capsys)
+    rep = json.loads(out)
+    need = rep["weights"] * 2 + rep["kv_cache_bytes"]["fp16"]
+    n = rep["fits"][next(iter(rep["fits"]))]["chips_at_least"]["fp16"]
+    per_chip = 176 * 8192
+    assert n == -(-need // per_chip) and n >= 2  # ceil(bytes / SRAM per chip), by hand
+    code, _, err = run(["compile", LLAMA, "-o", tmp_path / "x.lpu", "--hw", f, "--chips", n - 1,
+                        "--max-context", 1024], capsys)
+    one_line_error(code, err, "needs")

@@ -10,9 +10,12 @@ from importlib import import_module
 
 from ._base import OpSpec
 
+__all__ = ["MODULES", "REGISTRY", "OpSpec", "describe_unsupported", "spec_of", "supported_ops", "unsupported_nodes"]
+
 MODULES = (
     "abs",
     "add",
+    "bias_gelu",
     "cast",
     "cast_like",
     "ceil",
@@ -28,6 +31,7 @@ MODULES = (
     "erf",
     "exp",
     "expand",
+    "fast_gelu",
     "flatten",
     "floor",
     "gather",
@@ -55,6 +59,7 @@ MODULES = (
     "mul",
     "neg",
     "pow",
+    "quick_gelu",
     "range",
     "reciprocal",
     "reduce_max",
@@ -65,6 +70,7 @@ MODULES = (
     "relu",
     "reshape",
     "rms_normalization",
+    "rotary_embedding",
     "round",
     "scatter_nd",
     "shape",
@@ -72,6 +78,8 @@ MODULES = (
     "simplified_layer_normalization",
     "sin",
     "size",
+    "skip_layer_normalization",
+    "skip_simplified_layer_normalization",
     "slice",
     "softmax",
     "split",
@@ -94,3 +102,31 @@ for _m in MODULES:
 
 def supported_ops() -> list[str]:
     return sorted(REGISTRY)
+
+
+def spec_of(node) -> OpSpec | None:
+    """The registry's operator for an ONNX node (its type in its domain), or None."""
+    spec = REGISTRY.get(node.op_type)
+    if spec is None or (node.domain not in ("", "ai.onnx") and node.domain not in spec.domains):
+        return None
+    return spec
+
+
+def unsupported_nodes(nodes) -> dict:
+    """(op type, domain) -> names of the nodes the registry has no operator for."""
+    out: dict = {}
+    for n in nodes:
+        if spec_of(n) is None:
+            out.setdefault((n.op_type, n.domain if n.domain not in ("", "ai.onnx") else ""), []).append(n.name)
+    return out
+
+
+def describe_unsupported(missing: dict) -> str:
+    """One line naming every unsupported operator, with its count and first nodes."""
+    parts = []
+    for (op, dom), names in sorted(missing.items()):
+        shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        parts.append(f"{op}{f' ({dom})' if dom else ''} x{len(names)} ({shown})")
+    word = "operator" if len(missing) == 1 else "operators"
+    return (f"unsupported ONNX {word}: {'; '.join(parts)}; supported operators: {', '.join(supported_ops())} "
+            "(`lpu check MODEL` lists what a model uses)")

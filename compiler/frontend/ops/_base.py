@@ -14,6 +14,9 @@ t_ok
     whether the operator may touch a runtime tensor spanning the KV length T (the attention scores).
 known(ctx, node, values) -> list of values          (Shape, Size)
     a known result computed from the symbolic input shapes only, whatever kind the inputs are.
+expand(ctx, node, values) -> list of Nodes          (fused operators)
+    the standard operators a fused one means (Expansion below builds them); they are imported in its
+    place, so the fused operator inherits their folding, lazy evaluation and translation.
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ class OpSpec:
     t_ok: bool = False
     domains: tuple = ()
     known: Callable | None = None  # value from the (symbolic) input shapes alone, whatever the inputs are
+    # a fused operator (ONNX Runtime's contrib ops, ONNX functions): expand(ctx, node, values) -> the
+    # standard-operator nodes it stands for, processed in its place (Expansion builds them)
+    expand: Callable | None = None
 
 
 # ---------------------------------------------------------------------- helpers
@@ -228,3 +234,33 @@ def broadcast_shapes(*shapes) -> tuple:
         out.append(ds[0] if ds else 1)
     return tuple(out)
 
+
+
+class Expansion:
+    """Builds the standard-operator nodes a fused node stands for. Constants become known values of the
+    importer; the last node writes the fused node's own output names."""
+
+    def __init__(self, ctx, node) -> None:
+        self.ctx, self.node, self.nodes, self.n = ctx, node, [], 0
+
+    def _name(self, what: str) -> str:
+        self.n += 1
+        return f"{self.node.name}/{what}_{self.n}"
+
+    def const(self, value) -> str:
+        name = self._name("const")
+        self.ctx.values[name] = K(normalize(np.asarray(value)), name)
+        return name
+
+    def op(self, op_type: str, inputs, outputs=None, n_out: int = 1, **attrs) -> list[str]:
+        from onnx import helper
+
+        from ..loader import Node
+
+        outs = list(outputs) if outputs is not None else [self._name(op_type) for _ in range(n_out)]
+        proto = helper.make_node(op_type, [i or "" for i in inputs], outs, name=self._name(op_type), **attrs)
+        self.nodes.append(Node(proto, self.node.index))
+        return outs
+
+    def one(self, op_type: str, inputs, output=None, **attrs) -> str:
+        return self.op(op_type, inputs, [output] if output else None, **attrs)[0]

@@ -1,4 +1,4 @@
-"""Gelu (opset 20): translated faithfully into elementwise IR ops, erf form or (approximate="tanh") tanh form."""
+"""Gelu (opset 20, and com.microsoft Gelu): translated faithfully into elementwise IR ops, erf form or (approximate="tanh") tanh form."""
 import math
 
 import numpy as np
@@ -33,4 +33,4 @@ def _translate(ctx, node, vals):
     return [emit_binary(ctx, "mul", half_x, one_plus, node.outputs[0])]
 
 
-OP = OpSpec("Gelu", _eval, _translate)
+OP = OpSpec("Gelu", _eval, _translate, domains=("com.microsoft",))  # the contrib Gelu: the erf form
