@@ -85,6 +85,27 @@ DEFAULT = dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4, num_
                intermediate_size=224, vocab_size=1000, max_position_embeddings=512, rope_theta=10000.0,
                tie_word_embeddings=True)
 
+# The other families Optimum exports (tiny: hidden 64, 2 layers, vocab 320; each file well under 1 MB).
+TINY = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128, vocab_size=320,
+            max_position_embeddings=512)
+FAMILY_CONFIGS = {
+    "qwen2": dict(TINY, num_key_value_heads=2, rope_theta=10000.0, tie_word_embeddings=False),
+    "mistral": dict(TINY, num_key_value_heads=2, rope_theta=10000.0, sliding_window=None, tie_word_embeddings=False),
+    "phi3": dict(TINY, num_key_value_heads=4, rope_theta=10000.0, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                 tie_word_embeddings=False),
+    "gpt_neox": dict(TINY, rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False),
+    "opt": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, ffn_dim=128, vocab_size=320,
+                max_position_embeddings=256, word_embed_proj_dim=64, do_layer_norm_before=True,
+                init_std=0.25),  # OPT's own name for the initializer range
+    "gemma": dict(TINY, num_key_value_heads=1, head_dim=16, rope_theta=10000.0, hidden_activation="gelu_pytorch_tanh"),
+}
+# One-step decode with only input_ids and the past KV (no attention_mask, no position_ids): the graph derives
+# the position from the past length, as a minimal decode-step wrapper exports it. Head dim 16 (64 / 4).
+LLAMA_MIN = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, vocab_size=300, max_position_embeddings=256, rope_theta=10000.0,
+                 tie_word_embeddings=False)
+GPT2_MIN = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=256)
+
 FIXTURES = [
     Spec("gpt2_optimum", "gpt2", "optimum", GPT2, seed=2, init_range=0.25,
          notes="tied wte/lm_head: the lm_head MatMul reads `Transpose(transformer.wte.weight)`"),
@@ -95,7 +116,21 @@ FIXTURES = [
     Spec("llama_dynamo", "llama", "dynamo", LLAMA, seed=2, init_range=0.25),
     Spec("llama_optimum_extdata", "llama", "optimum", LLAMA, seed=2, init_range=0.25, extdata_of="llama_optimum",
          notes="copy of llama_optimum with its initializers (>= 1 KiB) in `llama_optimum_extdata.onnx.data`"),
-]
+    Spec("llama_dynamo_minimal", "llama", "dynamo_minimal", LLAMA_MIN, seed=2, init_range=0.25,
+         notes="inputs `input_ids` and the past KV only: the position comes from the past length, and softmax "
+               "runs over the cache without a mask"),
+    Spec("gpt2_dynamo_minimal", "gpt2", "dynamo_minimal", GPT2_MIN, seed=2, init_range=0.25,
+         notes="inputs `input_ids` and the past KV only"),
+    Spec("gpt2_ortopt", "gpt2", "ortopt", GPT2, seed=2, init_range=0.25,
+         notes="gpt2_optimum through `onnxruntime.transformers.optimizer` (model_type gpt2): "
+               "com.microsoft SkipLayerNormalization and FastGelu"),
+    Spec("llama_ortopt", "llama", "ortopt", LLAMA, seed=2, init_range=0.25,
+         notes="llama_optimum through `onnxruntime.transformers.optimizer` (model_type gpt2): "
+               "SkipSimplifiedLayerNormalization, RotaryEmbedding (com.microsoft) and SimplifiedLayerNormalization "
+               "in the default domain; the optimizer's 131,072-row cos/sin caches are cut to the model's "
+               "512 positions (same values) to keep the file small"),
+] + [Spec(f"{fam}_{exp}", fam, exp, cfg, seed=2, init_range=0.25)
+     for fam, cfg in FAMILY_CONFIGS.items() for exp in ("optimum", "dynamo")]
 DEFAULT_SPEC = Spec("default", "llama", "optimum", DEFAULT, seed=3, init_range=0.25,
                     notes="bundled default model; tied embed_tokens/lm_head: the lm_head MatMul reads "
                           "`Transpose(model.embed_tokens.weight)`")
@@ -131,22 +166,25 @@ def _quiet():
 
 def build_model(spec: Spec, seed: int):
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    import transformers
 
     torch.manual_seed(seed)
-    if spec.family == "gpt2":
-        cfg = GPT2Config(**spec.config, initializer_range=spec.init_range, attn_implementation="sdpa")
-        model = GPT2LMHeadModel(cfg)
-    elif spec.family == "llama":
-        cfg = LlamaConfig(**spec.config, initializer_range=spec.init_range, attn_implementation="sdpa")
-        model = LlamaForCausalLM(cfg)
-    else:
-        raise ValueError(spec.family)
+    cfg_cls, model_cls = FAMILY_CLASSES[spec.family]
+    cfg = getattr(transformers, cfg_cls)(**spec.config, initializer_range=spec.init_range, attn_implementation="sdpa")
+    model = getattr(transformers, model_cls)(cfg)
     model = model.eval().float()
     for p in model.parameters():
         p.requires_grad_(False)
     _perturb_constant_params(model, seed)
     return model
+
+
+FAMILY_CLASSES = {
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel"), "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "mistral": ("MistralConfig", "MistralForCausalLM"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM"), "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"),
+    "opt": ("OPTConfig", "OPTForCausalLM"), "gemma": ("GemmaConfig", "GemmaForCausalLM"),
+}
 
 
 def _perturb_constant_params(model, seed: int) -> None:
@@ -172,7 +210,10 @@ def kv_dims(model) -> tuple[int, int, int]:
     cfg = model.config
     if cfg.model_type == "gpt2":
         return cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head
-    return cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    heads = cfg.num_attention_heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return cfg.num_hidden_layers, kv, head_dim
 
 
 def torch_greedy(model, prompt, n_tokens):
@@ -266,6 +307,35 @@ class OneStepDecoder:
         return Wrapper().eval()
 
 
+class MinimalStepDecoder:
+    """Factory for the minimal wrapper: flat (input_ids, *past) -> flat outputs; the model derives the
+    position from the cache length and attends to the whole cache."""
+
+    @staticmethod
+    def make(model):
+        import torch
+        from transformers import DynamicCache
+
+        n_layers = kv_dims(model)[0]
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = model
+
+            def forward(self, input_ids, past):
+                cache = DynamicCache()
+                for i in range(n_layers):
+                    cache.update(past[2 * i], past[2 * i + 1], i)
+                out = self.m(input_ids=input_ids, past_key_values=cache, use_cache=True)
+                flat = [out.logits]
+                for layer in out.past_key_values.layers:
+                    flat += [layer.keys, layer.values]
+                return tuple(flat)
+
+        return Wrapper().eval()
+
+
 def io_names(n_layers: int) -> tuple[list[str], list[str]]:
     ins = ["input_ids", "attention_mask", "position_ids"]
     outs = ["logits"]
@@ -300,11 +370,11 @@ def _strip_debug_metadata(m: onnx.ModelProto) -> None:
     walk(m.graph)
 
 
-def export_dynamo(model, out: Path) -> None:
+def export_dynamo(model, out: Path, minimal: bool = False) -> None:
     import torch
 
     n_layers, kv_heads, head_dim = kv_dims(model)
-    wrapper = OneStepDecoder.make(model)
+    wrapper = (MinimalStepDecoder if minimal else OneStepDecoder).make(model)
     ins, outs = io_names(n_layers)
     batch, past_len = 2, 5  # example sizes; both become dynamic (0/1 would be specialised)
     g = torch.Generator().manual_seed(1234)
@@ -314,13 +384,42 @@ def export_dynamo(model, out: Path) -> None:
     past = tuple(torch.randn(batch, kv_heads, past_len, head_dim, generator=g) for _ in range(2 * n_layers))
     b = torch.export.Dim("batch_size", min=1, max=256)
     p = torch.export.Dim("past_sequence_length", min=0, max=8192)
-    dyn = ({0: b}, {0: b, 1: p + 1}, {0: b}, tuple({0: b, 2: p} for _ in range(2 * n_layers)))
+    if minimal:
+        ins = [ins[0]] + ins[3:]
+        args, dyn = (ids, past), ({0: b}, tuple({0: b, 2: p} for _ in range(2 * n_layers)))
+    else:
+        args = (ids, mask, pos, past)
+        dyn = ({0: b}, {0: b, 1: p + 1}, {0: b}, tuple({0: b, 2: p} for _ in range(2 * n_layers)))
     with _quiet(), torch.no_grad():
-        prog = torch.onnx.export(wrapper, (ids, mask, pos, past), dynamo=True, input_names=ins, output_names=outs,
+        prog = torch.onnx.export(wrapper, args, dynamo=True, input_names=ins, output_names=outs,
                                  dynamic_shapes=dyn, external_data=False, optimize=True)
     m = prog.model_proto
     _strip_debug_metadata(m)
     onnx.checker.check_model(m)
+    onnx.save_model(m, str(out), save_as_external_data=False)
+
+
+def export_ortopt(model, out: Path) -> None:
+    """The Optimum export through ONNX Runtime's transformer optimizer, as its command line does it
+    (`python -m onnxruntime.transformers.optimizer --model_type gpt2 --num_heads N --hidden_size H
+    --opt_level 0`: its Python fusions, without ONNX Runtime's own graph rewrites, which here would keep
+    the rotary embedding unfused)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    cfg = model.config
+    heads = getattr(cfg, "n_head", None) or cfg.num_attention_heads
+    hidden = getattr(cfg, "n_embd", None) or cfg.hidden_size
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "model.onnx"
+        export_optimum(model, src)
+        with _quiet():
+            opt = optimize_model(str(src), model_type="gpt2", num_heads=heads, hidden_size=hidden, opt_level=0)
+        m = opt.model
+    positions = getattr(cfg, "max_position_embeddings", None) or cfg.n_positions
+    for init in m.graph.initializer:  # the fused rotary tables: cut to the model's positions (same rows)
+        if init.name in ("cos_cache", "sin_cache") and init.dims[0] > positions:
+            arr = onnx.numpy_helper.to_array(init)[:positions]
+            init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
     onnx.save_model(m, str(out), save_as_external_data=False)
 
 
@@ -349,7 +448,7 @@ def check_against_torch(model, path: Path, exporter: str, ref) -> float:
     ins, outs = io_names(n_layers)
     g = torch.Generator().manual_seed(99)
     worst = 0.0
-    seq_lens = [1] if exporter == "dynamo" else [1, 3]
+    seq_lens = [1] if exporter.startswith("dynamo") else [1, 3]
     for batch in (1, 2):
         for past_len in (0, 1, 7):
             for seq in seq_lens:
@@ -397,12 +496,14 @@ def check_greedy(path: Path, torch_tokens, torch_rows, ref) -> tuple[list[int], 
 def export_one(spec: Spec, out: Path, model) -> None:
     if spec.exporter == "optimum":
         export_optimum(model, out)
+    elif spec.exporter == "ortopt":
+        export_ortopt(model, out)
     else:
-        export_dynamo(model, out)
+        export_dynamo(model, out, minimal=spec.exporter == "dynamo_minimal")
 
 
 def config_str(spec: Spec) -> str:
-    cls = "GPT2Config" if spec.family == "gpt2" else "LlamaConfig"
+    cls = FAMILY_CLASSES[spec.family][0]
     args = ", ".join(f"{k}={v}" for k, v in spec.config.items())
     return f"{cls}({args}, initializer_range={spec.init_range})"
 
@@ -468,6 +569,8 @@ def versions() -> dict:
 EXPORTER_DOC = {
     "optimum": "Optimum `text-generation-with-past` (TorchScript-based `torch.onnx.export`)",
     "dynamo": "`torch.onnx.export(dynamo=True)` of one decode step (seq len 1)",
+    "dynamo_minimal": "`torch.onnx.export(dynamo=True)` of one decode step taking `input_ids` and the past KV only",
+    "ortopt": "the Optimum export through `onnxruntime.transformers.optimizer` (model_type gpt2, opt_level 0)",
 }
 
 

@@ -1,0 +1,83 @@
+"""Every family in every form its exporter produces (tests/fixtures, made by tools/make_fixtures.py), through
+the command line a user runs: `lpu decode MODEL --precision fp32 --json` (no --max-context: the default
+must work) gives exactly ONNX Runtime's greedy tokens for 12 tokens from a 5-token prompt, each row of
+logits within 1e-3 relative error; fp16 stays within 3e-2 relative L2 of ONNX Runtime's logits up to and
+including the first token that differs. ONNX Runtime runs the same file (the independent reference).
+
+The README's coverage table names these tests."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lpu import cli
+from lpu.reference import OrtDecoder
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+MANIFEST = {r["name"]: r for r in json.loads((FIX / "manifest.json").read_text())["fixtures"]}
+FORMS = sorted(n for n in MANIFEST if n != "default")
+PROMPT = [1, 2, 3, 4, 5]
+N = 12
+# fp16 of these in `make test`; every form's fp16 in `make test-slow`
+FP16_FAST = {"gpt2_ortopt", "llama_ortopt", "llama_dynamo_minimal", "gemma_optimum", "opt_dynamo"}
+
+
+@functools.lru_cache(maxsize=None)
+def ort(name):
+    return OrtDecoder(FIX / f"{name}.onnx", threads=1).greedy(PROMPT, N)
+
+
+def lpu_decode(name, precision, chips, tmp_path, capsys):
+    logits = tmp_path / f"{name}-{precision}.npy"
+    rc = cli.main([
+        "decode", str(FIX / f"{name}.onnx"), "--precision", precision, "--json", "--chips", str(chips),
+        "--prompt", ",".join(map(str, PROMPT)), "--tokens", str(N), "--logits", str(logits)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return json.loads(out), np.load(logits)
+
+
+def rel_l2(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_fp32_decode_gives_onnxruntime_tokens(name, tmp_path, capsys):
+    tokens, ref = ort(name)
+    out, logits = lpu_decode(name, "fp32", 2, tmp_path, capsys)
+    assert out["tokens"] == tokens
+    for i in range(N):
+        err = np.abs(logits[i] - ref[i]).max() / np.abs(ref[i]).max()
+        assert err <= 1e-3, (i, err)
+
+
+def _fp16(name, tmp_path, capsys):
+    tokens, ref = ort(name)
+    out, logits = lpu_decode(name, "fp16", 1, tmp_path, capsys)
+    first = next((i for i, (a, b) in enumerate(zip(out["tokens"], tokens)) if a != b), N)
+    assert first >= 1  # at least the first token agrees
+    for i in range(min(first + 1, N)):
+        assert rel_l2(logits[i], ref[i]) < 3e-2, (i, rel_l2(logits[i], ref[i]))
+
+
+@pytest.mark.parametrize("name", sorted(FP16_FAST))
+def test_fp16_decode_follows_onnxruntime(name, tmp_path, capsys):
+    _fp16(name, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in FORMS if n not in FP16_FAST])
+def test_fp16_decode_follows_onnxruntime_every_form(name, tmp_path, capsys):
+    _fp16(name, tmp_path, capsys)
+
+
+def test_every_fixture_is_a_form_of_a_family():
+    """The coverage table's rows and columns: 8 families, each in the Optimum and dynamo forms."""
+    fams = {r["family"] for r in MANIFEST.values()}
+    assert fams == {"gpt2", "llama", "qwen2", "mistral", "phi3", "gpt_neox", "opt", "gemma"}
+    for fam in fams:
+        assert {f"{fam}_optimum", f"{fam}_dynamo"} <= set(MANIFEST), fam
