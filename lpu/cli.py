@@ -125,6 +125,7 @@ def cmd_compile(args) -> int:
     _check_model_path(model)
     prog, rep, secs, hw = _compile(model, args, args.max_context, args.json)
     args.max_context = prog.header["max_context"]  # without the flag: what the model supports, at most 1024
+    deq = _dequantised_note(prog, args.precision)
     prog.save(args.output)
     size = Path(args.output).stat().st_size
     summary = {"output": args.output, "bytes": size, "chips": hw.system.chips, "hw": hw.name, "precision": args.precision,
@@ -134,10 +135,13 @@ def cmd_compile(args) -> int:
                "instructions": rep.instructions, "compile_seconds": round(secs, 3),
                "sram_bytes_per_chip": {str(k): v for k, v in sorted(rep.sram_bytes.items())},
                "partition": prog.header.get("partition"), "stages": prog.header.get("stages", 1),
-               "mapping_estimates": {k: v for k, v in rep.mappings.items() if v is not None}}
+               "mapping_estimates": {k: v for k, v in rep.mappings.items() if v is not None},
+               "dequantised": prog.header.get("model", {}).get("dequantised", "")}
     if args.json:
         print(json.dumps(summary))
     else:
+        if deq:
+            print(deq)
         print(f"compiled {model.name} for {hw.system.chips} x {hw.name} ({args.precision}, max context {args.max_context}) "
               f"in {secs:.2f} s -> {args.output} ({size / 2**20:.1f} MiB)")
         print(f"  {rep.instructions:,} instructions in {len(rep.cycles)} context bucket(s); "
@@ -204,6 +208,15 @@ def _print_check(rep: dict) -> None:
               "per chip)")
 
 
+def _dequantised_note(prog, precision: str) -> str:
+    """One line when quantised weights were turned into the program's float precision at compile time."""
+    what = prog.header.get("model", {}).get("dequantised", "")
+    if not what:
+        return ""
+    return (f"note: quantised weights ({what}) dequantised to {precision} at compile time "
+            "(no int8 weight path yet)")
+
+
 def _save_npy_atomic(path: str, arr) -> None:
     import numpy as np
 
@@ -240,6 +253,9 @@ def cmd_decode(args) -> int:
 
         need = len(prompt) + args.tokens
         prog, _, compile_secs, _ = _compile(model, args, args.max_context, args.json, default_context=context_for(need))
+        deq = _dequantised_note(prog, prog.header.get("precision"))
+        if deq and not args.json:
+            print(deq)
         if args.max_context is None and prog.header["max_context"] < need:
             raise UsageError(f"{len(prompt)} prompt tokens + {args.tokens} new tokens need {need} positions; "
                              f"{model.name} supports at most {prog.header['max_context']}")
@@ -250,6 +266,7 @@ def cmd_decode(args) -> int:
     if args.json:
         out = res.to_json()
         out.update(model=model.name, prompt=prompt, precision=prog.header.get("precision"),
+                   dequantised=prog.header.get("model", {}).get("dequantised", ""),
                    max_context=prog.header.get("max_context"), partition=prog.header.get("partition"),
                    stages=prog.header.get("stages", 1))
         if compile_secs is not None:

@@ -70,6 +70,26 @@ _PRESENT_PATTERNS = (
 )
 
 
+def faithful_to_qdq(opts: ort.SessionOptions) -> ort.SessionOptions:
+    """Settings under which ONNX Runtime computes what a DequantizeLinear model means. Its extended graph
+    optimisations fuse DequantizeLinear + MatMul into kernels that quantise the activations to int8 (the
+    MatMulNBits fusion at its default accuracy level 4, the QDQ MatMulInteger paths): faster, but not the
+    model's arithmetic. Basic optimisations (constant folding, which dequantises the weights exactly) stay."""
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    return opts
+
+
+def _has_dequantize(model_path) -> bool:
+    import onnx
+
+    try:
+        m = onnx.load(os.fspath(model_path), load_external_data=False)
+    except Exception:
+        return False  # ONNX Runtime will say what is wrong with the file
+    return any(n.op_type == "DequantizeLinear" for n in m.graph.node)
+
+
 def make_session(model_path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
     """An ONNX Runtime CPU session with deterministic, documented settings.
 
@@ -86,6 +106,8 @@ def make_session(model_path: str | os.PathLike, threads: int | None = None) -> o
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3  # errors only
+    if _has_dequantize(model_path):
+        faithful_to_qdq(opts)
     return ort.InferenceSession(os.fspath(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 

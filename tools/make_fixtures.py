@@ -130,7 +130,25 @@ FIXTURES = [
                "in the default domain; the optimizer's 131,072-row cos/sin caches are cut to the model's "
                "512 positions (same values) to keep the file small"),
 ] + [Spec(f"{fam}_{exp}", fam, exp, cfg, seed=2, init_range=0.25)
-     for fam, cfg in FAMILY_CONFIGS.items() for exp in ("optimum", "dynamo")]
+     for fam, cfg in FAMILY_CONFIGS.items() for exp in ("optimum", "dynamo")] + [
+    # quantised weights: the Optimum export, quantised as users quantise it; the reference is ONNX Runtime
+    # running the quantised file (the numbers differ from PyTorch's by the quantisation)
+    Spec("llama_q4", "llama", "q4", LLAMA, seed=2, init_range=0.25,
+         notes="llama_optimum through `onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer` "
+               "(bits 4, block 32, asymmetric): com.microsoft MatMulNBits"),
+    Spec("qwen2_q8", "qwen2", "q8", FAMILY_CONFIGS["qwen2"], seed=2, init_range=0.25,
+         notes="qwen2_optimum through MatMulNBitsQuantizer (bits 8, block 32, asymmetric)"),
+    Spec("llama_qdq4", "llama", "qdq4", LLAMA, seed=2, init_range=0.25,
+         notes="llama_optimum through MatMulNBitsQuantizer in QDQ format (bits 4, block 32): blocked "
+               "DequantizeLinear of uint4 weights, opset 21"),
+    Spec("gpt2_qdq8_tensor", "gpt2", "qdq8_tensor", GPT2, seed=2, init_range=0.25,
+         notes="gpt2_optimum with every MatMul / Gemm weight as int8 + DequantizeLinear, one scale per tensor "
+               "(built with onnx.helper: the weight half of what ONNX Runtime's static QDQ quantizer writes)"),
+    Spec("llama_qdq8_channel", "llama", "qdq8_channel", LLAMA, seed=2, init_range=0.25,
+         notes="llama_optimum with every MatMul weight as int8 + DequantizeLinear, one scale per output "
+               "column (axis 1; built with onnx.helper)"),
+]
+QUANTISED = ("q4", "q8", "qdq4", "qdq8_tensor", "qdq8_channel")
 DEFAULT_SPEC = Spec("default", "llama", "optimum", DEFAULT, seed=3, init_range=0.25,
                     notes="bundled default model; tied embed_tokens/lm_head: the lm_head MatMul reads "
                           "`Transpose(model.embed_tokens.weight)`")
@@ -423,6 +441,65 @@ def export_ortopt(model, out: Path) -> None:
     onnx.save_model(m, str(out), save_as_external_data=False)
 
 
+def export_quantised(model, out: Path, kind: str) -> None:
+    """The Optimum export with quantised weights (see the specs' notes)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "model.onnx"
+        export_optimum(model, src)
+        m = onnx.load(str(src))
+    if kind in ("q4", "q8", "qdq4"):
+        from onnxruntime.quantization import QuantFormat
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        with _quiet():
+            q = MatMulNBitsQuantizer(m, bits=8 if kind == "q8" else 4, block_size=32, is_symmetric=False,
+                                     quant_format=QuantFormat.QDQ if kind == "qdq4" else QuantFormat.QOperator)
+            q.process()
+        m = q.model.model
+    else:
+        m = _qdq_int8_weights(m, per_channel=kind == "qdq8_channel")
+    onnx.checker.check_model(m)
+    onnx.save_model(m, str(out), save_as_external_data=False)
+
+
+def _qdq_int8_weights(m: onnx.ModelProto, per_channel: bool) -> onnx.ModelProto:
+    """Every MatMul / Gemm weight W -> int8 Wq = round(W / s) (symmetric, zero point 0) and
+    DequantizeLinear(Wq, s, 0, axis=the output columns): s = max|W| / 127 per tensor or per output column."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in m.graph.initializer}
+    done: dict[str, str] = {}
+    nodes = []
+    for node in m.graph.node:
+        if node.op_type in ("MatMul", "Gemm") and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
+            w_name = node.input[1]
+            trans = any(a.name == "transB" and a.i for a in node.attribute)
+            axis = 0 if trans else 1  # the output columns
+            if w_name not in done:
+                w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
+                amax = np.abs(w).max(axis=1 - axis) if per_channel else np.abs(w).max()
+                shape = [1, 1]
+                shape[axis] = -1
+                w_scale = amax.reshape(shape) if per_channel else amax
+                scale = (np.maximum(amax, 1e-12) / 127.0).astype(np.float32)
+                q = np.clip(np.round(w / (np.maximum(w_scale, 1e-12) / 127.0)), -127, 127).astype(np.int8)
+                base = w_name.replace(":", "_")
+                m.graph.initializer.remove(inits[w_name])
+                m.graph.initializer.extend([
+                    numpy_helper.from_array(q, base + "_quantized"),
+                    numpy_helper.from_array(scale, base + "_scale"),
+                    numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), base + "_zero_point")])
+                nodes.append(helper.make_node("DequantizeLinear", [base + "_quantized", base + "_scale",
+                                                                   base + "_zero_point"], [base + "_dequantized"],
+                                              name=base + "_DequantizeLinear", axis=axis))
+                done[w_name] = base + "_dequantized"
+            node.input[1] = done[w_name]
+        nodes.append(node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    return m
+
+
 def save_extdata_copy(src: Path, out: Path) -> Path:
     data_name = out.name + ".data"
     data = out.parent / data_name
@@ -492,12 +569,26 @@ def check_greedy(path: Path, torch_tokens, torch_rows, ref) -> tuple[list[int], 
     return tokens, gap, diff
 
 
+def check_quantised(path: Path, ref) -> tuple[list[int], float, float]:
+    """A quantised file: finite logits and no near-ties in ONNX Runtime's own greedy decode."""
+    dec = ref.OrtDecoder(path, threads=1)
+    tokens, rows = dec.greedy(PROMPT, N_TOKENS)
+    if not np.isfinite(rows).all():
+        raise AssertionError(f"{path.name}: NaN/inf in greedy logits")
+    gap = min_gap(rows)
+    if gap <= MIN_GAP:
+        raise AssertionError(f"{path.name}: min top-1/top-2 gap {gap:.3g} <= {MIN_GAP}")
+    return tokens, gap, float("nan")
+
+
 # --------------------------------------------------------------------------- main
 def export_one(spec: Spec, out: Path, model) -> None:
     if spec.exporter == "optimum":
         export_optimum(model, out)
     elif spec.exporter == "ortopt":
         export_ortopt(model, out)
+    elif spec.exporter in QUANTISED:
+        export_quantised(model, out, spec.exporter)
     else:
         export_dynamo(model, out, minimal=spec.exporter == "dynamo_minimal")
 
@@ -537,8 +628,11 @@ def generate(out_dir: Path, default_path: Path | None, only: set[str] | None) ->
             files.append(save_extdata_copy(src, path))
         else:
             export_one(spec, path, model)
-        diff_t = check_against_torch(model, path, spec.exporter, ref)
-        tokens, gap, diff_g = check_greedy(path, t_tokens, t_rows, ref)
+        if spec.exporter in QUANTISED:  # the reference is ONNX Runtime on the quantised file itself
+            diff_t, (tokens, gap, diff_g) = float("nan"), check_quantised(path, ref)
+        else:
+            diff_t = check_against_torch(model, path, spec.exporter, ref)
+            tokens, gap, diff_g = check_greedy(path, t_tokens, t_rows, ref)
         sizes = {f.name: f.stat().st_size for f in files}
         n_params = sum(p.numel() for p in model.parameters())
         print(f"  files: " + ", ".join(f"{n} ({s:,} B)" for n, s in sizes.items()))
@@ -571,6 +665,11 @@ EXPORTER_DOC = {
     "dynamo": "`torch.onnx.export(dynamo=True)` of one decode step (seq len 1)",
     "dynamo_minimal": "`torch.onnx.export(dynamo=True)` of one decode step taking `input_ids` and the past KV only",
     "ortopt": "the Optimum export through `onnxruntime.transformers.optimizer` (model_type gpt2, opt_level 0)",
+    "q4": "the Optimum export, MatMulNBits 4-bit (`MatMulNBitsQuantizer`)",
+    "q8": "the Optimum export, MatMulNBits 8-bit (`MatMulNBitsQuantizer`)",
+    "qdq4": "the Optimum export, blocked uint4 DequantizeLinear (`MatMulNBitsQuantizer`, QDQ format)",
+    "qdq8_tensor": "the Optimum export, int8 weights + per-tensor DequantizeLinear",
+    "qdq8_channel": "the Optimum export, int8 weights + per-channel DequantizeLinear",
 }
 
 

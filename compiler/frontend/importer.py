@@ -69,6 +69,7 @@ class Importer:
         self.cur: Node | None = None
         self._n = 0
         self._mask_cases = None
+        self.dequantised: dict[str, int] = {}  # quantised weight kind -> count folded to float
 
     # ================================================================== naming / emission
     def _unique(self, base: str) -> str:
@@ -529,6 +530,12 @@ class Importer:
         for name, v in zip(node.outputs, outs):
             if name:
                 self.values[name] = v
+        if node.op_type == "DequantizeLinear" and all(isinstance(v, K) for v in vals if v is not None):
+            self.note_dequantised("DequantizeLinear")
+
+    def note_dequantised(self, what: str) -> None:
+        """A quantised weight folded to float at compile time (reported: the int8 path does not exist yet)."""
+        self.dequantised[what] = self.dequantised.get(what, 0) + 1
 
     def _set_inputs(self) -> None:
         used = {i for e in self.g.eqns for i in e.inputs}

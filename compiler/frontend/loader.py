@@ -129,12 +129,17 @@ def to_numpy(t: TensorProto, base_dir: str = "") -> np.ndarray:
         a = numpy_helper.to_array(t, base_dir)
     except Exception as exc:
         raise ModelError(f"initializer {t.name!r}: cannot read its data ({_first_line(exc)})") from None
-    if a.dtype.kind == "f" or t.data_type == TensorProto.BFLOAT16:
+    if a.dtype.kind == "f" or t.data_type in _FLOAT_TYPES:
         if a.dtype != np.float32:
             a = a.astype(np.float32)
-    elif a.dtype.kind in "iu" and a.dtype != np.int64:
-        a = a.astype(np.int64)
+    elif (a.dtype.kind in "iu" and a.dtype != np.int64) or t.data_type in _INT_TYPES:
+        a = a.astype(np.int64)  # 4-bit values (numpy_helper gives ml_dtypes int4/uint4) too
     return a
+
+
+_FLOAT_TYPES = {getattr(TensorProto, n) for n in ("BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+                                                   "FLOAT8E5M2FNUZ", "FLOAT4E2M1") if hasattr(TensorProto, n)}
+_INT_TYPES = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "INT2", "UINT2") if hasattr(TensorProto, n)}
 
 
 class Node:

@@ -61,6 +61,7 @@ def importer_facts(imp) -> dict:
         "max_context": imp.max_ctx,
         "opset": imp.opset,
         "source": imp.source,
+        "dequantised": ", ".join(f"{k} x{v}" for k, v in sorted(imp.dequantised.items())),
         "inputs": {"input_ids": imp.roles.input_ids, "position_ids": imp.roles.position_ids,
                    "attention_mask": imp.roles.attention_mask, "past": [p.name for p in imp.roles.past]},
     }

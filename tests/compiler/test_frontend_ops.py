@@ -16,6 +16,7 @@ from compiler.errors import UnsupportedError
 from compiler.frontend import import_model
 from compiler.frontend.ops import REGISTRY
 from compiler.ireval import IrDecoder
+from lpu.reference import faithful_to_qdq
 
 C = 8
 VOCAB = 12
@@ -44,7 +45,10 @@ def n(op, ins, outs, **kw):
 def check(model, tokens=(1, 5, 9), rtol=1e-5, atol=1e-5):
     """Import, then compare the IR's logits with ORT's for a few tokens; returns the IR graph."""
     g = import_model(model, 8, require_past=False)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    if any(nd.op_type == "DequantizeLinear" for nd in model.graph.node):
+        faithful_to_qdq(opts)  # ONNX Runtime's arithmetic for the model, not its int8 shortcuts
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     dec = IrDecoder(g, 8)
     for tok in tokens:
         want = sess.run(["logits"], {"input_ids": np.array([[tok]], np.int64)})[0]
@@ -386,3 +390,60 @@ def test_every_unsupported_operator_is_named_at_once():
     assert msg.startswith("unsupported ONNX operators: Softplus x2 ('Softplus_b', 'Softplus_c'); Softsign x1 "
                           "('Softsign_d'); Unknownish (com.microsoft) x1 ('Unknownish_logits'); supported operators: ")
     assert "\n" not in msg
+
+
+# ---------------------------------------------------------------------- quantised weights
+W16 = rng.standard_normal((C, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["tensor", "axis", "blocked", "uint8-zp", "int4-blocked"])
+def test_dequantize_linear_weights_fold_to_the_float_weight(kind):
+    r = np.random.default_rng(3)
+    if kind == "int4-blocked":
+        q = r.integers(-8, 8, (C, 16))
+        x = helper.make_tensor("wq", TensorProto.INT4, [C, 16], q.reshape(-1).tolist())
+        s = (r.uniform(0.01, 0.1, (2, 16))).astype(np.float32)  # blocks of 4 rows along axis 0
+        inits, attrs, ins = {"s": s}, dict(axis=0, block_size=4), ["wq", "s"]
+        opset = 21
+    else:
+        dt = np.uint8 if kind == "uint8-zp" else np.int8
+        q = r.integers(0 if dt == np.uint8 else -127, 255 if dt == np.uint8 else 127, (C, 16)).astype(dt)
+        x = numpy_helper.from_array(q, "wq")
+        s = {"tensor": np.float32(0.02), "axis": r.uniform(0.01, 0.1, 16).astype(np.float32),
+             "blocked": r.uniform(0.01, 0.1, (4, 16)).astype(np.float32),
+             "uint8-zp": r.uniform(0.01, 0.1, 16).astype(np.float32)}[kind]
+        inits = {"s": s}
+        ins = ["wq", "s"]
+        attrs = {"tensor": {}, "axis": dict(axis=1), "blocked": dict(axis=0, block_size=2),
+                 "uint8-zp": dict(axis=1)}[kind]
+        if kind == "uint8-zp":
+            inits["z"] = r.integers(100, 156, 16).astype(np.uint8)
+            ins.append("z")
+        opset = 21 if kind == "blocked" else 13
+    nodes = [n("DequantizeLinear", ins, "w", **attrs), n("MatMul", ["x", "w"], "logits")]
+    m = build(nodes, inits, opset=opset)
+    m.graph.initializer.append(x)
+    g = check(m)
+    assert prims(g).count("linear") == 1 and g.meta.get("dequantised") == "DequantizeLinear x1"
+
+
+@pytest.mark.parametrize("bits, symmetric, bias", [(4, False, False), (4, True, True), (8, False, False)])
+def test_matmul_nbits_dequantises_like_onnxruntime(bits, symmetric, bias):
+    """ONNX Runtime's own quantizer writes the MatMulNBits node (packing, scales, zero points); ORT runs it."""
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    w = np.random.default_rng(5).standard_normal((32, 24)).astype(np.float32)
+    nodes = [n("Concat", ["x", "x", "x", "x"], "x4", axis=2), n("MatMul", ["x4", "W"], "logits")]  # K = 32
+    m = build(nodes, {"W": w})
+    q = MatMulNBitsQuantizer(m, bits=bits, block_size=16, is_symmetric=symmetric, quant_format=QuantFormat.QOperator)
+    q.process()
+    qm = q.model.model
+    node = next(nd for nd in qm.graph.node if nd.op_type == "MatMulNBits")
+    if bias:  # the optional bias input (index 5)
+        qm.graph.initializer.append(numpy_helper.from_array(np.linspace(-1, 1, 24).astype(np.float32), "bias"))
+        while len(node.input) < 5:
+            node.input.append("")
+        node.input.append("bias")
+    g = check(qm, rtol=1e-5, atol=1e-5)
+    assert prims(g).count("linear") == 1 and g.meta.get("dequantised") == f"MatMulNBits {bits}-bit x1"

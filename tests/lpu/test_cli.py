@@ -280,3 +280,16 @@ def test_check_sizes_the_model_by_the_sram_it_needs(tmp_path, capsys):
     code, _, err = run(["compile", LLAMA, "-o", tmp_path / "x.lpu", "--hw", f, "--chips", n - 1,
                         "--max-context", 1024], capsys)
     one_line_error(code, err, "needs")
+
+
+@pytest.mark.parametrize("name, op, what", [("llama_q4", "MatMulNBits", "MatMulNBits 4-bit"),
+                                            ("llama_qdq8_channel", "DequantizeLinear", "DequantizeLinear")])
+def test_compile_says_in_one_line_that_quantised_weights_were_dequantised(name, op, what, tmp_path, capsys):
+    n = sum(nd.op_type == op for nd in onnx.load(str(FIX / f"{name}.onnx")).graph.node)
+    code, out, err = run(["compile", FIX / f"{name}.onnx", "-o", tmp_path / "q.lpu", "--chips", "1"], capsys)
+    assert code == 0, err
+    notes = [l for l in out.splitlines() if l.startswith("note:")]
+    assert notes == [f"note: quantised weights ({what} x{n}) dequantised to fp16 at compile time "
+                     "(no int8 weight path yet)"]
+    code, out, _ = run(["compile", FIX / f"{name}.onnx", "-o", tmp_path / "q.lpu", "--chips", "1", "--json"], capsys)
+    assert json.loads(out)["dequantised"] == f"{what} x{n}"
