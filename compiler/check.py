@@ -88,8 +88,11 @@ def check_model(path, hardware: list, default_context: int | None = None) -> dic
 
 
 def _known(op: str, dom: str) -> bool:
+    from .frontend.fused_attention import EXPANDED
     from .frontend.ops import REGISTRY
 
+    if (op, dom) in EXPANDED:
+        return True
     spec = REGISTRY.get(op)
     return spec is not None and (dom == "" or dom in spec.domains)
 

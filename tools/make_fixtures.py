@@ -148,7 +148,18 @@ FIXTURES = [
          notes="llama_optimum with every MatMul weight as int8 + DequantizeLinear, one scale per output "
                "column (axis 1; built with onnx.helper)"),
 ]
-QUANTISED = ("q4", "q8", "qdq4", "qdq8_tensor", "qdq8_channel")
+QUANTISED = ("q4", "q8", "qdq4", "qdq8_tensor", "qdq8_channel", "genai_int4")
+FIXTURES += [
+    # the onnxruntime-genai model builder on the saved Hugging Face folder: GroupQueryAttention (packed QKV,
+    # rotary inside), SkipSimplifiedLayerNormalization, and MatMulNBits in the int4 build
+    Spec("llama_genai", "llama", "genai", LLAMA, seed=2, init_range=0.25,
+         notes="`python -m onnxruntime_genai.models.builder -i <hf folder> -p fp32 -e cpu` (a word-level "
+               "tokenizer is saved beside the model so the builder completes)"),
+    Spec("qwen2_genai_int4", "qwen2", "genai_int4", FAMILY_CONFIGS["qwen2"], seed=2, init_range=0.25,
+         notes="the builder with `-p int4 -e cpu --extra_options int4_accuracy_level=1`: MatMulNBits 4-bit "
+               "computed in float (the CPU default, level 4, lets ONNX Runtime quantise the activations to "
+               "int8, which the compiler does not do)"),
+]
 DEFAULT_SPEC = Spec("default", "llama", "optimum", DEFAULT, seed=3, init_range=0.25,
                     notes="bundled default model; tied embed_tokens/lm_head: the lm_head MatMul reads "
                           "`Transpose(model.embed_tokens.weight)`")
@@ -500,6 +511,30 @@ def _qdq_int8_weights(m: onnx.ModelProto, per_channel: bool) -> onnx.ModelProto:
     return m
 
 
+def export_genai(model, out: Path, int4: bool) -> None:
+    """The onnxruntime-genai model builder on the model saved as a Hugging Face folder."""
+    import subprocess
+
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf, dst = Path(tmp) / "hf", Path(tmp) / "out"
+        model.save_pretrained(hf)
+        vocab = {f"t{i}": i for i in range(model.config.vocab_size)}
+        PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")),
+                                unk_token="t0").save_pretrained(hf)
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(dst),
+               "-p", "int4" if int4 else "fp32", "-e", "cpu"]
+        if int4:
+            cmd += ["--extra_options", "int4_accuracy_level=1"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0 or not (dst / "model.onnx").exists():
+            raise RuntimeError(f"the onnxruntime-genai builder failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        m = onnx.load(str(dst / "model.onnx"))  # its external data too: one self-contained fixture file
+    onnx.save_model(m, str(out), save_as_external_data=False)
+
+
 def save_extdata_copy(src: Path, out: Path) -> Path:
     data_name = out.name + ".data"
     data = out.parent / data_name
@@ -525,7 +560,7 @@ def check_against_torch(model, path: Path, exporter: str, ref) -> float:
     ins, outs = io_names(n_layers)
     g = torch.Generator().manual_seed(99)
     worst = 0.0
-    seq_lens = [1] if exporter.startswith("dynamo") else [1, 3]
+    seq_lens = [1] if exporter.startswith(("dynamo", "genai")) else [1, 3]  # GQA: several tokens only at batch 1
     for batch in (1, 2):
         for past_len in (0, 1, 7):
             for seq in seq_lens:
@@ -587,6 +622,8 @@ def export_one(spec: Spec, out: Path, model) -> None:
         export_optimum(model, out)
     elif spec.exporter == "ortopt":
         export_ortopt(model, out)
+    elif spec.exporter in ("genai", "genai_int4"):
+        export_genai(model, out, int4=spec.exporter == "genai_int4")
     elif spec.exporter in QUANTISED:
         export_quantised(model, out, spec.exporter)
     else:
@@ -657,7 +694,16 @@ def versions() -> dict:
 
     return {"torch": torch.__version__, "transformers": transformers.__version__,
             "optimum-onnx": version("optimum-onnx"), "onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
-            "onnxruntime": onnxruntime.__version__}
+            "onnxruntime": onnxruntime.__version__, "onnxruntime-genai": _version_or_none("onnxruntime-genai")}
+
+
+def _version_or_none(dist: str):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 EXPORTER_DOC = {
@@ -670,6 +716,8 @@ EXPORTER_DOC = {
     "qdq4": "the Optimum export, blocked uint4 DequantizeLinear (`MatMulNBitsQuantizer`, QDQ format)",
     "qdq8_tensor": "the Optimum export, int8 weights + per-tensor DequantizeLinear",
     "qdq8_channel": "the Optimum export, int8 weights + per-channel DequantizeLinear",
+    "genai": "the onnxruntime-genai model builder (fp32, cpu)",
+    "genai_int4": "the onnxruntime-genai model builder (int4, cpu)",
 }
 
 

@@ -24,6 +24,7 @@ import onnx
 from ..errors import CompileError, ContextLimitError, IrError, ModelError, UnsupportedError
 from ..ir import INPUTS, PRIMS, T, Eqn, Graph, Var
 from . import attention
+from .fused_attention import expand_fused_attention
 from .loader import Node, Roles, find_roles, onnx_dtype_to_numpy, to_numpy
 from .ops import REGISTRY, describe_unsupported, spec_of, supported_ops, unsupported_nodes
 from .sym import P, T_SYM, Sym, fit_dim, fmt_shape, has_sym, normalize, obj_array, subst
@@ -47,6 +48,7 @@ class Importer:
                  require_past: bool = True, base_dir: str = "") -> None:
         if not isinstance(max_context, (int, np.integer)) or int(max_context) < 1:
             raise ModelError(f"max_context must be a positive integer, got {max_context!r}")
+        model = expand_fused_attention(model)  # before the roles: the rewrite makes the cache's Concat
         self.model = model
         self.max_ctx = int(max_context)
         self.source = source
@@ -516,7 +518,13 @@ class Importer:
         spec = spec_of(node)
         vals = [self.value(i) if i else None for i in node.inputs]
         if spec.expand is not None:  # a fused operator: the standard operators it stands for, one by one
-            for sub in spec.expand(self, node, vals):
+            try:
+                subs = spec.expand(self, node, vals)
+            except CompileError:
+                raise
+            except Exception as exc:
+                raise UnsupportedError(f"{node}: cannot be expanded ({type(exc).__name__}: {exc})") from exc
+            for sub in subs:
                 self._run_node(sub)
             return
         try:

@@ -29,10 +29,14 @@ def guess_family(names: list[str]) -> str:
 
 
 def guess_exporter(model) -> str:
-    """dynamo: node names node_*, values val_*; Optimum (TorchScript-based torch.onnx.export): /module/path names."""
+    """dynamo: node names node_*, values val_*; Optimum (TorchScript-based torch.onnx.export): /module/path names;
+    the onnxruntime-genai builder: GroupQueryAttention and its /model/attn_mask_reformat/ subgraph."""
     names = [n.name for n in model.graph.node]
     if not names:
         return "unknown"
+    if any(n.op_type == "GroupQueryAttention" for n in model.graph.node) or \
+            any(n.startswith("/model/attn_mask_reformat/") for n in names):
+        return "onnxruntime-genai"
     dynamo = sum(n.startswith("node_") for n in names)
     scripted = sum(n.startswith("/") for n in names)
     if dynamo > len(names) // 4:

@@ -45,6 +45,7 @@ def dequantise(node, B, scales, zps):
 
 
 def _expand(ctx, node, vals):
+    vals = list(vals) + [None] * (6 - len(vals))  # zero points, g_idx and bias are optional
     consts = [v for v in vals[1:4] if v is not None]
     if not all(isinstance(v, K) and not has_sym(v.value) for v in consts):
         raise ctx.unsupported("MatMulNBits with runtime weights, scales or zero points")
