@@ -120,6 +120,9 @@ def _form(model, counts: Counter) -> str:
                 {op for (op, dom) in counts if dom == "" and op == "SimplifiedLayerNormalization"})
     if ms:
         marks.append("ONNX Runtime fused operators (" + ", ".join(ms) + ")")
+    std = sorted({op for (op, dom) in counts if dom == "" and op in ("Attention", "RMSNormalization", "RotaryEmbedding")})
+    if std:
+        marks.append("ONNX fused operators (" + ", ".join(std) + ")")
     if any(op in ("DequantizeLinear", "QuantizeLinear", "MatMulNBits") for op, _ in counts):
         marks.append("quantised")
     return f"{exporter} export" + (" + " + " + ".join(marks) if marks else "")

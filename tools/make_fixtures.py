@@ -121,6 +121,9 @@ FIXTURES = [
                "runs over the cache without a mask"),
     Spec("gpt2_dynamo_minimal", "gpt2", "dynamo_minimal", GPT2_MIN, seed=2, init_range=0.25,
          notes="inputs `input_ids` and the past KV only"),
+    Spec("llama_dynamo_opset23", "llama", "dynamo_opset23", LLAMA_MIN, seed=2, init_range=0.25,
+         notes="`torch.onnx.export(dynamo=True, opset_version=23)`: ONNX's own Attention, RMSNormalization and "
+               "RotaryEmbedding"),
     Spec("gpt2_ortopt", "gpt2", "ortopt", GPT2, seed=2, init_range=0.25,
          notes="gpt2_optimum through `onnxruntime.transformers.optimizer` (model_type gpt2): "
                "com.microsoft SkipLayerNormalization and FastGelu"),
@@ -399,7 +402,7 @@ def _strip_debug_metadata(m: onnx.ModelProto) -> None:
     walk(m.graph)
 
 
-def export_dynamo(model, out: Path, minimal: bool = False) -> None:
+def export_dynamo(model, out: Path, minimal: bool = False, opset: int | None = None) -> None:
     import torch
 
     n_layers, kv_heads, head_dim = kv_dims(model)
@@ -420,8 +423,9 @@ def export_dynamo(model, out: Path, minimal: bool = False) -> None:
         args = (ids, mask, pos, past)
         dyn = ({0: b}, {0: b, 1: p + 1}, {0: b}, tuple({0: b, 2: p} for _ in range(2 * n_layers)))
     with _quiet(), torch.no_grad():
+        extra = {"opset_version": opset} if opset else {}
         prog = torch.onnx.export(wrapper, args, dynamo=True, input_names=ins, output_names=outs,
-                                 dynamic_shapes=dyn, external_data=False, optimize=True)
+                                 dynamic_shapes=dyn, external_data=False, optimize=True, **extra)
     m = prog.model_proto
     _strip_debug_metadata(m)
     onnx.checker.check_model(m)
@@ -627,7 +631,8 @@ def export_one(spec: Spec, out: Path, model) -> None:
     elif spec.exporter in QUANTISED:
         export_quantised(model, out, spec.exporter)
     else:
-        export_dynamo(model, out, minimal=spec.exporter == "dynamo_minimal")
+        export_dynamo(model, out, minimal=spec.exporter == "dynamo_minimal",
+                      opset=23 if spec.exporter == "dynamo_opset23" else None)
 
 
 def config_str(spec: Spec) -> str:
@@ -709,6 +714,7 @@ def _version_or_none(dist: str):
 EXPORTER_DOC = {
     "optimum": "Optimum `text-generation-with-past` (TorchScript-based `torch.onnx.export`)",
     "dynamo": "`torch.onnx.export(dynamo=True)` of one decode step (seq len 1)",
+    "dynamo_opset23": "`torch.onnx.export(dynamo=True, opset_version=23)` of one decode step",
     "dynamo_minimal": "`torch.onnx.export(dynamo=True)` of one decode step taking `input_ids` and the past KV only",
     "ortopt": "the Optimum export through `onnxruntime.transformers.optimizer` (model_type gpt2, opt_level 0)",
     "q4": "the Optimum export, MatMulNBits 4-bit (`MatMulNBitsQuantizer`)",

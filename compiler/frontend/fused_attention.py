@@ -1,6 +1,14 @@
-"""ONNX Runtime's fused attention operators, rewritten into the standard operators they mean before the
-import (they own the KV cache, so the importer's roles -- the Concat that appends to a past input -- must
-see the rewrite): GroupQueryAttention, the onnxruntime-genai model builder's attention.
+"""Fused attention operators, rewritten into the standard operators they mean before the import (they may
+own the KV cache, so the importer's roles -- the Concat that appends to a past input -- must see the
+rewrite): ONNX Runtime's GroupQueryAttention (the onnxruntime-genai model builder's attention) and ONNX's
+Attention (opset 23; the dynamo exporter's at opset 23).
+
+Attention (opset 23): Q, K, V as [B, H, S, D] (or [B, S, H*D] with q_num_heads / kv_num_heads), an
+optional attn_mask (bool: True attends; float: added), optional past_key / past_value [B, Hkv, P, D]:
+    present_k = Concat(past_key, K, axis=2) (if a past is given), likewise V
+    Y = softmax(scale * Q . repeat(present_k)^T [softcap] [+ mask]) . repeat(present_v)
+scale defaults to 1/sqrt(D). is_causal and the qk_matmul_output are refused (a one-token decode step with
+a cache has its mask explicit).
 
 GroupQueryAttention (com.microsoft), one decode step of batch 1 without padding:
     query [B, S, Hq*D] (or Q, K and V packed when key/value are absent), key/value [B, S, Hkv*D],
@@ -22,13 +30,13 @@ from onnx import helper, numpy_helper
 
 from ..errors import UnsupportedError
 
-EXPANDED = {("GroupQueryAttention", "com.microsoft")}  # (op type, domain) this module rewrites
+EXPANDED = {("GroupQueryAttention", "com.microsoft"), ("Attention", "")}  # (op type, domain) rewritten here
 
 
 def expand_fused_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with each GroupQueryAttention node replaced by standard operators (a copy; the model is
     returned as is when it has none)."""
-    if not any(n.op_type == "GroupQueryAttention" and n.domain == "com.microsoft" for n in model.graph.node):
+    if not any((n.op_type, n.domain if n.domain != "ai.onnx" else "") in EXPANDED for n in model.graph.node):
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -36,9 +44,12 @@ def expand_fused_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     dims = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
             for vi in g.input}
     nodes, inits = [], []
+    types = _elem_types(out) if any(n.op_type == "Attention" for n in g.node) else {}
     for node in g.node:
         if node.op_type == "GroupQueryAttention" and node.domain == "com.microsoft":
             nodes += _gqa(node, dims, inits)
+        elif node.op_type == "Attention" and node.domain in ("", "ai.onnx"):
+            nodes += _attention(node, types, inits)
         else:
             nodes.append(node)
     del g.node[:]
@@ -46,6 +57,21 @@ def expand_fused_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     g.initializer.extend(inits)
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return out
+
+
+def _elem_types(model: onnx.ModelProto) -> dict:
+    """Tensor name -> ONNX element type, from the graph's declarations and onnx's shape inference."""
+    out = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        if vi.type.tensor_type.elem_type:
+            out[vi.name] = vi.type.tensor_type.elem_type
+    for t in model.graph.initializer:
+        out[t.name] = t.data_type
     return out
 
 
@@ -128,3 +154,88 @@ def _gqa(node, dims: dict, inits: list) -> list:
     o = op("MatMul", [op("Softmax", [s], axis=-1), pv_r])
     op("Reshape", [op("Transpose", [o], perm=[0, 2, 1, 3]), i64([0, 0, hq * d])], output=node.output[0])
     return nodes
+
+
+class _Builder:
+    def __init__(self, name: str, inits: list) -> None:
+        self.name, self.inits, self.nodes, self.k = name, inits, [], 0
+
+    def const(self, value):
+        self.k += 1
+        cname = f"{self.name}/c{self.k}"
+        self.inits.append(numpy_helper.from_array(np.asarray(value), cname))
+        return cname
+
+    def i64(self, v):
+        return self.const(np.asarray(v, np.int64))
+
+    def op(self, op_type, inputs, output=None, domain="", **attrs):
+        self.k += 1
+        o = output or f"{self.name}/{op_type}_{self.k}"
+        self.nodes.append(helper.make_node(op_type, inputs, [o], name=f"{self.name}/{op_type}_{self.k}",
+                                           domain=domain, **attrs))
+        return o
+
+
+def _attention(node, types: dict, inits: list) -> list:
+    name = node.name or "Attention"
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    ins = list(node.input) + [""] * (6 - len(node.input))
+    outs = list(node.output) + [""] * (4 - len(node.output))
+
+    def refuse(what):
+        raise UnsupportedError(f"Attention node {name!r}: {what} is not supported")
+
+    if a.get("is_causal", 0):
+        refuse("is_causal=1 (give the mask explicitly)")
+    if outs[3]:
+        refuse("the qk_matmul_output")
+    B = _Builder(name, inits)
+    q, k, v, mask, past_k, past_v = ins
+    hq, hkv = a.get("q_num_heads"), a.get("kv_num_heads")
+    if hq:  # 3-D inputs [B, S, H*D]
+        def heads(x, n):
+            return B.op("Transpose", [B.op("Reshape", [x, B.i64([0, 0, int(n), -1])])], perm=[0, 2, 1, 3])
+        q, k, v = heads(q, hq), heads(k, hkv or hq), heads(v, hkv or hq)
+    if past_k:
+        k = B.op("Concat", [past_k, k], output=outs[1] or None, axis=2)
+        v = B.op("Concat", [past_v, v], output=outs[2] or None, axis=2)
+    elif outs[1] or outs[2]:
+        if outs[1]:
+            B.op("Identity", [k], output=outs[1])
+        if outs[2]:
+            B.op("Identity", [v], output=outs[2])
+    if hq and hkv and int(hq) != int(hkv):
+        rep = int(hq) // int(hkv)
+
+        def repeat(x):
+            e = B.op("Expand", [B.op("Unsqueeze", [x, B.i64([2])]), B.i64([1, 1, rep, 1, 1])])
+            shp = B.op("Shape", [e])  # [B, Hkv, rep, T, D] -> [B, Hq, T, D]
+            tgt = B.op("Concat", [B.op("Slice", [shp, B.i64([0]), B.i64([1])]), B.i64([int(hq), -1]),
+                                  B.op("Slice", [shp, B.i64([4]), B.i64([5])])], axis=0)
+            return B.op("Reshape", [e, tgt])
+        k, v = repeat(k), repeat(v)
+    scale = a.get("scale")
+    if scale is None or scale == 0.0:  # 1/sqrt(D), D = the last dim of Q
+        d = B.op("Cast", [B.op("Gather", [B.op("Shape", [q]), B.i64(-1)])], to=onnx.TensorProto.FLOAT)
+        scale_t = B.op("Reciprocal", [B.op("Sqrt", [d])])
+    else:
+        scale_t = B.const(np.float32(scale))
+    s = B.op("MatMul", [B.op("Mul", [q, scale_t]), B.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    cap = float(a.get("softcap", 0.0) or 0.0)
+    if cap:
+        s = B.op("Mul", [B.op("Tanh", [B.op("Mul", [s, B.const(np.float32(1.0 / cap))])]), B.const(np.float32(cap))])
+    if mask:  # bool: True attends; float: added to the scores (the importer then checks the mask path)
+        kind = types.get(mask)
+        if kind == onnx.TensorProto.BOOL:
+            s = B.op("Where", [mask, s, B.const(np.float32(-np.inf))])
+        elif kind in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            s = B.op("Add", [s, B.op("Cast", [mask], to=onnx.TensorProto.FLOAT)])
+        else:
+            refuse("an attn_mask whose element type is unknown")
+    y = B.op("MatMul", [B.op("Softmax", [s], axis=-1), v])
+    if hq:
+        B.op("Reshape", [B.op("Transpose", [y], perm=[0, 2, 1, 3]), B.i64([0, 0, -1])], output=outs[0])
+    else:
+        B.op("Identity", [y], output=outs[0])
+    return B.nodes

@@ -447,3 +447,61 @@ def test_matmul_nbits_dequantises_like_onnxruntime(bits, symmetric, bias):
         node.input.append("bias")
     g = check(qm, rtol=1e-5, atol=1e-5)
     assert prims(g).count("linear") == 1 and g.meta.get("dequantised") == f"MatMulNBits {bits}-bit x1"
+
+
+# ---------------------------------------------------------------------- fused attention that owns the cache
+def _attention_decoder(kind: str, softcap: float = 0.0):
+    """input_ids + one layer's past K/V -> a fused attention node that appends to the cache -> logits.
+    kind: "onnx23" (Attention, opset 23, 3-D inputs, 4 query / 2 KV heads) or "gqa" (com.microsoft
+    GroupQueryAttention with packed QKV and rotary)."""
+    r = np.random.default_rng(11)
+    hq, hkv, d, hid, vocab = 4, 2, 16, 16, VOCAB  # ONNX Runtime's GQA wants head sizes of 16k
+    inits = {"E": r.standard_normal((vocab, hid)).astype(np.float32),
+             "Wq": (r.standard_normal((hid, hq * d)) * 0.5).astype(np.float32),
+             "Wk": (r.standard_normal((hid, hkv * d)) * 0.5).astype(np.float32),
+             "Wv": r.standard_normal((hid, hkv * d)).astype(np.float32),
+             "Wo": r.standard_normal((hq * d, vocab)).astype(np.float32)}
+    nodes = [helper.make_node("Gather", ["E", "input_ids"], ["x"], name="embed")]
+    ins = [helper.make_tensor_value_info("input_ids", I64, [1, 1]),
+           helper.make_tensor_value_info("past_key_values.0.key", F32, [1, hkv, "past", d]),
+           helper.make_tensor_value_info("past_key_values.0.value", F32, [1, hkv, "past", d])]
+    if kind == "onnx23":
+        nodes += [n("MatMul", ["x", "Wq"], "q"), n("MatMul", ["x", "Wk"], "k"), n("MatMul", ["x", "Wv"], "v"),
+                  helper.make_node("Attention", ["q", "k", "v", "", "past_key_values.0.key", "past_key_values.0.value"],
+                                   ["y", "present.0.key", "present.0.value"], name="attn", q_num_heads=hq,
+                                   kv_num_heads=hkv, softcap=softcap)]
+        opsets, irv = [helper.make_opsetid("", 23)], 10
+    else:
+        ang = r.uniform(-3, 3, (32, d // 2)).astype(np.float32)
+        inits.update(Wqkv=np.concatenate([inits["Wq"], inits["Wk"], inits["Wv"]], axis=1), cos=np.cos(ang),
+                     sin=np.sin(ang), one=np.array([1], np.int64))
+        ins.append(helper.make_tensor_value_info("attention_mask", I64, [1, "total"]))
+        nodes += [n("MatMul", ["x", "Wqkv"], "qkv"),
+                  n("ReduceSum", ["attention_mask", "one"], "len", keepdims=1), n("Sub", ["len", "one"], "sl"),
+                  n("Cast", ["sl"], "seqlens", to=TensorProto.INT32), n("Shape", ["attention_mask"], "shp"),
+                  n("Gather", ["shp", "one"], "tot0"), n("Cast", ["tot0"], "tot", to=TensorProto.INT32),
+                  ms("GroupQueryAttention", ["qkv", "", "", "past_key_values.0.key", "past_key_values.0.value",
+                                             "seqlens", "tot", "cos", "sin"], ["y", "present.0.key", "present.0.value"],
+                     num_heads=hq, kv_num_heads=hkv, do_rotary=1, softcap=softcap)]
+        opsets, irv = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)], 8
+    nodes.append(n("MatMul", ["y", "Wo"], "logits"))
+    outs = [helper.make_tensor_value_info(o, F32, None) for o in ("logits", "present.0.key", "present.0.value")]
+    g = helper.make_graph(nodes, "dec", ins, outs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=opsets)
+    m.ir_version = irv
+    return m
+
+
+@pytest.mark.parametrize("kind, softcap", [("onnx23", 0.0), ("onnx23", 5.0), ("gqa", 0.0), ("gqa", 5.0)])
+def test_fused_attention_with_the_cache_decodes_like_onnxruntime(kind, softcap, tmp_path):
+    from lpu.reference import OrtDecoder
+
+    m = _attention_decoder(kind, softcap)
+    path = tmp_path / "m.onnx"
+    onnx.save(m, str(path))
+    g = import_model(m, 32)
+    assert sum(e.prim == "kv_append" for e in g.eqns) == 2 and sum(e.prim == "attn_qk" for e in g.eqns) == 1
+    want = OrtDecoder(path, threads=1).greedy([1, 5, 9, 2], 6)
+    got = IrDecoder(g, 32).greedy([1, 5, 9, 2], 6)
+    assert got[0] == want[0]
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
