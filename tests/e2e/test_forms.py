@@ -81,3 +81,41 @@ def test_every_fixture_is_a_form_of_a_family():
     assert fams == {"gpt2", "llama", "qwen2", "mistral", "phi3", "gpt_neox", "opt", "gemma"}
     for fam in fams:
         assert {f"{fam}_optimum", f"{fam}_dynamo"} <= set(MANIFEST), fam
+
+
+def _compile_default(name, tmp_path, capsys):
+    out = tmp_path / f"{name}.lpu"
+    rc = cli.main(["compile", str(FIX / f"{name}.onnx"), "-o", str(out), "--chips", "1", "--json"])
+    res = capsys.readouterr()
+    assert rc == 0, res.err
+    mc = json.loads(res.out)["max_context"]
+    assert 1 <= mc <= 1024 and out.exists()
+    if mc < 1024:  # the model's own limit: one position more is refused in one line naming it
+        rc = cli.main(["compile", str(FIX / f"{name}.onnx"), "-o", str(tmp_path / "x.lpu"), "--chips", "1",
+                       "--max-context", str(mc + 1)])
+        err = capsys.readouterr().err
+        assert rc != 0 and f"the model supports at most {mc} positions" in err, err
+    return mc
+
+
+COMPILE_FAST = ["gpt2_dynamo_minimal", "opt_optimum", "llama_genai", "qwen2_q8"]
+
+
+@pytest.mark.parametrize("name", COMPILE_FAST)
+def test_compile_without_max_context(name, tmp_path, capsys):
+    _compile_default(name, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in FORMS if n not in COMPILE_FAST])
+def test_compile_without_max_context_every_form(name, tmp_path, capsys):
+    _compile_default(name, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_check_runs_on_every_form(name, capsys):
+    rc = cli.main(["check", str(FIX / f"{name}.onnx"), "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0 and rep["supported"] and rep["unsupported"] == []
+    assert rep["family"] == MANIFEST[name]["family"] or rep["family"] in ("llama", "unknown"), rep["family"]
+    assert rep["shape"]["vocab_size"] > 0 and rep["weights"] > 0
