@@ -314,13 +314,28 @@ def export_optimum(model, out: Path) -> None:
     onnx.save_model(m, str(out), save_as_external_data=False)
 
 
+def _cache_of(past, n_layers: int):
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i in range(n_layers):
+        cache.update(past[2 * i], past[2 * i + 1], i)
+    return cache
+
+
+def _flat(out) -> tuple:
+    flat = [out.logits]
+    for layer in out.past_key_values.layers:
+        flat += [layer.keys, layer.values]
+    return tuple(flat)
+
+
 class OneStepDecoder:
     """Factory for the wrapper module: flat (input_ids, attention_mask, position_ids, *past) -> flat outputs."""
 
     @staticmethod
     def make(model):
         import torch
-        from transformers import DynamicCache
 
         n_layers = kv_dims(model)[0]
 
@@ -330,15 +345,8 @@ class OneStepDecoder:
                 self.m = model
 
             def forward(self, input_ids, attention_mask, position_ids, past):
-                cache = DynamicCache()
-                for i in range(n_layers):
-                    cache.update(past[2 * i], past[2 * i + 1], i)
-                out = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=cache, use_cache=True)
-                flat = [out.logits]
-                for layer in out.past_key_values.layers:
-                    flat += [layer.keys, layer.values]
-                return tuple(flat)
+                return _flat(self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                    past_key_values=_cache_of(past, n_layers), use_cache=True))
 
         return Wrapper().eval()
 
@@ -350,7 +358,6 @@ class MinimalStepDecoder:
     @staticmethod
     def make(model):
         import torch
-        from transformers import DynamicCache
 
         n_layers = kv_dims(model)[0]
 
@@ -360,14 +367,7 @@ class MinimalStepDecoder:
                 self.m = model
 
             def forward(self, input_ids, past):
-                cache = DynamicCache()
-                for i in range(n_layers):
-                    cache.update(past[2 * i], past[2 * i + 1], i)
-                out = self.m(input_ids=input_ids, past_key_values=cache, use_cache=True)
-                flat = [out.logits]
-                for layer in out.past_key_values.layers:
-                    flat += [layer.keys, layer.values]
-                return tuple(flat)
+                return _flat(self.m(input_ids=input_ids, past_key_values=_cache_of(past, n_layers), use_cache=True))
 
         return Wrapper().eval()
 

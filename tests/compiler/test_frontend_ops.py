@@ -427,25 +427,39 @@ def test_dequantize_linear_weights_fold_to_the_float_weight(kind):
     assert prims(g).count("linear") == 1 and g.meta.get("dequantised") == "DequantizeLinear x1"
 
 
-@pytest.mark.parametrize("bits, symmetric, bias", [(4, False, False), (4, True, True), (8, False, False)])
-def test_matmul_nbits_dequantises_like_onnxruntime(bits, symmetric, bias):
-    """ONNX Runtime's own quantizer writes the MatMulNBits node (packing, scales, zero points); ORT runs it."""
-    from onnxruntime.quantization import QuantFormat
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+def _pack(vals: np.ndarray, bits: int) -> np.ndarray:
+    """Rows of `bits`-bit values -> uint8, the first value in the lowest bits (how the test builds the node;
+    ONNX Runtime running it is what says whether that is the layout)."""
+    per = 8 // bits
+    v = vals.astype(np.uint8).reshape(vals.shape[0], -1, per)
+    return np.bitwise_or.reduce(v << (np.arange(per, dtype=np.uint8) * bits), axis=2).astype(np.uint8)
 
-    w = np.random.default_rng(5).standard_normal((32, 24)).astype(np.float32)
-    nodes = [n("Concat", ["x", "x", "x", "x"], "x4", axis=2), n("MatMul", ["x4", "W"], "logits")]  # K = 32
-    m = build(nodes, {"W": w})
-    q = MatMulNBitsQuantizer(m, bits=bits, block_size=16, is_symmetric=symmetric, quant_format=QuantFormat.QOperator)
-    q.process()
-    qm = q.model.model
-    node = next(nd for nd in qm.graph.node if nd.op_type == "MatMulNBits")
-    if bias:  # the optional bias input (index 5)
-        qm.graph.initializer.append(numpy_helper.from_array(np.linspace(-1, 1, 24).astype(np.float32), "bias"))
-        while len(node.input) < 5:
-            node.input.append("")
-        node.input.append("bias")
-    g = check(qm, rtol=1e-5, atol=1e-5)
+
+@pytest.mark.parametrize("bits, zero_points, bias", [(4, "packed", False), (4, None, True), (8, "packed", False),
+                                                     (4, "float", False), (2, "packed", False)])
+def test_matmul_nbits_dequantises_like_onnxruntime(bits, zero_points, bias):
+    r = np.random.default_rng(5)
+    k, n_out, bs = 32, 24, 16  # K = 32: two blocks of 16
+    nb = k // bs
+    q = r.integers(0, 1 << bits, (n_out, nb * bs))
+    inits = {"B": _pack(q, bits).reshape(n_out, nb, bs * bits // 8),
+             "scales": r.uniform(0.01, 0.2, (n_out * nb,)).astype(np.float32)}
+    ins = ["x4", "B", "scales"]
+    if zero_points == "packed":
+        zp = r.integers(0, 1 << bits, (n_out, nb))
+        per = 8 // bits
+        zp = np.pad(zp, ((0, 0), (0, -nb % per)))
+        inits["zp"] = _pack(zp, bits).reshape(-1)
+        ins.append("zp")
+    elif zero_points == "float":
+        inits["zp"] = r.uniform(0, (1 << bits) - 1, (n_out * nb,)).astype(np.float32)
+        ins.append("zp")
+    if bias:
+        inits["bias"] = np.linspace(-1, 1, n_out).astype(np.float32)
+        ins += [""] * (5 - len(ins)) + ["bias"]
+    nodes = [n("Concat", ["x", "x", "x", "x"], "x4", axis=2),
+             ms("MatMulNBits", ins, "logits", K=k, N=n_out, bits=bits, block_size=bs)]
+    g = check(build(nodes, inits, domains=MS), rtol=1e-5, atol=1e-5)
     assert prims(g).count("linear") == 1 and g.meta.get("dequantised") == f"MatMulNBits {bits}-bit x1"
 
 
