@@ -161,7 +161,11 @@ FIXTURES += [
 ] + [Spec(f"{fam}_ortopt", fam, "ortopt", FAMILY_CONFIGS[fam], seed=2, init_range=0.25)
        for fam in ("qwen2", "mistral", "phi3", "gpt_neox", "opt", "gemma")] + [
     Spec(f"{fam}_genai", fam, "genai", FAMILY_CONFIGS[fam], seed=2, init_range=0.25)
-    for fam in ("qwen2", "mistral", "gemma")] + [  # the builder's families among ours (phi3: see README)
+    for fam in ("qwen2", "mistral", "gemma")] + [  # the builder's families among ours
+    # the builder takes a Phi-3 whose max_position_embeddings differs from original_max_position_embeddings
+    # (HF's default 4096) for LongRoPE, so this one states the original length; HF ignores it without scaling
+    Spec("phi3_genai", "phi3", "genai", dict(FAMILY_CONFIGS["phi3"], original_max_position_embeddings=512), seed=2,
+         init_range=0.25),
     Spec("qwen2_genai_int4", "qwen2", "genai_int4", FAMILY_CONFIGS["qwen2"], seed=2, init_range=0.25,
          notes="the builder with `-p int4 -e cpu --extra_options int4_accuracy_level=1`: MatMulNBits 4-bit "
                "computed in float (the CPU default, level 4, lets ONNX Runtime quantise the activations to "
