@@ -107,6 +107,8 @@ def test_missing_and_malformed_inputs_give_one_line(tmp_path, capsys):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not a model")
     one_line_error(*run(["compile", junk, "-o", out], capsys)[::2], "junk.onnx")
+    one_line_error(*run(["check", junk], capsys)[::2], "not an ONNX model")
+    one_line_error(*run(["check", tmp_path / "nope.onnx"], capsys)[::2], "no such file")
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [junk]  # nothing half-written
 
