@@ -58,17 +58,20 @@ def _table_of_ids(g: Graph):
 
 
 def importer_facts(imp) -> dict:
-    """What the importer learned of the model itself (names, exporter, opset, roles of the inputs)."""
-    return {
+    """What the importer learned of the model itself (names, exporter, opset, roles of the inputs; the
+    quantised weights it folded to float, when there are any)."""
+    facts = {
         "family": guess_family(sorted(imp.init_protos)),
         "exporter": guess_exporter(imp.model),
         "max_context": imp.max_ctx,
         "opset": imp.opset,
         "source": imp.source,
-        "dequantised": ", ".join(f"{k} x{v}" for k, v in sorted(imp.dequantised.items())),
         "inputs": {"input_ids": imp.roles.input_ids, "position_ids": imp.roles.position_ids,
                    "attention_mask": imp.roles.attention_mask, "past": [p.name for p in imp.roles.past]},
     }
+    if imp.dequantised:  # absent otherwise: a float model's program header is what it was
+        facts["dequantised"] = ", ".join(f"{k} x{v}" for k, v in sorted(imp.dequantised.items()))
+    return facts
 
 
 def graph_facts(g: Graph) -> dict:
