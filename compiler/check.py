@@ -13,7 +13,7 @@ import math
 import os
 from collections import Counter
 
-from .errors import CompileError, ContextLimitError
+from .errors import CompileError
 
 # bytes per weight / cache element of each weight format the compiler emits
 WEIGHT_FORMATS = {"fp16": 2, "fp32": 4}
@@ -24,7 +24,7 @@ FUSED_PRIMS = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "softmax": "softm
 def check_model(path, hardware: list, default_context: int | None = None) -> dict:
     """The report for the ONNX model at `path`, for each Hardware in `hardware` (see the module doc)."""
     from .driver import DEFAULT_MAX_CONTEXT
-    from .frontend import canonicalise, import_graph, load_model
+    from .frontend import canonicalise, import_graph_within, load_model
     from .frontend.importer import Importer
     from .frontend.ops import describe_unsupported, spec_of, unsupported_nodes
 
@@ -35,7 +35,7 @@ def check_model(path, hardware: list, default_context: int | None = None) -> dic
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     report: dict = {"model": os.path.basename(os.fspath(path)), "opset": opset, "nodes": len(model.graph.node)}
     imp = Importer(model, ctx, source=os.fspath(path), base_dir=base)
-    needed = imp._needed()
+    needed = imp.needed_nodes()
     missing = unsupported_nodes(needed)
     fused = Counter(n.op_type for n in needed if (s := spec_of(n)) is not None and s.expand is not None)
     report["operators"] = [
@@ -49,12 +49,7 @@ def check_model(path, hardware: list, default_context: int | None = None) -> dic
         report.update(supported=False, error=describe_unsupported(missing))
         return report
     try:
-        try:
-            graph, facts = import_graph(model, ctx, source=os.fspath(path), base_dir=base)
-            limit = None
-        except ContextLimitError as exc:
-            limit = exc.limit
-            graph, facts = import_graph(model, limit, source=os.fspath(path), base_dir=base)
+        graph, facts, limit = import_graph_within(model, ctx, source=os.fspath(path), base_dir=base)
         graph = canonicalise(graph, facts)
     except CompileError as exc:
         report.update(supported=False, error=" ".join(str(exc).split()))
@@ -120,7 +115,8 @@ def _form(model, counts: Counter) -> str:
                 {op for (op, dom) in counts if dom == "" and op == "SimplifiedLayerNormalization"})
     if ms:
         marks.append("ONNX Runtime fused operators (" + ", ".join(ms) + ")")
-    std = sorted({op for (op, dom) in counts if dom == "" and op in ("Attention", "RMSNormalization", "RotaryEmbedding")})
+    std = sorted({op for (op, dom) in counts
+                  if dom == "" and op in ("Attention", "RMSNormalization", "RotaryEmbedding")})
     if std:
         marks.append("ONNX fused operators (" + ", ".join(std) + ")")
     if any(op in ("DequantizeLinear", "QuantizeLinear", "MatMulNBits") for op, _ in counts):

@@ -38,7 +38,7 @@ from .backend.emit import build_program, streams_for
 from .backend.lower import Lowered, lower, lowered_prims
 from .backend.partition import Plan, find_regions, plan as make_plan, plan_hybrid, plan_pp
 from .backend.schedule import Scheduled, schedule
-from .errors import CapacityError, CompileError, ContextLimitError
+from .errors import CapacityError, CompileError
 from .ir import Graph
 
 PRECISIONS = ("fp16", "fp32")
@@ -151,22 +151,15 @@ class Pass:
 
 # ------------------------------------------------------------------------------------------- the passes
 def _import(c: Compilation):
-    from .frontend import import_graph, load_model
+    from .frontend import import_graph, import_graph_within, load_model
 
     model = load_model(c.path)
-
-    def at(n):
-        return import_graph(model, n, source=os.fspath(c.path), base_dir=os.path.dirname(os.path.abspath(c.path)))
-
+    where = dict(source=os.fspath(c.path), base_dir=os.path.dirname(os.path.abspath(c.path)))
     if c.opts.max_context is not None:
-        return at(c.opts.max_context)  # an explicit context the model cannot serve is an error
-    try:
-        out = at(c.opts.default_context)
-        c.opts = replace(c.opts, max_context=c.opts.default_context)
-    except ContextLimitError as exc:
-        out = at(exc.limit)
-        c.opts = replace(c.opts, max_context=exc.limit)
-    return out
+        return import_graph(model, c.opts.max_context, **where)  # beyond the model's limit: an error
+    graph, facts, limit = import_graph_within(model, c.opts.default_context, **where)
+    c.opts = replace(c.opts, max_context=limit or c.opts.default_context)
+    return graph, facts
 
 
 def _canonicalise(c: Compilation) -> Graph:

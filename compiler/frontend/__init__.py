@@ -11,7 +11,7 @@ import os
 from .importer import Importer
 from .loader import load_model
 
-__all__ = ["canonicalise", "import_graph", "import_model", "import_onnx", "load_model"]
+__all__ = ["canonicalise", "import_graph", "import_graph_within", "import_model", "import_onnx", "load_model"]
 
 
 def import_graph(model, max_context: int, source: str = "<memory>", require_past: bool = True, base_dir: str = ""):
@@ -23,6 +23,17 @@ def import_graph(model, max_context: int, source: str = "<memory>", require_past
     graph = imp.run()
     graph.verify()
     return graph, importer_facts(imp)
+
+
+def import_graph_within(model, context: int, source: str = "<memory>", base_dir: str = ""):
+    """import_graph at `context` positions, or at the model's own limit when it supports fewer (a table
+    read by position ends sooner): (graph, facts, the limit or None)."""
+    from ..errors import ContextLimitError
+
+    try:
+        return (*import_graph(model, context, source=source, base_dir=base_dir), None)
+    except ContextLimitError as exc:
+        return (*import_graph(model, exc.limit, source=source, base_dir=base_dir), exc.limit)
 
 
 def canonicalise(graph, facts: dict, cleanup: bool = True):

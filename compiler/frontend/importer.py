@@ -412,7 +412,8 @@ class Importer:
         return self._mask_cases
 
     # ================================================================== the walk
-    def _needed(self) -> list[Node]:
+    def needed_nodes(self) -> list[Node]:
+        """The nodes the logits depend on, in graph order (what the import translates)."""
         g = self.model.graph
         producer = {}
         for i, n in enumerate(g.node):
@@ -498,7 +499,7 @@ class Importer:
 
     def run(self) -> Graph:
         self._init_inputs()
-        nodes = self._needed()
+        nodes = self.needed_nodes()
         missing = unsupported_nodes(nodes)
         if missing:
             raise UnsupportedError(describe_unsupported(missing))
