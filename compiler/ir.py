@@ -30,6 +30,11 @@ Prims (see PRIMS for shape rules, ireval for meaning):
     attn_qk(q, present) group=    q [1,Hq,1,D] . present^T -> scores [1,Hq,1,T]; head h reads kv head h//group
     attn_pv(p, present) group=    p [1,Hq,1,T] . present -> [1,Hq,1,D]
     mask_fill(s, mask) fill=      s where mask != 0 else fill; mask [T] broadcast over s [..., T]
+    topk(x) k= part=              the k largest of x's last axis, largest first (ties: the lower index
+                                  first): part "values" gives them, part "indices" their positions (i64)
+    expert_linear(x, w, idx)      x @ w[idx]: w const [E, K, N] (one matrix per expert), x [..., K] one row,
+                                  idx i64 (1,) a runtime expert number (mixture-of-experts: only the
+                                  chosen expert's weights are read)
 """
 from __future__ import annotations
 
@@ -302,6 +307,21 @@ def _mask_fill_rule(g, e):
     return [s]
 
 
+def _topk_rule(g, e):
+    s = g.shape(e.inputs[0])
+    k = e.params["k"]
+    if not s or s[-1] == T or not 1 <= k <= s[-1] or e.params.get("part") not in ("values", "indices"):
+        raise IrError(f"topk wants x [..., n] (not T), 1 <= k <= n and part values|indices, got {s}, k={k}")
+    return [tuple(s[:-1]) + (k,)]
+
+
+def _expert_linear_rule(g, e):
+    x, w, i = (g.shape(n) for n in e.inputs)
+    if e.inputs[1] not in g.consts or len(w) != 3 or not x or x[-1] != w[1] or _numel(x) != w[1] or i != (1,):
+        raise IrError(f"expert_linear wants x [..., K] (one row), a const w [E, K, N] and idx (1,), got {x}, {w}, {i}")
+    return [tuple(x[:-1]) + (w[2],)]
+
+
 def _expand_rule(g, e):
     return [broadcast(g.shape(e.inputs[0]), tuple(e.params["shape"]))]
 
@@ -335,6 +355,8 @@ PRIMS = {p.name: p for p in (
     PrimSpec("attn_qk", _attn_qk_rule),
     PrimSpec("attn_pv", _attn_pv_rule),
     PrimSpec("mask_fill", _mask_fill_rule),
+    PrimSpec("topk", _topk_rule),
+    PrimSpec("expert_linear", _expert_linear_rule),
 )}
 
 UNARY_OPS = ("neg", "abs", "relu", "exp", "tanh", "sigmoid", "sqrt", "rsqrt", "recip", "erf", "isnan",

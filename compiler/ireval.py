@@ -171,6 +171,17 @@ def eval_eqn(e, args: list, t: int, states: dict, position: int, graph: Graph):
     if prim == "mask_fill":
         s, m = args
         return np.where(np.asarray(m) != 0, s, np.float32(p["fill"])).astype(np.float32)
+    if prim == "topk":
+        x = np.asarray(args[0], dtype=np.float32)
+        # stable sort of -x: the largest first, equal values in index order (ONNX TopK, sorted=1)
+        order = np.argsort(-x, axis=-1, kind="stable")[..., :p["k"]]
+        return order.astype(np.int64) if p["part"] == "indices" else np.take_along_axis(x, order, axis=-1)
+    if prim == "expert_linear":
+        x, w, idx = args
+        e = int(np.asarray(idx).reshape(-1)[0])
+        if not 0 <= e < w.shape[0]:
+            raise IrError(f"expert index {e} outside 0..{w.shape[0] - 1}")
+        return np.matmul(x.astype(np.float32), w[e].astype(np.float32))
     raise IrError(f"prim {prim!r} has no meaning")
 
 

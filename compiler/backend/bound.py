@@ -162,6 +162,15 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
                 # the partial leaves the MXM for the link port at the centre, crosses, and is added
                 lam += (move("mxm", "c2c") + link.hop_latency_cycles + _vec(n) * link_cpv
                         + ceil(log2(group)) * (lat.add + move("vxm", "vxm")))
+        elif prim == "expert_linear":  # one expert's tiles, gathered then streamed like a linear's
+            unit = "mxm"
+            _, K, N = g.consts[e.inputs[1]].shape
+            per_chip = [ceil(K / tile_rows) * _vec(N) if local(e.outputs[0], c) else 0 for c in range(chips)]
+            for c, t in enumerate(per_chip):
+                stream_bytes[c] += t * tile_rows * vbytes
+                passes[c] += t
+            tu = ceil(max(per_chip) / units) if per_chip else 0
+            lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
         elif prim in ("attn_qk", "attn_pv"):
             unit = "mxm"
             kv = e.inputs[1]
@@ -193,7 +202,7 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
                 lam = pre + 2 * (move("vxm", "sxm") + ch.sxm.latency_cycles.permute + move("sxm", "vxm") + lat.add)
         elif prim in ("unary", "binary"):
             lam = vxm_lat(e.params["op"])
-        elif prim in ("where", "mask_fill"):
+        elif prim in ("where", "mask_fill", "topk"):
             lam = lat.add
         elif prim in ("gather", "kv_append"):
             unit = "mem"

@@ -332,10 +332,13 @@ def plan_pp(g: Graph, chips: int) -> Plan:
     if chips == 1:
         return Plan(1, [dict(full)], mapping="single")
     weight = np.zeros(n)
+    counted: set[str] = set()  # an expert table read by k expert_linears is held once
     for i, e in enumerate(g.eqns):
         for x in e.inputs:
-            if x in g.consts and e.prim in ("linear", "gather"):
+            if x in g.consts and e.prim in ("linear", "gather", "expert_linear") and x not in counted:
                 weight[i] += g.consts[x].size
+                if e.prim == "expert_linear":
+                    counted.add(x)
     cum = np.concatenate([[0.0], np.cumsum(weight)])
     # elements alive across each boundary k (between eqn k-1 and eqn k)
     last_use: dict[str, int] = {}

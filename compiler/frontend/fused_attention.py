@@ -19,8 +19,12 @@ GroupQueryAttention (com.microsoft), one decode step of batch 1 without padding:
         out = softmax(scale * q . repeat(present_k)^T [softcap]) . repeat(present_v)
 with head h reading kv head h // (Hq / Hkv). seqlens_k is the new token's position when nothing is
 padded, which is how the decoder drives it (the host's attention mask is all ones up to the position);
-the mask subgraph then goes unused. A sliding window, an attention bias, head sinks and smooth softmax
-are refused by name.
+the mask subgraph then goes unused. Head sinks (gpt-oss): a learned logit per head that joins the
+softmax's denominator,
+        probs = exp(s - m) / (sum exp(s - m) + exp(sink_h - m)),   m = max s.
+A sliding window (local_window_size W) hides nothing within the first W positions; beyond them it is not
+implemented yet, so the import is limited to W positions (the model's context limit says so). An
+attention bias and smooth softmax are refused by name.
 """
 from __future__ import annotations
 
@@ -60,6 +64,15 @@ def expand_fused_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def attention_window(model: onnx.ModelProto) -> int | None:
+    """The smallest sliding window (local_window_size) of the model's GroupQueryAttention nodes, or None."""
+    ws = [helper.get_attribute_value(a) for n in model.graph.node
+          if n.op_type == "GroupQueryAttention" and n.domain == "com.microsoft"
+          for a in n.attribute if a.name == "local_window_size"]
+    ws = [int(w) for w in ws if w and w > 0]
+    return min(ws) if ws else None
+
+
 def _elem_types(model: onnx.ModelProto) -> dict:
     """Tensor name -> ONNX element type, from the graph's declarations and onnx's shape inference."""
     out = {}
@@ -83,12 +96,10 @@ def _gqa(node, dims: dict, inits: list) -> list:
     def refuse(what):
         raise UnsupportedError(f"GroupQueryAttention node {name!r}: {what} is not supported")
 
-    if a.get("local_window_size", -1) not in (-1, None):
-        refuse(f"a sliding window (local_window_size {a['local_window_size']})")
     if a.get("smooth_softmax", 0):
         refuse("smooth_softmax")
-    if ins[10] or ins[11]:
-        refuse("an attention bias or head sinks input")
+    if ins[10]:
+        refuse("an attention bias input")
     if a.get("qk_output", 0) or any(node.output[3:]):
         refuse("the QK output")
     hq, hkv = int(a["num_heads"]), int(a["kv_num_heads"])
@@ -151,7 +162,14 @@ def _gqa(node, dims: dict, inits: list) -> list:
     s = op("MatMul", [op("Mul", [qh, const(np.float32(scale))]), op("Transpose", [pk_r], perm=[0, 1, 3, 2])])
     if softcap:
         s = op("Mul", [op("Tanh", [op("Mul", [s, const(np.float32(1.0 / softcap))])]), const(np.float32(softcap))])
-    o = op("MatMul", [op("Softmax", [s], axis=-1), pv_r])
+    if ins[11]:  # head sinks: one more logit per head in the softmax's denominator, attending to nothing
+        m = op("ReduceMax", [s, i64([-1])], keepdims=1)
+        ex = op("Exp", [op("Sub", [s, m])])
+        sink = op("Exp", [op("Sub", [op("Reshape", [ins[11], i64([1, hq, 1, 1])]), m])])
+        probs = op("Div", [ex, op("Add", [op("ReduceSum", [ex, i64([-1])], keepdims=1), sink])])
+    else:
+        probs = op("Softmax", [s], axis=-1)
+    o = op("MatMul", [probs, pv_r])
     op("Reshape", [op("Transpose", [o], perm=[0, 2, 1, 3]), i64([0, 0, hq * d])], output=node.output[0])
     return nodes
 

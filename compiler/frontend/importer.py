@@ -24,11 +24,11 @@ import onnx
 from ..errors import CompileError, ContextLimitError, IrError, ModelError, UnsupportedError
 from ..ir import INPUTS, PRIMS, T, Eqn, Graph, Var
 from . import attention
-from .fused_attention import expand_fused_attention
+from .fused_attention import attention_window, expand_fused_attention
 from .loader import Node, Roles, find_roles, onnx_dtype_to_numpy, to_numpy
 from .ops import REGISTRY, describe_unsupported, spec_of, supported_ops, unsupported_nodes
 from .sym import P, T_SYM, Sym, fit_dim, fmt_shape, has_sym, normalize, obj_array, subst
-from .values import K, L, M, Past, ir_dtype
+from .values import GW, K, L, M, Past, ir_dtype
 
 PROBE_PS = (2, 3, 5)  # past lengths at which lazy tensors are evaluated to find their shapes
 
@@ -48,6 +48,11 @@ class Importer:
                  require_past: bool = True, base_dir: str = "") -> None:
         if not isinstance(max_context, (int, np.integer)) or int(max_context) < 1:
             raise ModelError(f"max_context must be a positive integer, got {max_context!r}")
+        window = attention_window(model)
+        if window is not None and int(max_context) > window:
+            raise ContextLimitError(f"--max-context {max_context}: the model supports at most {window} positions here: "
+                                    f"its sliding-window attention is not implemented beyond its {window}-position "
+                                    f"window yet; use --max-context {window} or less, or leave it out", limit=window)
         model = expand_fused_attention(model)  # before the roles: the rewrite makes the cache's Concat
         self.model = model
         self.max_ctx = int(max_context)
@@ -121,7 +126,7 @@ class Importer:
             return tuple(T_SYM if d == T else d for d in self.g.vars[v.var].shape)
         if isinstance(v, K):
             return tuple(v.value.shape)
-        if isinstance(v, (L, Past, attention.KVView)):
+        if isinstance(v, (L, Past, attention.KVView, GW)):
             return tuple(v.shape)
         raise TypeError(v)
 
@@ -189,6 +194,9 @@ class Importer:
             return self.tabulate(v)
         if isinstance(v, (Past, attention.KVView)):
             raise self.unsupported("reads the KV cache outside the attention matmuls")
+        if isinstance(v, GW):
+            raise self.unsupported("uses a weight matrix gathered by a runtime expert index other than as a MatMul "
+                                   "operand (supported: Gather(expert table, index) -> MatMul)")
         raise TypeError(v)
 
     def reshape(self, v, shape, out: str | None = None) -> str:
@@ -477,6 +485,11 @@ class Importer:
                 raise ModelError(f"{self.source}: {node} fails on its constant inputs "
                                  f"({type(exc).__name__}: {exc})") from None
             return [K(normalize(np.asarray(o)), name) if name else None for o, name in zip(outs, node.outputs)]
+        if any(isinstance(v, GW) for v in present):
+            if node.op_type != "MatMul":
+                raise self.unsupported("uses a weight matrix gathered by a runtime expert index; only a MatMul "
+                                       "may read one")
+            return spec.translate(self, node, vals)
         if not any(isinstance(v, M) for v in present):
             return self.make_lazy(node, spec, vals)
         # ---- the main path

@@ -8,6 +8,8 @@ L     a lazy runtime tensor that depends only on the position (position_ids, the
 M     a main-path tensor: an IR variable
 Past  a past KV graph input [1, Hkv, P, D]
 KVView (attention.py) a layout view of a present KV cache (after kv_append)
+GW    a weight matrix chosen at runtime: a constant table of matrices [E, ..., K, N] gathered by a runtime
+      expert number (mixture-of-experts); only a MatMul may read it (IR expert_linear)
 """
 from __future__ import annotations
 
@@ -50,6 +52,13 @@ class Past:
     @property
     def shape(self) -> tuple:
         return (1, self.heads, Sym(1, 0), self.head_dim)
+
+
+@dataclass(frozen=True, eq=False)
+class GW:
+    table: K  # the constant [E, *rest] the Gather reads
+    idx: str  # the IR var (i64, one element) holding the expert number
+    shape: tuple  # the Gather's output shape: idx's shape + rest
 
 
 def ir_dtype(dt) -> str:

@@ -268,8 +268,8 @@ def tiny_decoder(path: Path, *, heads=4, kv_heads=2, head_dim=8, vocab=40, windo
         node("Cast", ["rel"], "relf", to=TensorProto.FLOAT)
         node("Mul", ["relf", c("slopes", (0.5 ** np.arange(1, heads + 1)).reshape(1, heads, 1, 1), np.float32)], "ab")
         s = node("Add", [s, "ab"], "s4")
-    if extra == "reducemax":  # a reduction over the KV length (not allowed)
-        node("ReduceMax", [s, c("axm", [-1], np.int64)], "smax", keepdims=1)
+    if extra in ("reducemax", "reducemean"):  # a reduction over the KV length (max: allowed; mean: not)
+        node("ReduceMax" if extra == "reducemax" else "ReduceMean", [s, c("axm", [-1], np.int64)], "smax", keepdims=1)
         s = node("Sub", [s, "smax"], "s5")
     node("Softmax", [s], "pr", axis=-1)
     node("MatMul", ["pr", "valuex"], "o")
@@ -400,9 +400,19 @@ def test_alibi_bias_is_refused(tmp_path):
         import_onnx(path, 16)
 
 
-def test_reduction_over_kv_length_is_refused(tmp_path):
+def test_max_over_kv_length_is_translated(tmp_path):
+    """A hand-written stable softmax (scores minus their max over the cache) means what ONNX Runtime says."""
     path = tiny_decoder(tmp_path / "rmax.onnx", extra="reducemax")
-    with pytest.raises(UnsupportedError, match=r"ReduceMax node .*KV length"):
+    g = import_onnx(path, 16)
+    tokens, logits = IrDecoder(g, 16).greedy([1, 2, 3], 8)
+    ref_tokens, ref_logits = OrtDecoder(path, threads=1).greedy([1, 2, 3], 8)
+    assert tokens == ref_tokens
+    np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-4 * max(1.0, np.abs(ref_logits).max()))
+
+
+def test_mean_over_kv_length_is_refused(tmp_path):
+    path = tiny_decoder(tmp_path / "rmean.onnx", extra="reducemean")
+    with pytest.raises(UnsupportedError, match=r"ReduceMean node .*KV length"):
         import_onnx(path, 16)
 
 

@@ -14,6 +14,8 @@ loop over equations). The machine's ways of doing things:
   chip, so every chip ends with bit-identical values) and the pipeline transfer between stages;
 - linears.py: weight tiles stream into the MXM units, activations pass through, accumulators are
   emitted;
+- experts.py: mixture-of-experts: the router's top-k on the VXM/SXM, and a linear whose weights are
+  the runtime-chosen expert's, gathered by the MEM unit at an address computed from the expert number;
 - attention.py: the KV cache as the MXM's weights (K transposed, V one row per position or packed),
   the append a scatter at the token's position.
 Adding a prim is a function in the module of its family and a line in that module's LOWERINGS.
@@ -34,7 +36,7 @@ from ..buffers import LANES, Buf, Node
 from .attention import PACK_V_FROM
 from .core import REGISTRY, BufferPool, Lowerer
 
-MODULES = ("elementwise", "reductions", "movement", "tables", "collectives", "linears", "attention")
+MODULES = ("elementwise", "reductions", "movement", "tables", "collectives", "linears", "attention", "experts")
 
 for _m in MODULES:
     for _prim, _fn in import_module(f"{__name__}.{_m}").LOWERINGS.items():

@@ -7,7 +7,7 @@ from isa import Instr
 from isa.program import dtype_bytes
 
 from ...errors import UnsupportedError
-from ..buffers import LANES
+from ..buffers import LANES, Val
 from .collectives import allreduce
 from .core import vecs
 
@@ -41,6 +41,10 @@ def gather(L, chip, e):
                             "weight", row_vectors=rv, data=data.reshape(-1), zone="table", width=8, key=key)
         blocks.append((tb, b0, b1))
     idx = L.val(chip, iname)
+    if idx.buf.dtype != "i32":  # an index computed on the chip (a router's choice): the address is an integer
+        ib = L.buf(chip, "gidx", 1, "i32")
+        L.vxm(chip, "copy", (ib, 0), (idx.buf, idx.off), n=1, tag=e.outputs[0])
+        idx = Val(ib, idx.idx, "flat")
     split = e.outputs[0] in L.plan.embed_rows
     out = L.new_out(chip, e.outputs[0], dtype="fp32")
     if out.n != width:

@@ -1,10 +1,12 @@
-"""Gather: rows of a constant table indexed at runtime -> IR gather (embeddings); runtime data with
-constant indices -> IR take; on the KV cache, a GQA head repeat (repeat_interleave) with constant indices."""
+"""Gather: rows of a constant table indexed at runtime -> IR gather (embeddings); a matrix of a constant
+table of matrices [E, K, N] by a runtime expert number -> a GW value that the MatMul reading it turns into
+IR expert_linear (mixture-of-experts); runtime data with constant indices -> IR take; on the KV cache, a GQA
+head repeat (repeat_interleave) with constant indices."""
 import numpy as np
 
 from .. import attention
 from ..sym import Sym, has_sym
-from ..values import K, M
+from ..values import GW, K, M
 from ._base import OpSpec, norm_axis
 
 
@@ -22,6 +24,13 @@ def _translate(ctx, node, vals):
     if isinstance(data, K) and not has_sym(data.value):
         if axis != 0:
             raise ctx.unsupported(f"gathers a constant table along axis {axis} with runtime indices")
+        ishape = ctx.shape(idx)
+        if data.value.ndim >= 3:  # a table of matrices: one expert's weights, read by a MatMul
+            if int(np.prod([d for d in ishape], dtype=np.int64)) != 1:
+                raise ctx.unsupported(f"gathers {list(ishape)} expert matrices at once (one index per Gather "
+                                      "is supported)")
+            iv = ctx.reshape(M(ctx.var(idx, dtype="i64")), (1,))
+            return [GW(data, iv, tuple(ishape) + tuple(data.value.shape[1:]))]
         table = ctx.weight(data)
         return [M(ctx.emit("gather", [table, ctx.var(idx, dtype="i64")], ctx.dtype(data), out=node.outputs[0]))]
     if isinstance(idx, K) and not has_sym(idx.value):

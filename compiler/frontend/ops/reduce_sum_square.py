@@ -29,13 +29,16 @@ def make(name, ir_op, np_fn, pre=None):
             axes = _axes(node, len(s), attr_or_input(ctx, node, vals, "axes", 1, "axes"))
             if axes is None:
                 return [vals[0]]
-            if any(isinstance(s[a], Sym) for a in axes):
-                raise ctx.unsupported("reduces over the KV length")
+            t_axes = [a for a, d in enumerate(s) if isinstance(d, Sym)]
+            if t_axes and not (ir_op in ("sum", "max") and axes == t_axes == [len(s) - 1]):
+                # attention scores may be reduced over the KV length alone (a hand-written softmax, head sinks)
+                raise ctx.unsupported("reduces a tensor spanning the KV length other than by a sum or max over "
+                                      "that length alone")
             out = ctx.emit("reduce", [ctx.var(vals[0])], ctx.dtype(vals[0]), out=node.outputs[0], op=ir_op,
                            axes=axes, keepdims=bool(node.attr("keepdims", 1)))
             return [M(out)]
 
-    return OpSpec(name, ev, tr)
+    return OpSpec(name, ev, tr, t_ok=ir_op in ("sum", "max"))
 
 
 OP = make("ReduceSumSquare", None, np.sum, pre=lambda x: x * x)
