@@ -67,6 +67,11 @@ def check_model(path, hardware: list, default_context: int | None = None) -> dic
     mc = limit if limit is not None else ctx
     report["default_max_context"] = mc
     report["position_limit"] = limit
+    if limit is not None:
+        from .frontend.fused_attention import attention_window
+
+        report["position_limit_reason"] = ("its sliding-window attention (beyond the window not implemented yet)"
+                                           if attention_window(model) == limit else "a table it reads by position ends there")
     kv_elems = sum(s.heads * s.head_dim * mc for s in graph.states.values())  # each layer's K and V are states
     report["kv_cache_bytes"] = {f: kv_elems * b for f, b in WEIGHT_FORMATS.items()}
     fits = {}

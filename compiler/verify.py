@@ -26,7 +26,7 @@ from isa.table import VXM_BY_CODE
 from .errors import IrError
 
 KINDS = ("act", "const", "weight", "input", "output", "state", "scratch")
-ZONES = ("act", "weight", "state", "table")
+ZONES = ("act", "weight", "state", "table", "experts")
 _NP = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32}
 
 

@@ -200,7 +200,8 @@ def _print_check(rep: dict) -> None:
           f"{wb['fp32'] / 2**20:.1f} MiB at fp32)")
     lim = rep["position_limit"]
     print(f"context    default --max-context {rep['default_max_context']:,}"
-          + (f" (the model's limit: a table it reads by position ends at {lim:,})" if lim else ""))
+          + (f" (the model's limit: {rep.get('position_limit_reason', 'a table it reads by position ends there')})"
+             if lim else ""))
     for name, f in rep["fits"].items():
         cells = ", ".join(f">= {n} chip(s) at {fmt}" if n else f"more than {f['max_chips']} chips at {fmt}"
                           for fmt, n in f["chips_at_least"].items())

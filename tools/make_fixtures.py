@@ -171,6 +171,32 @@ FIXTURES += [
                "computed in float (the CPU default, level 4, lets ONNX Runtime quantise the activations to "
                "int8, which the compiler does not do)"),
 ]
+# Mixture-of-experts: gpt-oss (the onnxruntime-genai builder's MoE family on the CPU): top-2 of 8 experts with
+# SwiGLU (interleaved, clamped at swiglu_limit), attention with head sinks, every other layer a 128-position
+# sliding window. Optimum refuses MoE architectures and the dynamo export fails on them here; the plain form
+# is the builder's file with each MoE node written out in standard operators (TopK, Softmax, Gather of the
+# expert tables by the router's choice, MatMul), built with onnx.helper and checked against PyTorch too.
+GPT_OSS = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+               head_dim=16, num_local_experts=8, num_experts_per_tok=2, vocab_size=320, max_position_embeddings=512,
+               sliding_window=128, layer_types=["sliding_attention", "full_attention"], swiglu_limit=7.0,
+               tie_word_embeddings=False,
+               # YaRN with factor 1 (plain RoPE): at gpt-oss's factor 32 on a 512-position model the builder's
+               # cos/sin caches and transformers' differ (each rescales its own way), so ORT would not match PyTorch
+               rope_scaling=dict(rope_type="yarn", factor=1.0, beta_fast=32.0, beta_slow=1.0, truncate=False,
+                                 original_max_position_embeddings=4096))
+MOE = ("genai_moe", "moe_plain")
+FIXTURES += [
+    Spec("gpt_oss_genai", "gpt_oss", "genai_moe", GPT_OSS, seed=2, init_range=0.25,
+         notes="the builder (`-p fp32 -e cpu`): com.microsoft MoE (k 2 of 8, swiglu, normalize_routing_weights) "
+               "and GroupQueryAttention with head sinks and a 128-position local window; the builder deletes "
+               "gpt-oss's `quantization_config` (MXFP4), so a float model is given an empty one"),
+    Spec("gpt_oss_moe", "gpt_oss", "moe_plain", GPT_OSS, seed=2, init_range=0.25,
+         notes="gpt_oss_genai with each MoE node as standard operators (Softmax, TopK, Div, Gather of "
+               "[E, hidden, 2*inter] / [E, inter, hidden] expert tables by the chosen expert, MatMul, Slice, "
+               "Clip, Sigmoid), written with onnx.helper; it routes one row: batch 1, one token per step"),
+    Spec("gpt_oss_moe_e16", "gpt_oss", "moe_plain", dict(GPT_OSS, num_local_experts=16), seed=2, init_range=0.25,
+         notes="gpt_oss_moe with 16 experts (still top-2): the cycles per token must not grow with the experts"),
+]
 DEFAULT_SPEC = Spec("default", "llama", "optimum", DEFAULT, seed=3, init_range=0.25,
                     notes="bundled default model; tied embed_tokens/lm_head: the lm_head MatMul reads "
                           "`Transpose(model.embed_tokens.weight)`")
@@ -210,7 +236,8 @@ def build_model(spec: Spec, seed: int):
 
     torch.manual_seed(seed)
     cfg_cls, model_cls = FAMILY_CLASSES[spec.family]
-    cfg = getattr(transformers, cfg_cls)(**spec.config, initializer_range=spec.init_range, attn_implementation="sdpa")
+    attn = "eager" if spec.family in EAGER else "sdpa"  # gpt-oss (head sinks) has no sdpa path in transformers
+    cfg = getattr(transformers, cfg_cls)(**spec.config, initializer_range=spec.init_range, attn_implementation=attn)
     model = getattr(transformers, model_cls)(cfg)
     model = model.eval().float()
     for p in model.parameters():
@@ -219,11 +246,14 @@ def build_model(spec: Spec, seed: int):
     return model
 
 
+EAGER = ("gpt_oss",)
+MOE_FAMILIES = ("gpt_oss",)
 FAMILY_CLASSES = {
     "gpt2": ("GPT2Config", "GPT2LMHeadModel"), "llama": ("LlamaConfig", "LlamaForCausalLM"),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "mistral": ("MistralConfig", "MistralForCausalLM"),
     "phi3": ("Phi3Config", "Phi3ForCausalLM"), "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"),
     "opt": ("OPTConfig", "OPTForCausalLM"), "gemma": ("GemmaConfig", "GemmaForCausalLM"),
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM"),
 }
 
 
@@ -278,16 +308,46 @@ def min_gap(rows: np.ndarray) -> float:
     return float((top2[:, 1] - top2[:, 0]).min())
 
 
+def router_gap(model, prompts) -> float:
+    """Mixture-of-experts: the smallest gap between the k-th and the (k+1)-th router probability at the newest
+    position, over every layer and every step of the greedy decodes of `prompts` ((prompt, tokens) pairs).
+    A near-tie lets fp16 rounding choose another expert, a jump in the logits rather than rounding."""
+    import torch
+
+    gaps = []
+
+    def hook(mod, args):
+        logits = torch.nn.functional.linear(args[0].reshape(-1, mod.hidden_dim)[-1], mod.weight, mod.bias)
+        p = torch.sort(torch.softmax(logits, -1), descending=True).values
+        gaps.append(float(p[mod.top_k - 1] - p[mod.top_k]))
+
+    handles = [layer.mlp.router.register_forward_pre_hook(hook) for layer in model.model.layers]
+    try:
+        for prompt, n in prompts:
+            torch_greedy(model, prompt, n)
+    finally:
+        for h in handles:
+            h.remove()
+    return min(gaps)
+
+
+MIN_ROUTER_GAP = 3e-3
+MOE_TEST_PROMPT = ([1, 2, 3, 4, 5], 12)  # the decode tests/e2e runs
+
+
 def pick_seed(spec: Spec, tries: int = 50):
     """First seed >= spec.seed whose greedy check decode has no near-tie (gap > 10 * MIN_GAP in PyTorch),
-    no NaN/inf and at least MIN_DISTINCT distinct tokens."""
+    no NaN/inf and at least MIN_DISTINCT distinct tokens; for mixture-of-experts models also no router
+    near-tie (gap > MIN_ROUTER_GAP) in that decode and in the tests' decode."""
     for seed in range(spec.seed, spec.seed + tries):
         model = build_model(spec, seed)
         tokens, rows, gap = torch_greedy(model, PROMPT, N_TOKENS)
         distinct = len(set(tokens))
-        if np.isfinite(rows).all() and gap > 10 * MIN_GAP and distinct >= MIN_DISTINCT:
+        rgap = router_gap(model, [(PROMPT, N_TOKENS), MOE_TEST_PROMPT]) if spec.family in MOE_FAMILIES else 1.0
+        if np.isfinite(rows).all() and gap > 10 * MIN_GAP and distinct >= MIN_DISTINCT and rgap > MIN_ROUTER_GAP:
             return seed, model, tokens, rows
-        print(f"  seed {seed}: min top-2 gap {gap:.3g}, {distinct} distinct tokens: trying the next seed")
+        print(f"  seed {seed}: min top-2 gap {gap:.3g}, {distinct} distinct tokens, router gap {rgap:.3g}: "
+              "trying the next seed")
     raise RuntimeError(f"{spec.name}: no seed in [{spec.seed}, {spec.seed + tries}) avoids near-ties")
 
 
@@ -523,7 +583,23 @@ def _qdq_int8_weights(m: onnx.ModelProto, per_channel: bool) -> onnx.ModelProto:
     return m
 
 
-def export_genai(model, out: Path, int4: bool) -> None:
+# The builder deletes gpt-oss's quantization_config (the released checkpoints are MXFP4); a float model has
+# none, so the builder is run with AutoConfig giving it an empty one (nothing else is changed).
+_BUILDER_GPT_OSS = """
+import runpy, sys, transformers
+_load = transformers.AutoConfig.from_pretrained
+def _with_qc(*a, **k):
+    cfg = _load(*a, **k)
+    if not isinstance(cfg, tuple) and not hasattr(cfg, "quantization_config"):
+        cfg.quantization_config = None
+    return cfg
+transformers.AutoConfig.from_pretrained = _with_qc
+sys.argv = ["builder"] + sys.argv[1:]
+runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__")
+"""
+
+
+def export_genai(model, out: Path, int4: bool, plain_moe: bool = False) -> None:
     """The onnxruntime-genai model builder on the model saved as a Hugging Face folder."""
     import subprocess
 
@@ -536,15 +612,84 @@ def export_genai(model, out: Path, int4: bool) -> None:
         vocab = {f"t{i}": i for i in range(model.config.vocab_size)}
         PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")),
                                 unk_token="t0").save_pretrained(hf)
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(dst),
-               "-p", "int4" if int4 else "fp32", "-e", "cpu"]
+        run = ["-c", _BUILDER_GPT_OSS] if model.config.model_type == "gpt_oss" else ["-m", "onnxruntime_genai.models.builder"]
+        cmd = [sys.executable, *run, "-i", str(hf), "-o", str(dst), "-p", "int4" if int4 else "fp32", "-e", "cpu"]
         if int4:
             cmd += ["--extra_options", "int4_accuracy_level=1"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0 or not (dst / "model.onnx").exists():
             raise RuntimeError(f"the onnxruntime-genai builder failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
         m = onnx.load(str(dst / "model.onnx"))  # its external data too: one self-contained fixture file
+    if plain_moe:
+        m = moe_as_standard_ops(m)
     onnx.save_model(m, str(out), save_as_external_data=False)
+
+
+def moe_as_standard_ops(m: onnx.ModelProto) -> onnx.ModelProto:
+    """Every com.microsoft MoE node (swiglu, interleaved) as the standard operators it means, the expert tables
+    in PyTorch's x @ W orientation ([E, hidden, 2*inter], [E, inter, hidden]); the fused tables are dropped."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in m.graph.initializer}
+    nodes, added, dropped = [], [], set()
+    for node in m.graph.node:
+        if not (node.op_type == "MoE" and node.domain == "com.microsoft"):
+            nodes.append(node)
+            continue
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        if a.get("activation_type") != b"swiglu" or a.get("swiglu_fusion") != 1:
+            raise ValueError(f"{node.name}: only the interleaved swiglu MoE is written out")
+        x, router, w1, b1, w2, b2 = list(node.input)[:6]
+        W1, W2 = numpy_helper.to_array(inits[w1]), numpy_helper.to_array(inits[w2])
+        dropped |= {w1, w2}
+        n1, hidden = W1.shape[1], W1.shape[2]
+        k, limit = int(a["k"]), float(a["swiglu_limit"])
+        alpha, beta = float(a["activation_alpha"]), float(a["activation_beta"])
+        pre, count = node.name, [0]
+
+        def c(value, dtype=np.float32):
+            count[0] += 1
+            name = f"{pre}/c{count[0]}"
+            added.append(numpy_helper.from_array(np.asarray(value, dtype), name))
+            return name
+
+        def op(op_type, inputs, output=None, **attrs):
+            count[0] += 1
+            o = output or f"{pre}/{op_type}_{count[0]}"
+            nodes.append(helper.make_node(op_type, inputs, [o], name=f"{pre}/{op_type}_{count[0]}", **attrs))
+            return o
+
+        up_t = f"{pre}/experts.gate_up_proj"
+        down_t = f"{pre}/experts.down_proj"
+        added.append(numpy_helper.from_array(np.ascontiguousarray(W1.transpose(0, 2, 1)), up_t))
+        added.append(numpy_helper.from_array(np.ascontiguousarray(W2.transpose(0, 2, 1)), down_t))
+        probs = op("Softmax", [router], axis=-1)
+        count[0] += 1
+        topv, topi = f"{pre}/TopK_values", f"{pre}/TopK_indices"
+        nodes.append(helper.make_node("TopK", [probs, c([k], np.int64)], [topv, topi], name=f"{pre}/TopK", axis=-1))
+        if a.get("normalize_routing_weights"):
+            topv = op("Div", [topv, op("ReduceSum", [topv, c([-1], np.int64)], keepdims=1)])
+        row = op("Reshape", [x, c([1, hidden], np.int64)])
+        acc = None
+        for j in range(k):
+            e = op("Gather", [topi, c(j, np.int64)], axis=1)  # [1]: the j-th chosen expert
+            h = op("Add", [op("MatMul", [row, op("Gather", [up_t, e], axis=0)]), op("Gather", [b1, e], axis=0)])
+            gate = op("Slice", [h, c([0], np.int64), c([n1], np.int64), c([-1], np.int64), c([2], np.int64)])
+            up = op("Slice", [h, c([1], np.int64), c([n1], np.int64), c([-1], np.int64), c([2], np.int64)])
+            gate = op("Clip", [gate, "", c(limit)])
+            up = op("Clip", [up, c(-limit), c(limit)])
+            glu = op("Mul", [gate, op("Sigmoid", [op("Mul", [gate, c(alpha)])])])
+            act = op("Mul", [op("Add", [up, c(beta)]), glu])
+            y = op("Add", [op("MatMul", [act, op("Gather", [down_t, e], axis=0)]), op("Gather", [b2, e], axis=0)])
+            y = op("Mul", [y, op("Gather", [topv, c(j, np.int64)], axis=1)])
+            acc = y if acc is None else op("Add", [acc, y])
+        op("Reshape", [acc, op("Shape", [x])], output=node.output[0])
+    keep = [t for t in m.graph.initializer if t.name not in dropped]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep + added)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    return m  # (onnx.checker refuses the builder's default-domain SimplifiedLayerNormalization; ORT checks it)
 
 
 def save_extdata_copy(src: Path, out: Path) -> Path:
@@ -572,8 +717,9 @@ def check_against_torch(model, path: Path, exporter: str, ref) -> float:
     ins, outs = io_names(n_layers)
     g = torch.Generator().manual_seed(99)
     worst = 0.0
-    seq_lens = [1] if exporter.startswith(("dynamo", "genai")) else [1, 3]  # GQA: several tokens only at batch 1
-    for batch in ((1,) if exporter == "ortopt" else (1, 2)):  # ORT's fused rotary: batch 1 (gemma)
+    seq_lens = [1] if exporter.startswith(("dynamo", "genai", "moe")) else [1, 3]  # GQA: several tokens only at batch 1
+    # ORT's fused rotary: batch 1 (gemma); the written-out MoE routes one row (one token of batch 1)
+    for batch in ((1,) if exporter in ("ortopt", "moe_plain") else (1, 2)):
         for past_len in (0, 1, 7):
             for seq in seq_lens:
                 ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
@@ -634,8 +780,8 @@ def export_one(spec: Spec, out: Path, model) -> None:
         export_optimum(model, out)
     elif spec.exporter == "ortopt":
         export_ortopt(model, out)
-    elif spec.exporter in ("genai", "genai_int4"):
-        export_genai(model, out, int4=spec.exporter == "genai_int4")
+    elif spec.exporter in ("genai", "genai_int4", "genai_moe", "moe_plain"):
+        export_genai(model, out, int4=spec.exporter == "genai_int4", plain_moe=spec.exporter == "moe_plain")
     elif spec.exporter in QUANTISED:
         export_quantised(model, out, spec.exporter)
     else:
@@ -732,6 +878,8 @@ EXPORTER_DOC = {
     "qdq8_channel": "the Optimum export, int8 weights + per-channel DequantizeLinear",
     "genai": "the onnxruntime-genai model builder (fp32, cpu)",
     "genai_int4": "the onnxruntime-genai model builder (int4, cpu)",
+    "genai_moe": "the onnxruntime-genai model builder (fp32, cpu): com.microsoft MoE",
+    "moe_plain": "the onnxruntime-genai model builder, each MoE node as standard operators (onnx.helper)",
 }
 
 

@@ -133,10 +133,34 @@ def _place(bufs: list[Buf], code_by_bucket, hw: Hardware, bucket_of, tables_last
 
     # shared buffers (weights, caches, inputs, outputs, constants): big ones first; tables (gathered
     # by a runtime index, once per token) wait until every bucket's activations have their place
+    early = ("weight", "state") if tables_last else ("weight", "state", "table")
     heights = {c: [0] * nb for c in chips}
     used = {c: [0] * nb for c in chips}
-    early = ("weight", "state") if tables_last else ("weight", "state", "table")
-    shared = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and (zone[b.id] != "table" or not tables_last)),
+    # expert tables first, each in banks of its own: a GATHER by a runtime index may read any bank of its
+    # table's stripe, so the schedule must keep every other access off those banks while it runs
+    experts = sorted((b for b in bufs if zone[b.id] == "experts"), key=lambda b: (-b.vectors, b.id))
+    for b in experts:
+        vbytes = LANES * dtype_bytes(b.dtype)
+        need = b.vectors * vbytes
+        w = 1
+        while w < min(nb, b.rows) and -(-b.rows // w) * b.row_vectors * vbytes > cap:
+            w += 1  # the fewest banks that hold it
+        b_width = min(w, b.rows)
+        hu, uu = heights[b.chip], used[b.chip]
+        starts = [st for st in range(0, nb - b_width + 1) if max(uu[st:st + b_width]) == 0]
+        if not starts:
+            tn = total_need[b.chip]
+            raise CapacityError(
+                f"chip {b.chip} needs {tn:,} bytes of SRAM ({tn / 2**20:.1f} MiB) but has {nb} banks x {cap:,} bytes, "
+                f"and the expert table {b.name!r} ({need:,} bytes) needs {b_width} banks of its own; use more chips "
+                "(--chips), a shorter --max-context, or fp16")
+        st = starts[0]  # packed from one end: the stripes the weights want stay whole
+        regions[b.id] = Region(b.id, b.chip, st, b_width, 0, b.row_vectors, b.rows, b.dtype, b.name)
+        banks_of[b.id] = set(range(st, st + b_width))
+        for bank in range(st, st + b_width):
+            hu[bank], uu[bank] = 1 << 40, cap  # the banks are the table's alone
+    shared = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and zone[b.id] not in ("table", "experts")
+                     or (zone[b.id] == "table" and not tables_last)),
                     key=lambda b: (0 if zone[b.id] in early else 1, -b.vectors if zone[b.id] in early else 0, b.id))
     tables = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and zone[b.id] == "table" and tables_last),
                     key=lambda b: (-b.vectors, b.id))

@@ -170,7 +170,9 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
                 stream_bytes[c] += t * tile_rows * vbytes
                 passes[c] += t
             tu = ceil(max(per_chip) / units) if per_chip else 0
-            lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
+            # the first tile is gathered (one table row: one bank, one access per cycle) before it streams
+            gather = min(tile_rows, K) * max(1, vbytes // ch.sram.access_bytes)
+            lam = gather + ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
         elif prim in ("attn_qk", "attn_pv"):
             unit = "mxm"
             kv = e.inputs[1]

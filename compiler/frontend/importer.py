@@ -48,11 +48,7 @@ class Importer:
                  require_past: bool = True, base_dir: str = "") -> None:
         if not isinstance(max_context, (int, np.integer)) or int(max_context) < 1:
             raise ModelError(f"max_context must be a positive integer, got {max_context!r}")
-        window = attention_window(model)
-        if window is not None and int(max_context) > window:
-            raise ContextLimitError(f"--max-context {max_context}: the model supports at most {window} positions here: "
-                                    f"its sliding-window attention is not implemented beyond its {window}-position "
-                                    f"window yet; use --max-context {window} or less, or leave it out", limit=window)
+        self.window = attention_window(model)
         model = expand_fused_attention(model)  # before the roles: the rewrite makes the cache's Concat
         self.model = model
         self.max_ctx = int(max_context)
@@ -511,6 +507,11 @@ class Importer:
         return spec.translate(self, node, vals)
 
     def run(self) -> Graph:
+        w = self.window
+        if w is not None and self.max_ctx > w:
+            raise ContextLimitError(f"--max-context {self.max_ctx}: the model supports at most {w} positions here: "
+                                    f"its sliding-window attention is not implemented beyond its {w}-position "
+                                    f"window yet; use --max-context {w} or less, or leave it out", limit=w)
         self._init_inputs()
         nodes = self.needed_nodes()
         missing = unsupported_nodes(nodes)

@@ -12,6 +12,8 @@ def guess_family(names: list[str]) -> str:
         return "gpt_neox"
     if re.search(r"(^|\.)model\.decoder\.layers\.", text, re.M):
         return "opt"
+    if re.search(r"attn\.sinks|moe\.experts|experts\.gate_up_proj", text):
+        return "gpt_oss"  # attention sinks, expert tables (the builder's and the written-out form's names)
     if "qkv_proj" in text and "gate_up_proj" in text:
         return "phi3"
     if "self_attention.query_key_value" in text or "word_embeddings" in text or \

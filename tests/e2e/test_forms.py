@@ -23,6 +23,7 @@ FORMS = sorted(n for n in MANIFEST if n != "default")
 PROMPT = [1, 2, 3, 4, 5]
 N = 12
 # fp16 of these in `make test`; every form's fp16 in `make test-slow`
+MOE_FORMS = ("genai_moe", "moe_plain")
 FP16_FAST = {"gpt2_ortopt", "llama_ortopt", "llama_dynamo_minimal", "gemma_optimum", "opt_dynamo"}
 
 
@@ -60,7 +61,11 @@ def _fp16(name, tmp_path, capsys):
     out, logits = lpu_decode(name, "fp16", 1, tmp_path, capsys)
     first = next((i for i, (a, b) in enumerate(zip(out["tokens"], tokens)) if a != b), N)
     assert first >= 1  # at least the first token agrees
-    for i in range(min(first + 1, N)):
+    # dense models: up to and including the first differing token. Mixture-of-experts: before it -- where
+    # the tokens part, a router near-tie (gpt_oss_genai: 2e-4 between the 2nd and 3rd expert) can choose
+    # another expert in fp16, which changes that step's logits by a jump, not by rounding
+    last = first if MANIFEST[name]["exporter"] not in MOE_FORMS else first - 1
+    for i in range(min(last + 1, N)):
         assert rel_l2(logits[i], ref[i]) < 3e-2, (i, rel_l2(logits[i], ref[i]))
 
 
@@ -76,11 +81,14 @@ def test_fp16_decode_follows_onnxruntime_every_form(name, tmp_path, capsys):
 
 
 def test_every_fixture_is_a_form_of_a_family():
-    """The coverage table's rows and columns: 8 families, each in the Optimum and dynamo forms."""
+    """The coverage table's rows and columns: 8 dense families, each in the Optimum and dynamo forms, and the
+    mixture-of-experts family (which Optimum refuses and the dynamo export fails on) in the builder's fused
+    form and written out in standard operators."""
     fams = {r["family"] for r in MANIFEST.values()}
-    assert fams == {"gpt2", "llama", "qwen2", "mistral", "phi3", "gpt_neox", "opt", "gemma"}
-    for fam in fams:
+    assert fams == {"gpt2", "llama", "qwen2", "mistral", "phi3", "gpt_neox", "opt", "gemma", "gpt_oss"}
+    for fam in fams - {"gpt_oss"}:
         assert {f"{fam}_optimum", f"{fam}_dynamo"} <= set(MANIFEST), fam
+    assert {r["exporter"] for r in MANIFEST.values() if r["family"] == "gpt_oss"} == set(MOE_FORMS)
 
 
 def _compile_default(name, tmp_path, capsys):

@@ -131,3 +131,54 @@ def llama_like(layers=2, hidden=128, heads=4, kv_heads=2, inter=224, vocab=400, 
     lm = b.const((rng.standard_normal((hidden, vocab)) * sw * 2).astype(np.float32), "lm")
     g.outputs["logits"] = b.eqn("linear", [rms(x), lm])
     return g.verify()
+
+
+def moe_like(layers=2, hidden=64, heads=4, kv_heads=2, inter=96, experts=8, k=2, vocab=300, max_context=640, seed=2,
+             bias=True, tied=False, normalize=True):
+    """llama_like with a mixture-of-experts MLP in every layer: router -> softmax -> top-k (normalised to sum
+    1 when `normalize`), then per chosen expert j a SiLU-gated MLP from expert tables [E, K, N] read by the
+    runtime expert number (expert_linear; biases gathered by it), weighted and summed. `tied`: the router's
+    columns come in equal pairs, so every score is tied with another (top-k must pick the lower index)."""
+    rng = np.random.default_rng(seed)
+    g, b = _graph(vocab, max_context, True)
+    D = hidden // heads
+    emb = b.const((rng.standard_normal((vocab, hidden)) * 0.5).astype(np.float32), "emb")
+    x = b.eqn("reshape", [b.eqn("gather", [emb, "input_ids"])], shape=(1, 1, hidden))
+    sw = 1.0 / np.sqrt(hidden)
+    c = lambda v: b.const(np.array(v, np.float32))  # noqa: E731
+
+    def rms(t):
+        gam = b.const((1 + 0.2 * rng.standard_normal(hidden)).astype(np.float32), "rg")
+        ms = b.eqn("reduce", [b.eqn("binary", [t, c(2.0)], op="pow")], op="mean", axes=(-1,), keepdims=True)
+        r = b.eqn("binary", [c(1.0), b.eqn("unary", [b.eqn("binary", [ms, c(1e-6)], op="add")], op="sqrt")], op="div")
+        return b.eqn("binary", [gam, b.eqn("binary", [t, r], op="mul")], op="mul")
+
+    for layer in range(layers):
+        x = b.eqn("binary", [x, _attention(b, g, rms(x), layer, heads, kv_heads, D, rng, sw, masked=True)], op="add")
+        h = b.eqn("reshape", [rms(x)], shape=(1, hidden))
+        wr = (rng.standard_normal((hidden, experts)) * sw * 3).astype(np.float32)
+        if tied:
+            wr[:, 1::2] = wr[:, 0::2][:, :experts // 2]
+        scores = b.eqn("softmax", [b.eqn("linear", [h, b.const(wr, "router")])], axis=-1)
+        vals = b.eqn("topk", [scores], k=k, part="values")
+        idx = b.eqn("topk", [scores], k=k, part="indices", dtype="i64")
+        if normalize:
+            vals = b.eqn("binary", [vals, b.eqn("reduce", [vals], op="sum", axes=(-1,), keepdims=True)], op="div")
+        tab = lambda kk, n, name: b.const((rng.standard_normal((experts, kk, n)) * sw).astype(np.float32), name)  # noqa: E731
+        wg, wu, wd = tab(hidden, inter, "egate"), tab(hidden, inter, "eup"), tab(inter, hidden, "edown")
+        bd = b.const((0.1 * rng.standard_normal((experts, hidden))).astype(np.float32), "edown_b")
+        total = None
+        for j in range(k):
+            e = b.eqn("reshape", [b.eqn("take", [idx], indices=np.array([j]), axis=1, dtype="i64")], shape=(1,), dtype="i64")
+            gt = b.eqn("expert_linear", [h, wg, e])
+            act = b.eqn("binary", [b.eqn("binary", [gt, b.eqn("unary", [gt], op="sigmoid")], op="mul"),
+                                   b.eqn("expert_linear", [h, wu, e])], op="mul")
+            y = b.eqn("expert_linear", [act, wd, e])
+            if bias:
+                y = b.eqn("binary", [y, b.eqn("gather", [bd, e])], op="add")
+            y = b.eqn("binary", [y, b.eqn("take", [vals], indices=np.array([j]), axis=1)], op="mul")
+            total = y if total is None else b.eqn("binary", [total, y], op="add")
+        x = b.eqn("binary", [x, b.eqn("reshape", [total], shape=(1, 1, hidden))], op="add")
+    lm = b.const((rng.standard_normal((hidden, vocab)) * sw * 2).astype(np.float32), "lm")
+    g.outputs["logits"] = b.eqn("linear", [rms(x), lm])
+    return g.verify()

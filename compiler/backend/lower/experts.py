@@ -128,7 +128,7 @@ def expert_tiles(L, chip, wname, W: np.ndarray, idx, tag="") -> dict:
                     c0, c1 = cb * LANES, min(N, (cb + 1) * LANES)
                     data[:, rb, j, :r1 - r0, :c1 - c0] = W[:, r0:r1, c0:c1]
             table = L.pool.new(chip, f"{wname}.u{u}", n_exp * per, L.wdtype, "weight", row_vectors=blk,
-                               data=data.reshape(-1), zone="table", width=8, key=key)
+                               data=data.reshape(-1), zone="experts", width=1, key=key)
         # expert e's first tile is table row e * per; the MEM unit takes its address as an integer
         ibuf, ioff = L.buf(chip, "expert.row", 1, "i32"), 0
         L.vxm(chip, "mul", (ibuf, 0), (idx.buf, idx.off), ("imm", float(per)), tag=tag)
