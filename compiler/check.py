@@ -18,7 +18,8 @@ from .errors import CompileError
 # bytes per weight / cache element of each weight format the compiler emits
 WEIGHT_FORMATS = {"fp16": 2, "fp32": 4}
 FUSED_PRIMS = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "softmax": "softmax", "attn_qk": "attention",
-               "mask_fill": "attention mask", "kv_append": "KV-cache append"}
+               "mask_fill": "attention mask", "kv_append": "KV-cache append",
+               "expert_linear": "expert matmul (weights gathered by the router's choice)"}
 
 
 def check_model(path, hardware: list, default_context: int | None = None) -> dict:
@@ -59,6 +60,11 @@ def check_model(path, hardware: list, default_context: int | None = None) -> dic
     report["shape"] = {k: meta.get(k) for k in ("num_layers", "hidden_size", "heads", "kv_heads", "head_dim",
                                                 "vocab_size")}
     prims = Counter(e.prim for e in graph.eqns)
+    tables = {e.inputs[1]: graph.consts[e.inputs[1]].shape[0] for e in graph.eqns if e.prim == "expert_linear"}
+    if tables:  # mixture-of-experts: experts per layer and experts a token runs
+        ks = [e.params["k"] for e in graph.eqns if e.prim == "topk" and e.params["part"] == "indices"]
+        report["experts"] = {"experts": max(tables.values()), "k": max(ks) if ks else None,
+                             "layers": len(ks)}
     report["fused"] = {**{FUSED_PRIMS[p]: prims[p] for p in FUSED_PRIMS if prims[p]},
                        **{f"{op} (expanded)": c for op, c in sorted(fused.items())}}
     params = sum(int(graph.consts[c].size) for c in _weights(graph))

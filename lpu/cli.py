@@ -195,6 +195,10 @@ def _print_check(rep: dict) -> None:
     print(f"shape      {sh['num_layers']} layers, hidden {sh['hidden_size']}, {sh['heads']} heads "
           f"({sh['kv_heads']} KV) of {sh['head_dim']}, vocabulary {sh['vocab_size']:,}")
     print(f"fused      " + (", ".join(f"{k} x{v}" for k, v in rep["fused"].items()) or "none"))
+    if rep.get("experts"):
+        ex = rep["experts"]
+        print(f"experts    {ex['layers']} mixture-of-experts layer(s): top-{ex['k']} of {ex['experts']} experts per token "
+              "(only the chosen experts' weights are read)")
     wb = rep["weight_bytes"]
     print(f"weights    {rep['weights']:,} elements, position tables included ({wb['fp16'] / 2**20:.1f} MiB at fp16, "
           f"{wb['fp32'] / 2**20:.1f} MiB at fp32)")

@@ -194,6 +194,9 @@ FIXTURES += [
          notes="gpt_oss_genai with each MoE node as standard operators (Softmax, TopK, Div, Gather of "
                "[E, hidden, 2*inter] / [E, inter, hidden] expert tables by the chosen expert, MatMul, Slice, "
                "Clip, Sigmoid), written with onnx.helper; it routes one row: batch 1, one token per step"),
+    Spec("gpt_oss_genai_int4", "gpt_oss", "genai_int4", GPT_OSS, seed=2, init_range=0.25,
+         notes="the builder with `-p int4 -e cpu --extra_options int4_accuracy_level=1`: com.microsoft QMoE "
+               "(4-bit experts, block 32, symmetric) and MatMulNBits"),
     Spec("gpt_oss_moe_e16", "gpt_oss", "moe_plain", dict(GPT_OSS, num_local_experts=16), seed=2, init_range=0.25,
          notes="gpt_oss_moe with 16 experts (still top-2): the cycles per token must not grow with the experts"),
 ]

@@ -92,3 +92,12 @@ def test_moe_with_fc3_is_refused(tmp_path, capsys):
     assert rc == 1
     assert "fc3" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "fc3.lpu").exists()
+
+
+@pytest.mark.parametrize("name, experts", [("gpt_oss_genai", 8), ("gpt_oss_moe", 8), ("gpt_oss_moe_e16", 16)])
+def test_check_reports_the_experts(name, experts, capsys):
+    assert cli.main(["check", str(FIX / f"{name}.onnx"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["family"] == "gpt_oss"
+    assert rep["experts"] == {"experts": experts, "k": 2, "layers": 2}
+    assert rep["default_max_context"] == 128  # the sliding window

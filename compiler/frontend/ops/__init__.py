@@ -62,6 +62,7 @@ MODULES = (
     "mul",
     "neg",
     "pow",
+    "q_mo_e",
     "quick_gelu",
     "range",
     "reciprocal",

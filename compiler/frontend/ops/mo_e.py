@@ -22,9 +22,15 @@ ACTIVATIONS = ("relu", "gelu", "silu", "identity", "swiglu")
 
 
 def _expand(ctx, node, vals):
-    E = Expansion(ctx, node)
     if node.input(6) or node.input(7):
         raise ctx.unsupported("fc3 expert weights (a separate gate matrix) are not supported")
+    E = Expansion(ctx, node)
+    return expand_experts(ctx, node, E, vals[0], (node.input(2), vals[2]), node.input(3),
+                          (node.input(4), vals[4]), node.input(5))
+
+
+def expand_experts(ctx, node, E, x_val, fc1, b1, fc2, b2):
+    """The standard operators of a MoE block; fc1 / fc2: (tensor name, its value), biases by name ('' none)."""
     if node.attr("use_sparse_mixer", 0):
         raise ctx.unsupported("use_sparse_mixer is not supported")
     act = node.attr("activation_type", "relu")
@@ -34,11 +40,11 @@ def _expand(ctx, node, vals):
     if act == "swiglu" and node.attr("swiglu_fusion", 0) != 1:
         raise ctx.unsupported(f"swiglu_fusion {node.attr('swiglu_fusion', 0)} (supported: 1, interleaved)")
     k = int(node.attr("k", 1))
-    for i, what in ((2, "fc1_experts_weights"), (4, "fc2_experts_weights")):
-        if not isinstance(vals[i], K):
+    for (_, v), what in ((fc1, "fc1_experts_weights"), (fc2, "fc2_experts_weights")):
+        if not isinstance(v, K):
             raise ctx.unsupported(f"{what} must be a constant")
-    w1, w2 = vals[2].value, vals[4].value
-    xs = ctx.shape(vals[0])
+    w1, w2 = fc1[1].value, fc2[1].value
+    xs = ctx.shape(x_val)
     hidden = xs[-1]
     n_exp = w1.shape[0]
     if w1.ndim != 3 or w2.ndim != 3 or w1.shape[2] != hidden or w2.shape[1] != hidden or w2.shape[0] != n_exp:
@@ -59,9 +65,9 @@ def _expand(ctx, node, vals):
     total = None
     for j in range(k):
         e = E.one("Reshape", [E.one("Gather", [topi, i64(j)], axis=-1), i64([1])])
-        h = E.one("Reshape", [E.one("MatMul", [E.one("Gather", [node.input(2), e]), x_col]), i64([1, n1])])
-        if node.input(3):
-            h = E.one("Add", [h, E.one("Gather", [node.input(3), e])])
+        h = E.one("Reshape", [E.one("MatMul", [E.one("Gather", [fc1[0], e]), x_col]), i64([1, n1])])
+        if b1:
+            h = E.one("Add", [h, E.one("Gather", [b1, e])])
         if act == "swiglu":
             gate = E.one("Slice", [h, i64([0]), i64([n1]), i64([-1]), i64([2])])
             lin = E.one("Slice", [h, i64([1]), i64([n1]), i64([-1]), i64([2])])
@@ -80,10 +86,10 @@ def _expand(ctx, node, vals):
             a = E.one("Gelu", [h], approximate="tanh")
         else:
             a = h
-        y = E.one("Reshape", [E.one("MatMul", [E.one("Gather", [node.input(4), e]),
+        y = E.one("Reshape", [E.one("MatMul", [E.one("Gather", [fc2[0], e]),
                                                E.one("Reshape", [a, i64([inter, 1])])]), i64([1, hidden])])
-        if node.input(5):
-            y = E.one("Add", [y, E.one("Gather", [node.input(5), e])])
+        if b2:
+            y = E.one("Add", [y, E.one("Gather", [b2, e])])
         wj = E.one("Gather", [topv, i64(j)], axis=-1)
         y = E.one("Mul", [y, E.one("Reshape", [wj, i64([1, 1])])])
         total = y if total is None else E.one("Add", [total, y])
