@@ -3,7 +3,7 @@ IR's numpy meaning) on decoders written in the IR with expert MLPs, over shapes 
 tiles (hidden and inner sizes above one 160-row tile and one 320-lane vector, so an expert's matrix is
 several row and column blocks on both MXM units), expert counts, k, tied router scores (the lower index
 wins, as ONNX TopK says), chip counts and mappings. The ONNX forms against ONNX Runtime are in
-tests/e2e/test_forms.py and tests/e2e/test_experts.py."""
+tests/e2e/test_forms.py and tests/e2e/test_moe_forms.py."""
 from __future__ import annotations
 
 import functools
