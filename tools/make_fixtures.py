@@ -185,6 +185,19 @@ GPT_OSS = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=64, num_at
                rope_scaling=dict(rope_type="yarn", factor=1.0, beta_fast=32.0, beta_slow=1.0, truncate=False,
                                  original_max_position_embeddings=4096))
 MOE = ("genai_moe", "moe_plain")
+# Mixtral (softmax over all experts, top-2, renormalised; SiLU-gated experts without biases) and Qwen2-MoE
+# (top-2 of 8 not renormalised, plus a shared expert behind a sigmoid gate). No exporter here writes them
+# (Optimum refuses MoE, the dynamo export fails, the builder does not build them), so the builder exports
+# the dense twin (Mistral / Qwen2 with the same attention weights) and each layer's MLP is replaced by the
+# MoE written out in standard operators (onnx.helper), from the Hugging Face MoE model's weights; that model
+# is the PyTorch reference.
+MIXTRAL = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+               num_local_experts=8, num_experts_per_tok=2, vocab_size=320, max_position_embeddings=512,
+               rope_theta=10000.0, sliding_window=None, tie_word_embeddings=False)
+QWEN2_MOE = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=96, moe_intermediate_size=48,
+                 shared_expert_intermediate_size=80, num_attention_heads=4, num_key_value_heads=2, num_experts=8,
+                 num_experts_per_tok=2, norm_topk_prob=False, vocab_size=320, max_position_embeddings=512,
+                 rope_theta=10000.0, tie_word_embeddings=False)
 FIXTURES += [
     Spec("gpt_oss_genai", "gpt_oss", "genai_moe", GPT_OSS, seed=2, init_range=0.25,
          notes="the builder (`-p fp32 -e cpu`): com.microsoft MoE (k 2 of 8, swiglu, normalize_routing_weights) "
@@ -194,6 +207,14 @@ FIXTURES += [
          notes="gpt_oss_genai with each MoE node as standard operators (Softmax, TopK, Div, Gather of "
                "[E, hidden, 2*inter] / [E, inter, hidden] expert tables by the chosen expert, MatMul, Slice, "
                "Clip, Sigmoid), written with onnx.helper; it routes one row: batch 1, one token per step"),
+    Spec("mixtral_moe", "mixtral", "moe_graft", MIXTRAL, seed=2, init_range=0.25,
+         notes="Mixtral-style MoE (softmax, top-2 of 8, renormalised; w2(silu(w1 x) * w3 x)) in standard operators, "
+               "grafted onto the builder's export of the dense twin (MistralForCausalLM with the same attention "
+               "weights); checked against MixtralForCausalLM"),
+    Spec("qwen2_moe", "qwen2_moe", "moe_graft", QWEN2_MOE, seed=2, init_range=0.25,
+         notes="Qwen2-MoE-style (top-2 of 8, not renormalised, plus a shared expert gated by sigmoid(x . g)) in "
+               "standard operators, grafted onto the builder's export of the dense twin (Qwen2ForCausalLM); "
+               "checked against Qwen2MoeForCausalLM"),
     Spec("gpt_oss_genai_int4", "gpt_oss", "genai_int4", GPT_OSS, seed=2, init_range=0.25,
          notes="the builder with `-p int4 -e cpu --extra_options int4_accuracy_level=1`: com.microsoft QMoE "
                "(4-bit experts, block 32, symmetric) and MatMulNBits"),
@@ -250,14 +271,16 @@ def build_model(spec: Spec, seed: int):
 
 
 EAGER = ("gpt_oss",)
-MOE_FAMILIES = ("gpt_oss",)
+MOE_FAMILIES = ("gpt_oss", "mixtral", "qwen2_moe")
 FAMILY_CLASSES = {
     "gpt2": ("GPT2Config", "GPT2LMHeadModel"), "llama": ("LlamaConfig", "LlamaForCausalLM"),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "mistral": ("MistralConfig", "MistralForCausalLM"),
     "phi3": ("Phi3Config", "Phi3ForCausalLM"), "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"),
     "opt": ("OPTConfig", "OPTForCausalLM"), "gemma": ("GemmaConfig", "GemmaForCausalLM"),
     "gpt_oss": ("GptOssConfig", "GptOssForCausalLM"),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM"), "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM"),
 }
+DENSE_TWIN = {"mixtral": ("MistralConfig", "MistralForCausalLM"), "qwen2_moe": ("Qwen2Config", "Qwen2ForCausalLM")}
 
 
 def _perturb_constant_params(model, seed: int) -> None:
@@ -319,12 +342,18 @@ def router_gap(model, prompts) -> float:
 
     gaps = []
 
-    def hook(mod, args):
-        logits = torch.nn.functional.linear(args[0].reshape(-1, mod.hidden_dim)[-1], mod.weight, mod.bias)
-        p = torch.sort(torch.softmax(logits, -1), descending=True).values
-        gaps.append(float(p[mod.top_k - 1] - p[mod.top_k]))
+    k = getattr(model.config, "num_experts_per_tok")
 
-    handles = [layer.mlp.router.register_forward_pre_hook(hook) for layer in model.model.layers]
+    def hook(mod, args):
+        h = args[0].reshape(-1, mod.weight.shape[1])[-1]
+        p = torch.sort(torch.softmax(torch.nn.functional.linear(h, mod.weight, mod.bias), -1), descending=True).values
+        gaps.append(float(p[k - 1] - p[k]))
+
+    def router(layer):
+        m = getattr(layer, "block_sparse_moe", None) or layer.mlp
+        return getattr(m, "router", None) or m.gate  # gpt-oss: mlp.router; Mixtral: block_sparse_moe.gate; Qwen2-MoE: mlp.gate
+
+    handles = [router(layer).register_forward_pre_hook(hook) for layer in model.model.layers]
     try:
         for prompt, n in prompts:
             torch_greedy(model, prompt, n)
@@ -695,6 +724,98 @@ def moe_as_standard_ops(m: onnx.ModelProto) -> onnx.ModelProto:
     return m  # (onnx.checker refuses the builder's default-domain SimplifiedLayerNormalization; ORT checks it)
 
 
+def export_moe_graft(model, out: Path) -> None:
+    """The dense twin of a Mixtral / Qwen2-MoE model (same attention, norms, embeddings) through the builder,
+    then every layer's MLP subgraph replaced by the model's MoE block written out in standard operators."""
+    import transformers
+    from onnx import helper, numpy_helper
+
+    cfg_cls, model_cls = DENSE_TWIN[model.config.model_type]
+    keep = {k: v for k, v in model.config.to_dict().items()
+            if k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "vocab_size",
+                     "max_position_embeddings", "rope_theta", "rms_norm_eps", "tie_word_embeddings")}
+    twin = getattr(transformers, model_cls)(getattr(transformers, cfg_cls)(**keep, intermediate_size=32)).eval()
+    sd = {k: v for k, v in model.state_dict().items() if ".mlp." not in k and ".block_sparse_moe." not in k}
+    missing, unexpected = twin.load_state_dict(sd, strict=False)
+    assert not unexpected and all(".mlp." in k for k in missing), (missing, unexpected)
+    with tempfile.TemporaryDirectory() as tmp:
+        mid = Path(tmp) / "dense.onnx"
+        export_genai(twin, mid, int4=False)
+        m = onnx.load(str(mid))
+    cfg = model.config
+    k = cfg.num_experts_per_tok
+    f32 = lambda t: np.ascontiguousarray(t.detach().numpy().astype(np.float32))  # noqa: E731
+    nodes, added = [], []
+    by_layer: dict[int, list] = {}
+    for node in m.graph.node:
+        parts = node.name.split("/")
+        if len(parts) > 3 and parts[2].startswith("layers.") and parts[3] == "mlp":
+            by_layer.setdefault(int(parts[2].split(".")[1]), []).append(node)
+    dropped = {i for ns in by_layer.values() for nd in ns for i in nd.input if i.endswith(".weight")}
+    replaced = set()
+    for node in m.graph.node:
+        parts = node.name.split("/")
+        if not (len(parts) > 3 and parts[2].startswith("layers.") and parts[3] == "mlp"):
+            nodes.append(node)
+            continue
+        layer = int(parts[2].split(".")[1])
+        if layer in replaced:
+            continue
+        replaced.add(layer)
+        mlp_nodes = by_layer[layer]
+        x = next(nd for nd in mlp_nodes if nd.name.endswith("gate_proj/MatMul")).input[0]
+        y_out = next(nd for nd in mlp_nodes if nd.name.endswith("down_proj/MatMul")).output[0]
+        hf = model.model.layers[layer]
+        blk = getattr(hf, "block_sparse_moe", None) or hf.mlp
+        pre, count = f"/model/layers.{layer}/moe", [0]
+
+        def c(value, dtype=np.float32, name=None):
+            count[0] += 1
+            nm = name or f"{pre}/c{count[0]}"
+            added.append(numpy_helper.from_array(np.asarray(value, dtype), nm))
+            return nm
+
+        def op(op_type, inputs, n_out=1, **attrs):
+            count[0] += 1
+            outs = [f"{pre}/{op_type}_{count[0]}_{j}" for j in range(n_out)]
+            nodes.append(helper.make_node(op_type, inputs, outs, name=f"{pre}/{op_type}_{count[0]}", **attrs))
+            return outs if n_out > 1 else outs[0]
+
+        def mlp(inp, gate_w, up_w, down_w):  # down(silu(x @ gate) * (x @ up)), weights as Gather'd or plain
+            g = op("MatMul", [inp, gate_w])
+            return op("MatMul", [op("Mul", [op("Mul", [g, op("Sigmoid", [g])]), op("MatMul", [inp, up_w])]), down_w])
+
+        hidden = cfg.hidden_size
+        row = op("Reshape", [x, c([1, hidden], np.int64)])
+        probs = op("Softmax", [op("MatMul", [row, c(f32(blk.gate.weight).T, name=f"{pre}/router.weight")])], axis=-1)
+        topv, topi = op("TopK", [probs, c([k], np.int64)], n_out=2, axis=-1)
+        if getattr(cfg, "norm_topk_prob", True):  # Mixtral always renormalises
+            topv = op("Div", [topv, op("ReduceSum", [topv, c([-1], np.int64)], keepdims=1)])
+        names = ("w1", "w3", "w2") if hasattr(blk.experts[0], "w1") else ("gate_proj", "up_proj", "down_proj")
+        tables = [c(np.stack([f32(getattr(e, nm).weight).T for e in blk.experts]), name=f"{pre}/experts.{nm}")
+                  for nm in names]
+        acc = None
+        for j in range(k):
+            e = op("Gather", [topi, c(j, np.int64)], axis=1)
+            y = mlp(row, *[op("Gather", [t, e], axis=0) for t in tables])
+            y = op("Mul", [y, op("Gather", [topv, c(j, np.int64)], axis=1)])
+            acc = y if acc is None else op("Add", [acc, y])
+        if getattr(blk, "shared_expert", None) is not None:
+            se = blk.shared_expert
+            shared = mlp(row, *[c(f32(getattr(se, nm).weight).T, name=f"{pre}/shared_expert.{nm}")
+                                for nm in ("gate_proj", "up_proj", "down_proj")])
+            gate = op("Sigmoid", [op("MatMul", [row, c(f32(blk.shared_expert_gate.weight).T,
+                                                       name=f"{pre}/shared_expert_gate.weight")])])
+            acc = op("Add", [acc, op("Mul", [shared, gate])])
+        nodes.append(helper.make_node("Reshape", [acc, op("Shape", [x])], [y_out], name=f"{pre}/Reshape_out"))
+    keep_inits = [t for t in m.graph.initializer if t.name not in dropped]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep_inits + added)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save_model(m, str(out), save_as_external_data=False)
+
+
 def save_extdata_copy(src: Path, out: Path) -> Path:
     data_name = out.name + ".data"
     data = out.parent / data_name
@@ -722,7 +843,7 @@ def check_against_torch(model, path: Path, exporter: str, ref) -> float:
     worst = 0.0
     seq_lens = [1] if exporter.startswith(("dynamo", "genai", "moe")) else [1, 3]  # GQA: several tokens only at batch 1
     # ORT's fused rotary: batch 1 (gemma); the written-out MoE routes one row (one token of batch 1)
-    for batch in ((1,) if exporter in ("ortopt", "moe_plain") else (1, 2)):
+    for batch in ((1,) if exporter in ("ortopt", "moe_plain", "moe_graft") else (1, 2)):
         for past_len in (0, 1, 7):
             for seq in seq_lens:
                 ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
@@ -783,6 +904,8 @@ def export_one(spec: Spec, out: Path, model) -> None:
         export_optimum(model, out)
     elif spec.exporter == "ortopt":
         export_ortopt(model, out)
+    elif spec.exporter == "moe_graft":
+        export_moe_graft(model, out)
     elif spec.exporter in ("genai", "genai_int4", "genai_moe", "moe_plain"):
         export_genai(model, out, int4=spec.exporter == "genai_int4", plain_moe=spec.exporter == "moe_plain")
     elif spec.exporter in QUANTISED:
@@ -883,6 +1006,7 @@ EXPORTER_DOC = {
     "genai_int4": "the onnxruntime-genai model builder (int4, cpu)",
     "genai_moe": "the onnxruntime-genai model builder (fp32, cpu): com.microsoft MoE",
     "moe_plain": "the onnxruntime-genai model builder, each MoE node as standard operators (onnx.helper)",
+    "moe_graft": "the builder's export of the dense twin, each MLP replaced by the MoE in standard operators (onnx.helper)",
 }
 
 

@@ -12,6 +12,10 @@ def guess_family(names: list[str]) -> str:
         return "gpt_neox"
     if re.search(r"(^|\.)model\.decoder\.layers\.", text, re.M):
         return "opt"
+    if "shared_expert" in text:
+        return "qwen2_moe"
+    if re.search(r"experts\.w1\b|block_sparse_moe", text):
+        return "mixtral"
     if re.search(r"attn\.sinks|moe\.experts|experts\.gate_up_proj", text):
         return "gpt_oss"  # attention sinks, expert tables (the builder's and the written-out form's names)
     if "qkv_proj" in text and "gate_up_proj" in text:

@@ -1,5 +1,6 @@
-"""Mixture-of-experts models in both forms (the onnxruntime-genai builder's com.microsoft MoE, and the same
-model written out in standard operators) against ONNX Runtime, and the acceptance point on cycles: a token
+"""Mixture-of-experts models in both forms (the onnxruntime-genai builder's com.microsoft MoE / QMoE, and MoE
+written out in standard operators: gpt-oss, Mixtral-style, Qwen2-MoE-style with a shared expert) against
+ONNX Runtime, and the acceptance point on cycles: a token
 runs k experts, so the cycles per token grow with k and not with the number of experts. (tests/e2e/
 test_forms.py decodes every fixture, these included, to ONNX Runtime's tokens at fp32 and fp16.)"""
 from __future__ import annotations
@@ -94,10 +95,13 @@ def test_moe_with_fc3_is_refused(tmp_path, capsys):
     assert not (tmp_path / "fc3.lpu").exists()
 
 
-@pytest.mark.parametrize("name, experts", [("gpt_oss_genai", 8), ("gpt_oss_moe", 8), ("gpt_oss_moe_e16", 16)])
-def test_check_reports_the_experts(name, experts, capsys):
+@pytest.mark.parametrize("name, family, experts, context", [
+    ("gpt_oss_genai", "gpt_oss", 8, 128), ("gpt_oss_moe", "gpt_oss", 8, 128), ("gpt_oss_moe_e16", "gpt_oss", 16, 128),
+    ("gpt_oss_genai_int4", "gpt_oss", 8, 128), ("mixtral_moe", "mixtral", 8, 512), ("qwen2_moe", "qwen2_moe", 8, 512)])
+def test_check_reports_the_experts(name, family, experts, context, capsys):
+    """lpu check names the family, the experts and k, and the default context (gpt-oss: its sliding window)."""
     assert cli.main(["check", str(FIX / f"{name}.onnx"), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["family"] == "gpt_oss"
+    assert rep["family"] == family
     assert rep["experts"] == {"experts": experts, "k": 2, "layers": 2}
-    assert rep["default_max_context"] == 128  # the sliding window
+    assert rep["default_max_context"] == context
