@@ -61,6 +61,15 @@ def _attention(b, g, x, layer, H, Hkv, D, rng, scale_w, rope=None, bias=False, m
     return b.eqn("linear", [o, w])
 
 
+def _rms(b, rng, t, hidden):
+    """Decomposed RMSNorm with a random scale, as exporters write it."""
+    c = lambda v: b.const(np.array(v, np.float32))  # noqa: E731
+    gam = b.const((1 + 0.2 * rng.standard_normal(hidden)).astype(np.float32), "rg")
+    ms = b.eqn("reduce", [b.eqn("binary", [t, c(2.0)], op="pow")], op="mean", axes=(-1,), keepdims=True)
+    r = b.eqn("binary", [c(1.0), b.eqn("unary", [b.eqn("binary", [ms, c(1e-6)], op="add")], op="sqrt")], op="div")
+    return b.eqn("binary", [gam, b.eqn("binary", [t, r], op="mul")], op="mul")
+
+
 def gpt2_like(layers=2, hidden=96, heads=4, vocab=300, max_context=640, seed=0, masked=True):
     rng = np.random.default_rng(seed)
     g, b = _graph(vocab, max_context, masked)
@@ -110,13 +119,9 @@ def llama_like(layers=2, hidden=128, heads=4, kv_heads=2, inter=224, vocab=400, 
     cos = b.eqn("reshape", [b.eqn("gather", [cos_t, "position_ids"])], shape=(1, 1, 1, D))
     sin = b.eqn("reshape", [b.eqn("gather", [sin_t, "position_ids"])], shape=(1, 1, 1, D))
     sw = 1.0 / np.sqrt(hidden)
-    c = lambda v: b.const(np.array(v, np.float32))  # noqa: E731
 
     def rms(t):
-        gam = b.const((1 + 0.2 * rng.standard_normal(hidden)).astype(np.float32), "rg")
-        ms = b.eqn("reduce", [b.eqn("binary", [t, c(2.0)], op="pow")], op="mean", axes=(-1,), keepdims=True)
-        r = b.eqn("binary", [c(1.0), b.eqn("unary", [b.eqn("binary", [ms, c(1e-6)], op="add")], op="sqrt")], op="div")
-        return b.eqn("binary", [gam, b.eqn("binary", [t, r], op="mul")], op="mul")
+        return _rms(b, rng, t, hidden)
 
     for layer in range(layers):
         x = b.eqn("binary", [x, _attention(b, g, rms(x), layer, heads, kv_heads, D, rng, sw, rope=(cos, sin),
@@ -145,13 +150,9 @@ def moe_like(layers=2, hidden=64, heads=4, kv_heads=2, inter=96, experts=8, k=2,
     emb = b.const((rng.standard_normal((vocab, hidden)) * 0.5).astype(np.float32), "emb")
     x = b.eqn("reshape", [b.eqn("gather", [emb, "input_ids"])], shape=(1, 1, hidden))
     sw = 1.0 / np.sqrt(hidden)
-    c = lambda v: b.const(np.array(v, np.float32))  # noqa: E731
 
     def rms(t):
-        gam = b.const((1 + 0.2 * rng.standard_normal(hidden)).astype(np.float32), "rg")
-        ms = b.eqn("reduce", [b.eqn("binary", [t, c(2.0)], op="pow")], op="mean", axes=(-1,), keepdims=True)
-        r = b.eqn("binary", [c(1.0), b.eqn("unary", [b.eqn("binary", [ms, c(1e-6)], op="add")], op="sqrt")], op="div")
-        return b.eqn("binary", [gam, b.eqn("binary", [t, r], op="mul")], op="mul")
+        return _rms(b, rng, t, hidden)
 
     for layer in range(layers):
         x = b.eqn("binary", [x, _attention(b, g, rms(x), layer, heads, kv_heads, D, rng, sw, masked=True)], op="add")
