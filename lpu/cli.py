@@ -74,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.add_argument("--logits", default=None, help="save the logits of each generated token as float32 [N, vocab] .npy")
     _compile_opts(d, decode=True)
-    k = sub.add_parser("check", help="what an ONNX model is and whether it is supported (no compile)")
-    k.add_argument("model", help="ONNX decoder")
+    k = sub.add_parser("check", help="what an ONNX model is and whether it is supported, or the size of a Hugging "
+                                     "Face config.json and the chips it needs (no compile)")
+    k.add_argument("model", help="ONNX decoder, or a Hugging Face config.json")
+    k.add_argument("--context", type=int, default=None,
+                   help="config.json: KV-cache positions to size for (default: the model's, at most 4096)")
     k.add_argument("--hw", action="append", default=None,
                    help="hardware preset or file to size the model for (repeatable; default: every preset)")
     k.add_argument("--json", action="store_true", help="print one JSON object")
@@ -164,6 +167,10 @@ def cmd_check(args) -> int:
     model = Path(args.model)
     _check_model_path(model)
     hws = [config.load(h) for h in (args.hw or config.PRESETS)]
+    if model.suffix == ".json":
+        return _check_config(model, hws, args)
+    if args.context is not None:
+        raise UsageError("--context sizes a config.json; for an ONNX model the context is --max-context of compile")
     rep = check_model(model, hws)
     if args.json:
         print(json.dumps(rep))
@@ -172,6 +179,31 @@ def cmd_check(args) -> int:
     if not rep["supported"]:
         print(f"lpu: error: {rep['error']}", file=sys.stderr)
         return EXIT_INPUT
+    return 0
+
+
+def _check_config(path: Path, hws, args) -> int:
+    from compiler.sizing import size_config
+
+    if args.context is not None and args.context < 1:
+        raise UsageError(f"--context {args.context}: must be at least 1")
+    rep = size_config(path, hws, args.context)
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    print(f"config     {rep['config']}: {rep['family']}, {rep['layers']} layers, hidden {rep['hidden']:,}, "
+          f"{rep['heads']} heads ({rep['kv_heads']} KV) of {rep['head_dim']}, vocabulary {rep['vocab']:,}"
+          + (", tied embeddings" if rep["tied"] else ""))
+    wb = rep["weight_bytes"]
+    print(f"weights    {rep['params']:,} parameters ({wb['fp16'] / 2**30:.2f} GiB at fp16, {wb['int8'] / 2**30:.2f} GiB "
+          "at 8 bits)")
+    print(f"kv cache   {rep['kv_cache_bytes'] / 2**30:.3f} GiB at {rep['context']:,} positions (fp16)")
+    for name, f in rep["fits"].items():
+        cells = ", ".join(f">= {n:,} chip(s) at {fmt}" for fmt, n in f["chips_at_least"].items())
+        beyond = max(f["chips_at_least"].values()) > f["max_chips"]
+        print(f"fits       {name}: {cells} (weights + KV cache; {f['sram_bytes_per_chip'] / 2**20:.0f} MiB SRAM per chip"
+              + (f"; the compiler maps up to {f['max_chips']} chips today" if beyond else "") + ")")
+    print("note       a lower bound from bytes alone; the int8 / fp8 weight paths are not implemented yet")
     return 0
 
 
