@@ -214,6 +214,8 @@ def _emit(c: Compilation) -> Program:
         "vocab_size": int(np.prod([d for d in g.vars[g.outputs["logits"]].shape if d != "T"])),
     }
     c.report.sram_bytes = sram_bytes(c.lowered.buffers)
+    # the bytes of every buffer of each chip (all buckets'): what `lpu estimate` reports of a program file
+    meta["sram_bytes_per_chip"] = [int(c.report.sram_bytes.get(k, 0)) for k in range(plan.chips)]
     return build_program(c.hw, c.lowered, c.regions, c.scheduled.streams, c.buckets, meta)
 
 

@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--hw", action="append", default=None,
                    help="hardware preset or file to size the model for (repeatable; default: every preset)")
     k.add_argument("--json", action="store_true", help="print one JSON object")
+    e = sub.add_parser("estimate", help="cycles per token of a program or ONNX model at each context bucket, every "
+                                        "bucket's schedule checked (no decode)")
+    e.add_argument("model", help="program (.lpu) or ONNX model (compiled first)")
+    e.add_argument("--context", type=int, default=None,
+                   help="report only the bucket serving this many positions (default: every bucket)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    _compile_opts(e, decode=False)
     s = sub.add_parser("disasm", help="print a program as text")
     s.add_argument("program", help="program file (.lpu)")
     return ap
@@ -179,6 +186,60 @@ def cmd_check(args) -> int:
     if not rep["supported"]:
         print(f"lpu: error: {rep['error']}", file=sys.stderr)
         return EXIT_INPUT
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    """Per context bucket: the cycles the schedule checker proves (the emulator's own check, so a figure here is
+    what `decode` would report for a token in that bucket), the lower bound, tokens/s at the modelled clock."""
+    from isa import Program
+
+    from .emulator import Emulator
+
+    model = Path(args.model)
+    _check_model_path(model)
+    if model.suffix == ".json":
+        raise UsageError(f"{model.name}: estimating from a config.json needs the timing-only compile, which does not "
+                         "exist yet; `lpu check` sizes it")
+    if args.context is not None and args.context < 1:
+        raise UsageError(f"--context {args.context}: must be at least 1")
+    compile_secs = None
+    if model.suffix.lower() == ".lpu" or _is_program(model):
+        prog = Program.load(model)
+    else:
+        prog, _, compile_secs, _ = _compile(model, args, args.max_context, True)
+    h = prog.header
+    buckets = list(enumerate(h["buckets"]))
+    if args.context is not None:
+        if args.context > h["max_context"]:
+            raise UsageError(f"--context {args.context}: the program holds {h['max_context']} positions")
+        buckets = [(b, bk) for b, bk in buckets if bk["first_position"] <= args.context - 1 <= bk["last_position"]]
+    em = Emulator(prog)
+    clock = int(h["hw"]["clock_hz"])
+    rows = []
+    for b, bk in buckets:
+        cycles = int(em.check(b).cycles)
+        lb = int(bk.get("lower_bound_cycles", 0))
+        rows.append({"context": bk["last_position"] + 1, "cycles": cycles, "lower_bound": lb})
+    out = {"model": model.name, "chips": int(h["chips"]), "partition": h.get("partition"),
+           "stages": h.get("stages", 1), "clock_hz": clock, "precision": h.get("precision"),
+           "context": [r["context"] for r in rows], "cycles_per_token": [r["cycles"] for r in rows],
+           "tokens_per_second": [clock / r["cycles"] for r in rows],
+           "lower_bound_cycles": [r["lower_bound"] for r in rows],
+           "bound_ratio": [round(r["cycles"] / r["lower_bound"], 4) if r["lower_bound"] else None for r in rows],
+           "sram_bytes_per_chip": h.get("sram_bytes_per_chip")}
+    if compile_secs is not None:
+        out["compile_seconds"] = round(compile_secs, 3)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"model    {model.name}: {out['chips']} chip(s), {out['precision']}, max context {h['max_context']}, "
+          f"{_mapping_text(h)}")
+    for r, tps, br in zip(rows, out["tokens_per_second"], out["bound_ratio"]):
+        print(f"context  {r['context']:>7,}: {r['cycles']:,} cycles/token = {tps:,.0f} tokens/s at "
+              f"{clock / 1e6:,.0f} MHz; lower bound {r['lower_bound']:,}" + (f", ratio {br:.3f}" if br else ""))
+    if out["sram_bytes_per_chip"]:
+        print(f"sram     up to {max(out['sram_bytes_per_chip']) / 2**20:.1f} MiB per chip")
     return 0
 
 
@@ -374,7 +435,8 @@ def main(argv=None) -> int:
         pass
     try:
         args = build_parser().parse_args(argv)
-        return {"compile": cmd_compile, "decode": cmd_decode, "check": cmd_check, "disasm": cmd_disasm}[args.cmd](args)
+        return {"compile": cmd_compile, "decode": cmd_decode, "check": cmd_check, "estimate": cmd_estimate,
+                "disasm": cmd_disasm}[args.cmd](args)
     except tuple(known) as exc:
         print(f"lpu: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_INPUT

@@ -1,0 +1,71 @@
+"""`lpu estimate`: per context bucket, the cycles the schedule checker proves, the lower bound and tokens/s,
+without decoding. Checked against the compiler's own schedule (`compile --json`'s cycles_per_bucket) and
+against what `decode` measures for tokens in each bucket."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lpu import cli
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+MODEL = FIX / "llama_optimum.onnx"
+
+
+def run(argv, capsys):
+    rc = cli.main(argv)
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    return json.loads(out.out)
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    path = tmp_path_factory.mktemp("est") / "llama.lpu"
+    assert cli.main(["compile", str(MODEL), "-o", str(path), "--chips", "1", "--max-context", "400",
+                     "--precision", "fp32"]) == 0
+    return path
+
+
+def test_estimate_equals_the_schedule_and_the_decode(program, tmp_path, capsys):
+    est = run(["estimate", str(program), "--json"], capsys)
+    comp = run(["compile", str(MODEL), "-o", str(tmp_path / "again.lpu"), "--chips", "1", "--max-context", "400",
+                "--precision", "fp32", "--json"], capsys)
+    assert est["cycles_per_token"] == comp["cycles_per_bucket"]
+    assert est["lower_bound_cycles"] == comp["lower_bound_cycles"]
+    assert est["context"] == [320, 400] and est["chips"] == 1 and est["clock_hz"] == 900_000_000
+    assert est["tokens_per_second"] == [900_000_000 / c for c in est["cycles_per_token"]]
+    assert est["bound_ratio"] == [round(c / b, 4) for c, b in zip(est["cycles_per_token"], est["lower_bound_cycles"])]
+    assert est["sram_bytes_per_chip"] == [int(v) for v in comp["sram_bytes_per_chip"].values()]
+    # decode: tokens at positions 318..321 run in bucket 0 (318, 319) and bucket 1 (320, 321)
+    dec = run(["decode", str(program), "--json", "--prompt", ",".join(["1"] * 318), "--tokens", "4"], capsys)
+    assert dec["cycles_per_token"] == [est["cycles_per_token"][0]] * 2 + [est["cycles_per_token"][1]] * 2
+
+
+def test_estimate_one_context_and_an_onnx_model(program, capsys):
+    one = run(["estimate", str(program), "--context", "321", "--json"], capsys)
+    assert one["context"] == [400] and len(one["cycles_per_token"]) == 1
+    direct = run(["estimate", str(MODEL), "--chips", "1", "--max-context", "400", "--precision", "fp32", "--json"],
+                 capsys)
+    both = run(["estimate", str(program), "--json"], capsys)
+    assert direct["cycles_per_token"] == both["cycles_per_token"]
+    assert cli.main(["estimate", str(program)]) == 0
+    assert "cycles/token" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--context", "0"], "--context 0"), (["--context", "401"], "holds 400 positions")])
+def test_estimate_errors_are_one_line(program, args, needle, capsys):
+    rc = cli.main(["estimate", str(program)] + args)
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_estimate_of_a_config_says_what_is_missing(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text('{"model_type": "llama"}')
+    rc = cli.main(["estimate", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "timing-only" in err and "lpu check" in err
