@@ -219,6 +219,7 @@ class Lowerer(Emitter):
         self.f16 = self._mxm_only_vars()
         self.pending_allreduce: dict = {}  # var -> {chip: (partial, out, vectors)} until every chip joined
         self.v_index_memo: dict = {}
+        self.topk_memo: dict = {}  # (chip, scores, k) -> (values, indices) buffers: one top-k for both of its parts
         self._cons = None
 
     # ------------------------------------------------------------------ dtype planning
