@@ -75,7 +75,7 @@ class Options:
         if self.partition not in PARTITIONS:
             raise CompileError(f"--partition {self.partition}: valid values are {', '.join(PARTITIONS)}")
         if self.stages:
-            valid = hybrid_stages(chips)
+            valid = hybrid_stages(chips, hw)
             if self.partition != "hybrid":
                 raise CompileError(f"--stages {self.stages} applies to --partition hybrid only")
             if self.stages not in valid:
@@ -285,38 +285,60 @@ def _compile(c: Compilation, first: str) -> tuple[Program, Report]:
 
 
 # ------------------------------------------------------------------------------------------- mapping
-def hybrid_stages(chips: int) -> list[int]:
-    """Stage counts of the hybrid mappings of `chips` chips: each stage has the same number of chips (>= 2)."""
-    return [k for k in range(2, chips) if chips % k == 0 and chips // k >= 2]
+def hybrid_stages(chips: int, hw: Hardware | None = None) -> list[int]:
+    """Stage counts of the hybrid mappings of `chips` chips: each stage has the same number of chips (>= 2),
+    contiguous, and (given the hardware) directly linked to each other, since a stage's all-reduces use
+    direct links (in a dragonfly: stages within a node)."""
+    return [k for k in range(2, chips) if chips % k == 0 and chips // k >= 2
+            and (hw is None or _linked_groups(hw, chips // k, k))]
+
+
+def _linked_groups(hw: Hardware, per: int, groups: int) -> bool:
+    """Whether each of `groups` contiguous runs of `per` chips is fully connected by direct links."""
+    topo = hw.topology
+    return all(topo.port_to(a, b) is not None for s in range(groups) for a in range(s * per, (s + 1) * per)
+               for b in range(s * per, (s + 1) * per) if a != b)
 
 
 def choose_mapping(g: Graph, hw: Hardware, opts: Options):
     """Tensor-parallel, pipeline or a hybrid (pipeline stages of tensor-parallel chips): each candidate
     is estimated by its lower bound at the largest context (the same model of the machine the bound
     uses: streaming, links, dependency latency), and the fastest is taken; --partition tp|pp|hybrid
-    restricts the candidates."""
+    restricts the candidates. Tensor-parallel groups must be directly linked (one node of a dragonfly);
+    a pipeline crosses nodes and racks over the topology's routes."""
     chips = hw.system.chips
     if chips == 1:
         return make_plan(g, 1), {"single": None}
     cands: dict = {}
+    tp_ok = _linked_groups(hw, chips, 1)
+    if opts.partition == "tp" and not tp_ok:
+        raise CompileError(f"--partition tp on {chips} chips: a tensor-parallel group must be directly linked chips, "
+                           f"and the {hw.system.topology} topology links at most {_largest_group(hw)} that way; use "
+                           f"--partition pp, hybrid or auto")
     regions = find_regions(g) if opts.partition != "pp" else None  # shared by the tensor-parallel plans
-    if opts.partition in ("tp", "auto"):
+    if opts.partition in ("tp", "auto") and tp_ok:
         cands["tp"] = lambda: make_plan(g, chips, regions)
     if opts.partition in ("pp", "auto"):
-        cands["pp"] = lambda: plan_pp(g, chips)
+        cands["pp"] = lambda: plan_pp(g, chips, hw.topology)
     if opts.partition in ("hybrid", "auto"):
-        for k in [opts.stages] if opts.stages else hybrid_stages(chips):
-            cands[f"hybrid {k}x{chips // k}"] = lambda k=k: plan_hybrid(g, chips, k, regions)
+        for k in [opts.stages] if opts.stages else hybrid_stages(chips, hw):
+            cands[f"hybrid {k}x{chips // k}"] = lambda k=k: plan_hybrid(g, chips, k, regions, hw.topology)
     if not cands:
-        valid = [n for n in range(2, hw.max_chips + 1) if hybrid_stages(n)]
-        raise CompileError(f"--partition hybrid needs stages of at least 2 chips each: {chips} chip(s) have none "
-                           f"(valid chip counts: {', '.join(map(str, valid))})")
+        raise CompileError(f"--partition hybrid needs stages of at least 2 directly linked chips each, all the same "
+                           f"size: {chips} chip(s) have none (e.g. --chips 4, 8, 16)")
     plans, est = {}, {}
     for name, fn in cands.items():
         plans[name] = fn()
         est[name] = bound(g, plans[name], hw, opts.precision, opts.max_context).cycles
     best = min(est, key=lambda k: (est[k], k))
     return plans[best], est
+
+
+def _largest_group(hw: Hardware) -> int:
+    n = 1
+    while n < hw.system.chips and _linked_groups(hw, n + 1, 1):
+        n += 1
+    return n
 
 
 def context_for(positions: int) -> int:

@@ -32,9 +32,23 @@ from .table import BY_MNEMONIC, VECTOR_LANES
 
 @dataclass(frozen=True, slots=True)
 class System:
+    """How chips are joined. `fully_connected`: one node, every chip pair joined by `links_per_chip_pair`
+    links. `dragonfly` (ISCA22): nodes of `chips_per_node` chips fully connected by local links; each
+    chip's `global_links_per_chip` further ports join the nodes of a rack (`nodes_per_rack` nodes,
+    `links_per_node_pair` links between two nodes) and the racks to each other (`links_per_rack_pair`
+    links between two racks, at the most racks the ports allow). The keys after `links_per_chip_pair`
+    have defaults, so a description of one node need not name them."""
+
     chips: int  # chips in use (a preset gives the system's size; --chips takes the first N)
     topology: str  # a kind in TOPOLOGY_KINDS
     links_per_chip_pair: int
+    chips_per_node: int = 8
+    nodes_per_rack: int = 1
+    global_links_per_chip: int = 0
+    links_per_node_pair: int = 0
+    links_per_rack_pair: int = 0
+    rack_hop_latency_cycles: int = 0  # a link between two nodes of a rack (0: as a local link)
+    global_hop_latency_cycles: int = 0  # a link between two racks (0: as a rack link)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +239,8 @@ class Link:
 @dataclass(frozen=True)
 class Topology:
     """Which chips, which links, of which classes. Port p of chip c is the chip's p-th link (issue
-    queues c2c<p>t / c2c<p>r); every port of every chip belongs to exactly one link."""
+    queues c2c<p>t / c2c<p>r); a port belongs to at most one link (a port of a partly built system, e.g.
+    one that would go to a rack the system does not have, is unconnected: `peer` gives None)."""
 
     chips: int
     ports: int  # link ports each chip uses
@@ -248,36 +263,97 @@ class Topology:
                 raise HardwareError(f"topology: link {ln} has class {ln.cls!r}; classes: {', '.join(sorted(names))}")
             peer[(ln.a, ln.a_port)] = (ln.b, ln.b_port, ln.cls)
             peer[(ln.b, ln.b_port)] = (ln.a, ln.a_port, ln.cls)
-        missing = [(c, p) for c in range(self.chips) for p in range(self.ports) if (c, p) not in peer]
-        if missing:
-            raise HardwareError(f"topology: port {missing[0][1]} of chip {missing[0][0]} belongs to no link")
         object.__setattr__(self, "_peer", peer)
         first: dict[tuple[int, int], int] = {}
+        adj: list[list[int]] = [[] for _ in range(self.chips)]
         for (c, p) in sorted(peer):
-            first.setdefault((c, peer[(c, p)][0]), p)
+            o = peer[(c, p)][0]
+            if (c, o) not in first:
+                first[(c, o)] = p
+                adj[c].append(o)
         object.__setattr__(self, "_first", first)
+        object.__setattr__(self, "_adj", [sorted(a) for a in adj])
+        object.__setattr__(self, "_cls", {c.name: c for c in self.classes})
+        object.__setattr__(self, "_routes", {})
+        object.__setattr__(self, "_bfs", {})
 
-    def peer(self, chip: int, port: int) -> tuple[int, int]:
-        """(chip, port) at the other end of port `port` of chip `chip`."""
-        c, p, _ = self._peer[(chip, port)]
-        return c, p
+    def peer(self, chip: int, port: int) -> tuple[int, int] | None:
+        """(chip, port) at the other end of port `port` of chip `chip`; None if the port is unconnected."""
+        x = self._peer.get((chip, port))
+        return None if x is None else (x[0], x[1])
+
+    def connected(self, chip: int, port: int) -> bool:
+        return (chip, port) in self._peer
 
     def port_to(self, chip: int, other: int) -> int | None:
         """The first port of `chip` whose link goes straight to `other` (None: no direct link)."""
         return self._first.get((chip, other))
 
+    def neighbours(self, chip: int) -> list[int]:
+        """The chips one link away from `chip`, in chip order."""
+        return self._adj[chip]
+
     def link_class(self, chip: int, port: int) -> LinkClass:
-        name = self._peer[(chip, port)][2]
-        return next(c for c in self.classes if c.name == name)
+        x = self._peer.get((chip, port))
+        if x is None:
+            raise HardwareError(f"port {port} of chip {chip} is not connected")
+        return self._cls[x[2]]
+
+    def route(self, src: int, dst: int) -> list[tuple[int, int]]:
+        """The route the compiler schedules a transfer from `src` to `dst` on: [(chip, port), ...], one entry
+        per hop, the chip that sends and the port it sends on; the fewest hops, ties broken towards the
+        lowest chip numbers (breadth-first in chip order), so a route is a pure function of the topology."""
+        if src == dst:
+            return []
+        key = (src, dst)
+        r = self._routes.get(key)
+        if r is None:
+            prev = self._bfs_to(dst)
+            if prev[src] < 0:
+                raise HardwareError(f"chip {dst} cannot be reached from chip {src}: the topology joins them by no "
+                                    f"route")
+            r, c = [], src
+            while c != dst:
+                n = prev[c]
+                r.append((c, self._first[(c, n)]))
+                c = n
+            self._routes[key] = r
+        return list(r)
+
+    def hops(self, src: int, dst: int) -> int:
+        return len(self.route(src, dst))
+
+    def _bfs_to(self, dst: int) -> list[int]:
+        """next[c]: the chip after c on the way to dst (breadth-first from dst, neighbours in chip order)."""
+        cache = self._bfs
+        nxt = cache.get(dst)
+        if nxt is None:
+            nxt = [-1] * self.chips
+            nxt[dst] = dst
+            frontier = [dst]
+            while frontier:
+                new = []
+                for c in frontier:
+                    for o in self._adj[c]:
+                        if nxt[o] < 0:
+                            nxt[o] = c
+                            new.append(o)
+                frontier = sorted(new)
+            if len(cache) > 64:
+                cache.clear()
+            cache[dst] = nxt
+        return nxt
 
     def table(self) -> list[list[list[int]]]:
-        """table[c][p] = [peer chip, peer port]: the form a program header stores."""
-        return [[list(self.peer(c, p)) for p in range(self.ports)] for c in range(self.chips)]
+        """table[c][p] = [peer chip, peer port], [-1, -1] for an unconnected port: the form a program header
+        stores."""
+        return [[list(self._peer[(c, p)][:2]) if (c, p) in self._peer else [-1, -1] for p in range(self.ports)]
+                for c in range(self.chips)]
 
     @staticmethod
     def from_table(table, cls: LinkClass) -> "Topology":
-        """A topology from a program header's table (every link of class `cls`); HardwareError if a port's
-        link does not come back to it."""
+        """A topology from a program header's table (every link of class `cls`, [-1, -1] an unconnected
+        port); HardwareError if a port's link does not come back to it."""
         try:
             rows = [[(int(x[0]), int(x[1])) for x in row] for row in table]
         except (TypeError, ValueError, IndexError):
@@ -289,6 +365,8 @@ class Topology:
             if len(row) != ports:
                 raise HardwareError(f"topology table: chip {c} has {len(row)} ports, chip 0 has {ports}")
             for p, (o, q) in enumerate(row):
+                if (o, q) == (-1, -1):
+                    continue
                 if not (0 <= o < chips and o != c and 0 <= q < ports and rows[o][q] == (c, p)):
                     raise HardwareError(f"topology table: link {p} of chip {c} goes to chip {o} link {q}, which is "
                                         f"not a link back to it")
@@ -313,20 +391,111 @@ def _fully_connected(system: System, chip: Chip) -> Topology:
     return Topology(n, (n - 1) * k, tuple(links), (local,))
 
 
+def _dragonfly_max_chips(system: System, chip: Chip) -> int:
+    """Chips of the largest dragonfly these parameters describe: racks of nodes_per_rack nodes; every rack
+    joined to every other by links_per_rack_pair links, so the racks are 1 + (a rack's inter-rack ports
+    // links_per_rack_pair). GroqChip1 (8 x 4 global ports per node, 2 links per node pair in a rack of 9,
+    1 per rack pair): 16 inter-rack ports per node, 144 per rack, 145 racks, 10,440 chips [ISCA22]."""
+    per_rack = system.chips_per_node * system.nodes_per_rack
+    inter = _inter_rack_ports_per_node(system) * system.nodes_per_rack
+    racks = 1 + inter // system.links_per_rack_pair if system.links_per_rack_pair > 0 else 1
+    return per_rack * racks
+
+
+def _intra_rack_ports_per_node(system: System) -> int:
+    return (system.nodes_per_rack - 1) * system.links_per_node_pair
+
+
+def _inter_rack_ports_per_node(system: System) -> int:
+    return system.chips_per_node * system.global_links_per_chip - _intra_rack_ports_per_node(system)
+
+
+def _spread(ports: int, groups: int, i: int, j: int) -> list[tuple[int, int]]:
+    """Group i's `ports` ports spread evenly over the other groups of `groups` (as a dragonfly with fewer
+    groups than it has room for is cabled): for the pair (i, j), the list of (port of i, port of j) of
+    their links. Port q of a group goes to the (q // per)-th other group, its (q % per)-th link."""
+    if groups < 2 or i == j:
+        return []
+    per = ports // (groups - 1)
+    oi = j - (j > i)  # j's index among i's others
+    oj = i - (i > j)
+    return [(oi * per + k, oj * per + k) for k in range(per)]
+
+
+def _dragonfly(system: System, chip: Chip) -> Topology:
+    """Nodes of chips_per_node chips, fully connected by `links_per_chip_pair` local links per pair
+    (local port l of a chip goes to the (l // k)-th other chip of its node, as in `fully_connected`); then
+    global_links_per_chip global ports per chip, numbered per node round-robin over its chips (node port
+    q is port L + q // chips_per_node of chip q % chips_per_node, L the local ports), so each chip holds
+    an equal share of every kind. A node's first (nodes_per_rack - 1) * links_per_node_pair node ports
+    join it to the other nodes of its rack, the rest to other racks (per rack: node m's inter-rack ports
+    follow node m-1's). A system of fewer racks, or a rack of fewer nodes, spreads those ports evenly
+    over the racks (nodes) it has; a port whose link would go to a chip the system does not have is
+    unconnected. Link classes: "local" (c2c.hop_latency_cycles), "rack" and "global" (the system's
+    rack_/global_hop_latency_cycles, 0 meaning as the class below), all at c2c.link_bytes_per_cycle."""
+    n, k, cpn = system.chips, system.links_per_chip_pair, system.chips_per_node
+    npr, G = system.nodes_per_rack, system.global_links_per_chip
+    L = (cpn - 1) * k
+    links = []
+    for c in range(n):  # local links, as fully_connected does within each node
+        base, s = c - c % cpn, c % cpn
+        others = [o for o in range(cpn) if o != s]
+        for p in range(L):
+            o = others[p // k]
+            q = [x for x in range(cpn) if x != o].index(s) * k + p % k
+            if s < o and base + o < n:
+                links.append(Link(c, p, base + o, q, "local"))
+
+    def chip_port(node: int, q: int) -> tuple[int, int]:
+        return node * cpn + q % cpn, L + q // cpn
+
+    nodes = -(-n // cpn)
+    per_rack = cpn * npr
+    racks = -(-n // per_rack)
+    intra = _intra_rack_ports_per_node(system)
+    inter = _inter_rack_ports_per_node(system)
+    for r in range(racks):  # nodes within a rack
+        have = min(npr, nodes - r * npr)
+        for i in range(have):
+            for j in range(i + 1, have):
+                for qi, qj in _spread(intra, have, i, j):
+                    (a, ap), (b, bp) = chip_port(r * npr + i, qi), chip_port(r * npr + j, qj)
+                    if a < n and b < n:
+                        links.append(Link(a, ap, b, bp, "rack"))
+    if racks > 1 and system.links_per_rack_pair > 0:  # racks, by their inter-rack ports u = m * inter + x
+        for r1 in range(racks):
+            for r2 in range(r1 + 1, racks):
+                for u1, u2 in _spread(inter * npr, racks, r1, r2):
+                    (m1, x1), (m2, x2) = divmod(u1, inter), divmod(u2, inter)
+                    (a, ap), (b, bp) = chip_port(r1 * npr + m1, intra + x1), chip_port(r2 * npr + m2, intra + x2)
+                    if a < n and b < n:
+                        links.append(Link(a, ap, b, bp, "global"))
+    c2c = chip.c2c
+    rack_lat = system.rack_hop_latency_cycles or c2c.hop_latency_cycles
+    classes = (LinkClass("local", c2c.link_bytes_per_cycle, c2c.hop_latency_cycles),
+               LinkClass("rack", c2c.link_bytes_per_cycle, rack_lat),
+               LinkClass("global", c2c.link_bytes_per_cycle, system.global_hop_latency_cycles or rack_lat))
+    used = {ln.cls for ln in links}
+    return Topology(n, L + G if n > 1 else 0, tuple(links), tuple(c for c in classes if c.name in used or c.name == "local"))
+
+
 @dataclass(frozen=True, slots=True)
 class TopologyKind:
     """A way of joining chips: the largest number of chips it joins and how its links are built."""
 
     name: str
-    max_chips: int
+    max_chips: Callable[[System, Chip], int]
     build: Callable[[System, Chip], Topology]
     doc: str
 
 
 TOPOLOGY_KINDS = {k.name: k for k in (
-    TopologyKind("fully_connected", 8, _fully_connected,
-                 "one node: every chip pair directly linked (a GroqNode of 8 GroqChip1 [ISCA22]; an LPX tray of 8 "
-                 "LP30 [NV26])"),
+    TopologyKind("fully_connected", lambda s, c: 8, _fully_connected,
+                 "one node: every chip pair directly linked"),
+    TopologyKind("dragonfly", _dragonfly_max_chips, _dragonfly,
+                 "nodes of fully connected chips, racks of nodes, racks joined all to all by global links (GroqChip1: "
+                 "8 chips per node, 9 nodes per rack, up to 145 racks = 10,440 chips [ISCA22]; LP30: trays of 8, "
+                 "32 trays per LPX rack [NV26])"),
 )}
 
 
@@ -373,7 +542,7 @@ class Hardware:
     @cached_property
     def max_chips(self) -> int:
         """The most chips this system's topology joins."""
-        return self.topology_kind.max_chips
+        return self.topology_kind.max_chips(self.system, self.chip)
 
     @cached_property
     def topology(self) -> Topology:
@@ -421,10 +590,18 @@ class Hardware:
         need(self.clock_hz > 0, "clock_hz must be positive")
         sysm, chip = self.system, self.chip
         need(sysm.topology in TOPOLOGY_KINDS, f"system.topology = {sysm.topology!r}; valid: {', '.join(TOPOLOGY_KINDS)}")
-        kind = TOPOLOGY_KINDS[sysm.topology]
-        need(1 <= sysm.chips <= kind.max_chips,
-             f"system.chips = {sysm.chips}; a {sysm.topology} system joins 1..{kind.max_chips} chips")
         need(sysm.links_per_chip_pair >= 1, "system.links_per_chip_pair must be >= 1")
+        if sysm.topology == "dragonfly":
+            need(sysm.chips_per_node >= 1 and sysm.nodes_per_rack >= 1, "system.chips_per_node and nodes_per_rack "
+                 "must be >= 1")
+            need(_inter_rack_ports_per_node(sysm) >= 0,
+                 f"system: {sysm.nodes_per_rack - 1} other nodes per rack x links_per_node_pair "
+                 f"{sysm.links_per_node_pair} need more global ports than chips_per_node {sysm.chips_per_node} x "
+                 f"global_links_per_chip {sysm.global_links_per_chip}")
+            need(sysm.nodes_per_rack == 1 or sysm.links_per_node_pair >= 1,
+                 "system.links_per_node_pair must be >= 1 when a rack has several nodes")
+        mc = self.max_chips
+        need(1 <= sysm.chips <= mc, f"system.chips = {sysm.chips}; a {sysm.topology} system joins 1..{mc} chips")
         need(chip.vector_lanes == VECTOR_LANES,
              f"chip.vector_lanes = {chip.vector_lanes}; the instruction set is built for {VECTOR_LANES}")
         need(chip.sram.hemispheres == 2, f"chip.sram.hemispheres = {chip.sram.hemispheres}; the floorplan model has 2")
@@ -467,7 +644,9 @@ def _build(cls, data, path: str):
     if not isinstance(data, dict):
         raise HardwareError(f"{path or 'config'}: expected a table of keys, got {type(data).__name__}")
     hints = get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
+    fs = fields(cls)
+    names = [f.name for f in fs]
+    optional = {f.name for f in fs if f.default is not dataclasses.MISSING}
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise HardwareError(f"{path + '.' if path else ''}{unknown[0]}: unknown key; valid keys here: {', '.join(names)}")
@@ -475,6 +654,8 @@ def _build(cls, data, path: str):
     for name in names:
         key = f"{path}.{name}" if path else name
         if name not in data:
+            if name in optional:
+                continue
             raise HardwareError(f"{key}: missing")
         typ, val = hints[name], data[name]
         if dataclasses.is_dataclass(typ):

@@ -141,7 +141,18 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
 
     stream_bytes = np.zeros(chips)
     passes = np.zeros(chips)
-    link_bytes = 0.0
+    # bytes on the busiest link: an all-reduce crosses its stage's links, a stage boundary the route
+    # between two stages (different stages, different links)
+    link_use: dict = {}
+    topo = hw.topology
+    min_hops: dict[tuple[int, int], int] = {}
+
+    def boundary_hops(a: int, b: int) -> int:
+        """The fewest hops between any chip of stage a and any of stage b (a lower bound on every route)."""
+        h = min_hops.get((a, b))
+        if h is None:
+            h = min_hops[(a, b)] = min(topo.hops(i, j) for i in plan.stage_chips(a) for j in plan.stage_chips(b))
+        return h
     finish: dict[str, tuple[float, str]] = {}
     best_chain: dict[str, list] = {}
     for e in g.eqns:
@@ -158,7 +169,8 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
             lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
             if e.outputs[0] in plan.rowsplit and group > 1:
                 n = size1(g.vars[e.outputs[0]].shape)
-                link_bytes += _vec(n) * vbytes
+                key = ("ar", plan.owner.get(e.outputs[0], 0) if plan.staged else 0)
+                link_use[key] = link_use.get(key, 0.0) + _vec(n) * vbytes
                 # the partial leaves the MXM for the link port at the centre, crosses, and is added
                 lam += (move("mxm", "c2c") + link.hop_latency_cycles + _vec(n) * link_cpv
                         + ceil(log2(group)) * (lat.add + move("vxm", "vxm")))
@@ -222,8 +234,10 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
                     # a pipeline stage boundary: the value crosses a link
                     # (each chip of the stage sends its own part to its counterpart, side by side)
                     nv = _vec(max((local(i, c) for c in range(chips)), default=0) or size1(g.vars[i].shape))
-                    t += link.hop_latency_cycles + nv * ceil(LANES * 4 / link.bytes_per_cycle)
-                    link_bytes += nv * LANES * 4
+                    src = plan.owner.get(i, here)
+                    t += boundary_hops(src, here) * link.hop_latency_cycles + nv * ceil(LANES * 4 / link.bytes_per_cycle)
+                    key = ("xfer", src, here)
+                    link_use[key] = link_use.get(key, 0.0) + nv * LANES * 4
                 if t > start:
                     start, chain = t, best_chain[i]
         f = start + lam
@@ -241,7 +255,7 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
     terms = {
         "weight_streaming": float(streaming / bpc) if chips else 0.0,
         "compute": float(compute / units),
-        "links": float(link_bytes / link.bytes_per_cycle) if chips > 1 else 0.0,
+        "links": float(max(link_use.values(), default=0.0) / link.bytes_per_cycle) if chips > 1 else 0.0,
         "latency": float(latency),
     }
     return Bound(int(ceil(max(terms.values()))), {k: int(ceil(v)) for k, v in terms.items()}, best_chain.get(out, []))

@@ -323,7 +323,7 @@ def _find_region(g: Graph, L, prod, index, cons):
     return cone, sources, units
 
 
-def plan_pp(g: Graph, chips: int) -> Plan:
+def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None) -> Plan:
     """Pipeline mapping: the equations in order, cut into `chips` contiguous stages of about equal weight
     bytes, each cut placed where the fewest values cross it (between layers: the residual stream). A
     value needed on a later chip is sent over the link between the two chips."""
@@ -354,15 +354,29 @@ def plan_pp(g: Graph, chips: int) -> Plan:
         if lu > i:
             # a KV cache cannot leave its chip: never cut while one is in use
             live[i + 1:lu + 1] += np.inf if g.eqns[i].prim == "kv_append" else size1(g.vars[v].shape)
-    cuts = [0]
-    for k in range(1, chips):
+    # more stages than places to cut (a KV cache in use at every other boundary): the rest of the chips
+    # stay unused
+    finite = np.isfinite(live)
+    finite[0] = finite[n] = False
+    after = np.concatenate([np.cumsum(finite[::-1])[::-1][1:], [0]])  # cuttable boundaries after each one
+    requested, chips = chips, min(chips, 1 + int(finite.sum()))
+    if chips == 1:
+        return Plan(requested, [dict(full)] + [dict() for _ in range(requested - 1)], mapping="single")
+    if cuts is not None:  # given (tests): the boundaries between stages
+        chips, cuts = len(cuts) + 1, [0] + list(cuts)
+    else:
+        cuts = [0]
+    for k in range(len(cuts), chips):
         target = cum[-1] * k / chips
         centre = int(np.searchsorted(cum, target))
         window = max(1, n // (4 * chips))
         lo, hi = max(cuts[-1] + 1, centre - window), min(n - (chips - k), centre + window)
         if lo > hi:
             lo = hi = max(cuts[-1] + 1, min(centre, n - (chips - k)))
-        cand = range(lo, hi + 1)
+        # a boundary where no KV cache is in use, leaving enough such boundaries for the cuts after it
+        cand = [b for b in range(lo, hi + 1) if finite[b] and after[b] >= chips - k - 1]
+        if not cand:  # none in the window: the nearest that can be cut
+            cand = [b for b in range(cuts[-1] + 1, n) if finite[b] and after[b] >= chips - k - 1]
         # fewest live elements; among those, closest to the weight target
         best = min(cand, key=lambda b: (live[b], abs(cum[b] - target), b))
         cuts.append(best)
@@ -370,19 +384,19 @@ def plan_pp(g: Graph, chips: int) -> Plan:
     owner_eqn = np.zeros(n, dtype=np.int64)
     for c in range(chips):
         owner_eqn[cuts[c]:cuts[c + 1]] = c
-    hold: list[dict[str, np.ndarray]] = [dict() for _ in range(chips)]
+    hold: list[dict[str, np.ndarray]] = [dict() for _ in range(requested)]  # chips past `chips` unused
     owner: dict[str, int] = {}
     for i, e in enumerate(g.eqns):
         c = int(owner_eqn[i])
         for o in e.outputs:
             owner[o] = c
             hold[c][o] = full[o]
-    p = Plan(chips, hold, mapping="pp", owner=owner, stages=[(cuts[c], cuts[c + 1]) for c in range(chips)], group=1)
-    p.transfers = stage_transfers(g, p)
+    p = Plan(requested, hold, mapping="pp", owner=owner, stages=[(cuts[c], cuts[c + 1]) for c in range(chips)], group=1)
+    p.transfers = stage_transfers(g, p, topo)
     return p
 
 
-def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None) -> Plan:
+def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None, topo=None) -> Plan:
     """Pipeline of `stages` stages, each on chips / stages chips that split their layers tensor-parallel:
     the pipeline cuts of `plan_pp` for `stages` chips, inside each stage the tensor-parallel holdings of
     `plan` for chips / stages chips. A value crossing a cut goes from each chip to its counterpart (the
@@ -392,6 +406,7 @@ def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None) 
     per = chips // stages
     tp = plan(g, per, regions)
     pp = plan_pp(g, stages)
+    stages = len(pp.stages) or 1  # fewer places to cut than stages: the last chips stay unused
     hold: list[dict[str, np.ndarray]] = [dict() for _ in range(chips)]
     for v, k in pp.owner.items():
         for j in range(per):
@@ -401,7 +416,7 @@ def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None) 
     embed = {v: [rows[c % per] for c in range(chips)] for v, rows in tp.embed_rows.items()}
     p = Plan(chips, hold, rowsplit=set(tp.rowsplit), embed_rows=embed, sharded_outputs=set(tp.sharded_outputs),
              regions=tp.regions, mapping="hybrid", owner=dict(pp.owner), stages=list(pp.stages), group=per)
-    p.transfers = stage_transfers(g, p)
+    p.transfers = stage_transfers(g, p, topo)
     return p
 
 
@@ -414,17 +429,31 @@ def lowered_on(plan: Plan, var: str) -> list[int]:
     return [c for c in range(plan.chips) if var in plan.hold[c]]
 
 
-def stage_transfers(g: Graph, plan: Plan) -> dict[tuple[str, int], int]:
+def stage_transfers(g: Graph, plan: Plan, topo=None) -> dict[tuple[str, int], int]:
     """Every value a chip needs that an earlier pipeline stage computes: (var, chip) -> the chip that
-    sends it (its counterpart in the stage that owns the var)."""
+    sends it: a chip of the owning stage holding the same elements as the receiver's counterpart (the
+    chip at the same position), the one the topology's route reaches in the fewest hops (ties: the
+    counterpart, then the lowest chip), so a value replicated over a stage leaves from the chip nearest
+    its receiver."""
     out: dict[tuple[str, int], int] = {}
     for e in g.eqns:
         for c in lowered_on(plan, e.outputs[0]):
             for k, v in enumerate(e.inputs):
                 if v not in g.vars or v in g.inputs or v in plan.hold[c]:
                     continue
-                if k == 0 and e.prim == "linear" and e.outputs[0] in plan.rowsplit:
-                    continue  # a row-split linear whose part of the input is not here contributes zeros
-                if v in plan.owner and plan.owner[v] < plan.owner[e.outputs[0]]:
-                    out.setdefault((v, c), plan.source_chip(v, c))
+                if k == 0 and e.prim == "linear" and e.outputs[0] in plan.rowsplit and \
+                        not (v in plan.owner and v in plan.hold[plan.source_chip(v, c)]):
+                    continue  # a row-split linear whose part of the input is nowhere contributes zeros
+                if v in plan.owner and plan.owner[v] < plan.owner[e.outputs[0]] and (v, c) not in out:
+                    out[(v, c)] = _nearest_source(plan, v, c, topo)
     return out
+
+
+def _nearest_source(plan: Plan, v: str, c: int, topo) -> int:
+    cp = plan.source_chip(v, c)
+    if topo is None or plan.per_stage == 1:
+        return cp
+    want = plan.hold[cp].get(v)
+    same = [o for o in plan.stage_chips(plan.owner[v])
+            if o == cp or (want is not None and (h := plan.hold[o].get(v)) is not None and np.array_equal(h, want))]
+    return min(same, key=lambda o: (topo.hops(o, c), o != cp, o))

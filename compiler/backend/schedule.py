@@ -242,13 +242,15 @@ def _with_deskews(nodes, hw: Hardware) -> list:
     chips = hw.system.chips
     if chips < 2:
         return nodes
+    topo = hw.topology
     links = hw.links_per_chip
     out = []
     for n in nodes:
         out.append(n)
         if n.instr.op == "SYNC":
             for l in range(links):
-                out.append(Node(n.chip, "c2ct", _I("DESKEW", link=l), f"c2c{l}t", tag="deskew", uid=n.uid))
+                if topo.connected(n.chip, l):  # an unconnected port has no clocks to realign
+                    out.append(Node(n.chip, "c2ct", _I("DESKEW", link=l), f"c2c{l}t", tag="deskew", uid=n.uid))
     nodes = out
     interval = hw.chip.c2c.deskew_interval_cycles
     # a generous horizon: every instruction's busy time in a row is more than any schedule needs
@@ -259,6 +261,8 @@ def _with_deskews(nodes, hw: Hardware) -> list:
     while k * interval < horizon and k <= 64:
         for c in range(chips):
             for l in range(links):
+                if not topo.connected(c, l):
+                    continue
                 top += 1
                 n = Node(c, "c2ct", _I("DESKEW", link=l), f"c2c{l}t", tag=f"deskew {k}", uid=top)
                 n.deskew_k = k

@@ -85,3 +85,25 @@ def test_emulated_program_equals_the_ir(case):
 @pytest.mark.parametrize("case", _slow_grid(), ids=_id)
 def test_emulated_program_equals_the_ir_over_the_grid(case):
     check(*case)
+
+
+def test_a_pipeline_cut_inside_a_tensor_parallel_region(monkeypatch):
+    # A hybrid whose cut falls right before a row-split linear (an MLP's down projection or an attention
+    # output projection), so its input is split over the previous stage's chips: the next stage's chips
+    # must receive their parts and multiply them, not contribute zeros (many stages over few layers put
+    # cuts there; this once gave wrong tokens without an error)
+    import compiler.backend.partition as P
+
+    plan_pp, seen = P.plan_pp, []
+
+    def cut_before_a_row_split(gg, chips, topo=None, cuts=None, which=0):
+        rows = P.plan(gg, 2).rowsplit
+        made = {o: i for i, e in enumerate(gg.eqns) for o in e.outputs}
+        at = [i for i, e in enumerate(gg.eqns) if e.outputs[0] in rows and made.get(e.inputs[0]) == i - 1]
+        seen.append(at[which])
+        return plan_pp(gg, chips, topo, cuts=[at[which]])
+
+    for which in (0, 1):
+        monkeypatch.setattr(P, "plan_pp", lambda *a, which=which, **k: cut_before_a_row_split(*a, which=which, **k))
+        check("llama", 128, 4, 2, 32, False, 4, "hybrid", 2)
+    assert len(set(seen)) == 2

@@ -116,3 +116,56 @@ def test_a_receive_before_its_transfer_arrives():
         assert err.other["queue"] == key[2] and err.other["cycle"] == t_send + 500
         return
     pytest.fail("no SEND found")
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_pp16() -> bytes:
+    """Two nodes of a dragonfly, one pipeline stage per chip: values cross nodes over routes of two hops."""
+    prog, _ = compile_graph(llama_like(), config.load("groqchip1", chips=16),
+                            Options(chips=16, max_context=320, partition="pp"))
+    return prog.to_bytes()
+
+
+def forwarding_hop(prog):
+    """A chip on a multi-hop route: (its RECV's queue key, its SEND's queue key, the SEND's index)."""
+    fwd = {r.id: r for r in prog.regions if r.name.startswith("fwd ")}
+    assert fwd, "no route of more than one hop in a 16-chip pipeline"
+    for key in sorted(prog.streams):
+        if not key[2].endswith("t"):
+            continue
+        for k, i in enumerate(isa.decode_many(prog.streams[key])):
+            if i.op == "SEND" and i["src_reg"] in fwd:
+                return key, k, fwd[i["src_reg"]]
+    pytest.fail("no forwarding SEND found")
+
+
+def test_a_multi_hop_route_is_checked_hop_by_hop():
+    prog = isa.Program.from_bytes(compiled_pp16())
+    Emulator(prog).check(0)
+    key, k, region = forwarding_hop(prog)
+    assert region.chip == key[1]  # the forwarding chip sends from a buffer of its own
+    # delay the forwarding chip's SEND: the next chip on the route receives before the data arrives
+    instrs = isa.decode_many(prog.streams[key])
+    t_send = issue_cycles(prog, key)[k]
+    link = instrs[k]["link"]
+    instrs.insert(k, isa.Instr("NOP", count=500))
+    prog.streams[key] = isa.encode_many(instrs)
+    with pytest.raises(EmulationError) as e:
+        Emulator(prog).check(0)
+    err = e.value
+    assert err.kind == "link" and "RECV" in err.instr and "before it arrives" in str(err)
+    assert f"the link from chip {key[1]} link {link} to chip {err.chip}" in str(err)
+    assert err.other["queue"] == key[2] and err.other["cycle"] == t_send + 500
+
+
+def test_a_second_transfer_on_a_hop_of_a_route_is_refused():
+    prog = isa.Program.from_bytes(compiled_pp16())
+    key, k, region = forwarding_hop(prog)
+    instrs = isa.decode_many(prog.streams[key])
+    instrs.insert(k + 1, instrs[k])  # the hop's link carries the value twice; the next chip receives it once
+    prog.streams[key] = isa.encode_many(instrs)
+    with pytest.raises(EmulationError) as e:
+        Emulator(prog).check(0)
+    err = e.value
+    assert err.kind == "link" and err.chip == key[1] and err.queue == key[2] and "never received" in str(err)
+    assert f"the link from chip {key[1]} link {instrs[k]['link']}" in str(err)

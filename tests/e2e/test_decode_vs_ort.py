@@ -125,3 +125,43 @@ def test_tables_in_row_blocks_give_onnxruntime_tokens(chips, monkeypatch):
     res = Decoder(prog).generate(PROMPT, N)
     assert res.tokens == tokens
     assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
+
+
+def forwarded(prog) -> int:
+    """RECVs into a chip's forwarding buffer: the hops inside routes of more than one hop."""
+    import isa
+
+    fwd = {r.id for r in prog.regions if r.name.startswith("fwd ")}
+    return sum(1 for key, words in prog.streams.items() if key[2].endswith("r")
+               for i in isa.decode_many(words) if i.op == "RECV" and i["dst_reg"] in fwd)
+
+
+@pytest.mark.parametrize("chips, partition", [(16, "pp"), (64, "auto")])
+def test_nodes_joined_by_routes_give_onnxruntime_tokens(chips, partition):
+    # 16: two GroqNodes, a stage per chip; 64: eight nodes of one rack, the mapping the compiler picks.
+    # Stages sit on different nodes, and some chips reach the next stage only through another chip
+    name = "gpt2_optimum"
+    tokens, logits = ort(name)
+    prog, res = run(name, chips, "fp32", partition)
+    assert prog.header["chips"] == chips and prog.header["partition"] in ("hybrid", "pp")
+    assert forwarded(prog) > 0
+    assert res.tokens == tokens
+    assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
+    assert all(0 < lb <= c for lb, c in zip(res.lower_bound_cycles, res.cycles_per_token))
+    _, r16 = run(name, chips, "fp16", partition)
+    first = next((i for i, (a, b) in enumerate(zip(r16.tokens, tokens)) if a != b), N)
+    for i in range(min(first + 1, N)):
+        assert rel_l2(r16.logits[i], logits[i]) < 3e-2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hw, chips", [("groqchip1", 144), ("lp30", 256)])
+def test_racks_give_onnxruntime_tokens(hw, chips):
+    # 144: two GroqRacks joined by global links; 256: a whole LPX rack
+    name = "llama_optimum"
+    tokens, logits = ort(name)
+    prog, _ = compile_model(FIX / f"{name}.onnx", config.load(hw, chips=chips),
+                            Options(chips=chips, precision="fp32", max_context=CTX))
+    res = Decoder(prog).generate(PROMPT, N)
+    assert forwarded(prog) > 0 and res.tokens == tokens
+    assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3

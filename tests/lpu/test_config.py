@@ -14,7 +14,7 @@ def test_groqchip1_derived_values_match_the_published_totals():
     assert hw.mxm_units == 2
     # fp16 peak: 2 units x 160 x 320 MACs x 2 FLOP x 900 MHz = 184 TFLOPS (~188 published)
     assert 180e12 < hw.mxm_units * 160 * 320 * 2 * hw.clock_hz < 190e12
-    assert hw.system.chips == 8 and hw.links_per_chip == 7
+    assert hw.system.chips == 8 and hw.links_per_chip == 7 + 4  # local + global ports [ISCA22]
 
 
 def test_lp30_matches_its_published_totals():
@@ -28,8 +28,24 @@ def test_lp30_matches_its_published_totals():
 
 def test_chip_override_and_bounds():
     assert config.load("groqchip1", chips=2).system.chips == 2
-    with pytest.raises(ConfigError, match="1..8"):
-        config.load("groqchip1", chips=9)
+    assert config.load("groqchip1", chips=576).system.chips == 576
+    with pytest.raises(ConfigError, match=r"1\.\.10440"):
+        config.load("groqchip1", chips=10_441)
+    with pytest.raises(ConfigError, match=r"1\.\.256"):
+        config.load("lp30", chips=257)
+
+
+def test_a_description_of_one_node_needs_no_dragonfly_keys(tmp_path):
+    d = config.load("groqchip1").to_dict()
+    d["system"] = {"chips": 4, "topology": "fully_connected", "links_per_chip_pair": 1}
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(d))
+    hw = config.load(str(p))
+    assert hw.max_chips == 8 and hw.links_per_chip == 3 and hw.topology.route(0, 3) == [(0, 2)]
+    d["system"]["topology"] = "torus"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="system.topology = 'torus'; valid: fully_connected, dragonfly"):
+        config.load(str(p))
 
 
 def test_user_file_roundtrip_and_errors(tmp_path):

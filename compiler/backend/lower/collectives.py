@@ -4,6 +4,7 @@ a value from the stage that computes it to a later one."""
 from __future__ import annotations
 
 from isa import Instr
+from isa.errors import HardwareError
 
 from ...errors import CompileError, UnsupportedError
 from ...ir import T
@@ -14,8 +15,8 @@ def port(L, chip: int, other: int) -> int:
     """The port of `chip` whose link goes straight to `other`."""
     p = L.hw.topology.port_to(chip, other)
     if p is None:
-        raise CompileError(f"chip {chip} has no direct link to chip {other} in the {L.hw.system.topology} topology "
-                           f"(routes over several hops are not supported yet)")
+        raise CompileError(f"chip {chip} has no direct link to chip {other} in the {L.hw.system.topology} topology: "
+                           f"a tensor-parallel group must be directly linked chips (one node)")
     return p
 
 
@@ -52,19 +53,34 @@ def allreduce(L, var, chip, part: Buf, out: Val, nvec: int):
 
 
 def transfer(L, name: str, src: int, dst: int) -> Val:
-    """Pipeline: send a value computed on chip src to chip dst over their direct link."""
+    """Pipeline: send a value computed on chip src to chip dst along the topology's route (scheduled, not
+    routed: each hop is a SEND on one chip and a RECV on the next, booked on that link; a chip between
+    the two forwards the vectors from a buffer of its own, as the schedule says)."""
     v = L.vals[src].get(name)
     if v is None:
         raise UnsupportedError(f"chip {src}: {name!r} should have been computed there (pipeline stage gap)")
     if v.layout == "state":
         raise UnsupportedError(f"{name!r}: a KV cache cannot move between pipeline stages")
     nv = v.vectors
+    topo = L.hw.topology
+    try:
+        hops = topo.route(src, dst)
+    except HardwareError as exc:
+        raise CompileError(str(exc)) from None
     key = ("xfer", name, dst) if T not in L.g.vars[name].shape else None
-    b = L.pool.new(dst, name, nv, v.buf.dtype, "act", key=key) if key else L.buf(dst, name, nv, v.buf.dtype)
-    link_s, link_r = port(L, src, dst), port(L, dst, src)
-    L.emit(src, "c2ct", Instr("SEND", link=link_s, src_reg=v.buf.id, src_off=v.off, n=nv), f"c2c{link_s}t", tag=f"pp {name}")
-    L.emit(dst, "c2cr", Instr("RECV", link=link_r, dst_reg=b.id, dst_off=0, n=nv), f"c2c{link_r}r", tag=f"pp {name}")
-    out = Val(b, v.idx, v.layout, v.tlen, v.g, off=0)
+    buf, off = v.buf, v.off
+    for k, (chip, link_s) in enumerate(hops):
+        nxt, link_r = topo.peer(chip, link_s)
+        if nxt == dst:
+            b = L.pool.new(dst, name, nv, v.buf.dtype, "act", key=key) if key else L.buf(dst, name, nv, v.buf.dtype)
+        else:  # a chip on the way: its own buffer, forwarded by the next hop
+            b = L.buf(nxt, f"fwd {name}", nv, v.buf.dtype)
+        L.emit(chip, "c2ct", Instr("SEND", link=link_s, src_reg=buf.id, src_off=off, n=nv), f"c2c{link_s}t",
+               tag=f"pp {name}")
+        L.emit(nxt, "c2cr", Instr("RECV", link=link_r, dst_reg=b.id, dst_off=0, n=nv), f"c2c{link_r}r",
+               tag=f"pp {name}" if nxt == dst else f"fwd {name}")
+        buf, off = b, 0
+    out = Val(buf, v.idx, v.layout, v.tlen, v.g, off=0)
     L.vals[dst][name] = out
     return out
 

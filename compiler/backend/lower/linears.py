@@ -19,7 +19,8 @@ def linear(L, chip, e):
     xname, wname = e.inputs[0], e.inputs[1]
     W = L.g.consts[wname]
     K, N = W.shape
-    if e.outputs[0] in L.plan.rowsplit and xname not in L.vals[chip] and xname not in L.plan.hold[chip]:
+    if e.outputs[0] in L.plan.rowsplit and xname not in L.vals[chip] and xname not in L.plan.hold[chip] \
+            and (xname, chip) not in L.plan.transfers:
         # this chip holds no part of the region: it contributes zeros (a buffer never written)
         part = L.buf(chip, "zeros", vecs(N), L.wdtype)
         return _rowsplit_out(L, chip, e, part, N)
