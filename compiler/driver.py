@@ -216,6 +216,9 @@ def _emit(c: Compilation) -> Program:
     c.report.sram_bytes = sram_bytes(c.lowered.buffers)
     # the bytes of every buffer of each chip (all buckets'): what `lpu estimate` reports of a program file
     meta["sram_bytes_per_chip"] = [int(c.report.sram_bytes.get(k, 0)) for k in range(plan.chips)]
+    used = sum(1 for h in plan.hold if h)
+    if used < plan.chips:  # more stages than the graph has places to cut: the last chips idle
+        meta["chips_used"] = used
     return build_program(c.hw, c.lowered, c.regions, c.scheduled.streams, c.buckets, meta)
 
 

@@ -391,10 +391,12 @@ _MAPPING = {"tp": "tensor-parallel", "pp": "pipeline"}
 
 def _mapping_text(header: dict) -> str:
     part = header.get("partition")
+    used = header.get("chips_used")
+    idle = f" ({used} of {header.get('chips')} chips used: more chips than places to cut)" if used else ""
     if part == "hybrid":
         k = int(header.get("stages", 1))
-        return f"hybrid: {k} pipeline stages x {header.get('chips', k) // k} tensor-parallel chips"
-    return _MAPPING.get(part, "tensor-parallel")
+        return f"hybrid: {k} pipeline stages x {(used or header.get('chips', k)) // k} tensor-parallel chips" + idle
+    return _MAPPING.get(part, "tensor-parallel") + idle
 
 
 def _is_program(path: Path) -> bool:

@@ -305,7 +305,8 @@ class _Gen:
         if self.chips < 2:
             return
         topo = self.b.header()["topology"]
-        link = int(self.rng.integers(0, len(topo[c])))
+        ports = [p for p, (o, _) in enumerate(topo[c]) if o >= 0]  # connected ports only
+        link = ports[int(self.rng.integers(0, len(ports)))]
         peer, pl = topo[c][link]
         src = self.pick(c)
         n = int(self.rng.integers(1, min(2, self.nvec(src)) + 1))
