@@ -61,6 +61,8 @@ class Options:
     partition: str = "auto"
     stages: int = 0  # hybrid: pipeline stages (0: the compiler chooses)
     verify: bool | None = None  # run the verifiers between passes (None: $LPU_VERIFY, else VERIFY_DEFAULT)
+    # no weight values: shape-only constants (compiler.ir.Shaped), an empty SRAM image, the same schedule
+    timing_only: bool = False
 
     def check(self, hw: Hardware) -> "Options":
         chips = hw.system.chips if self.chips is None else self.chips
@@ -153,8 +155,9 @@ class Pass:
 def _import(c: Compilation):
     from .frontend import import_graph, import_graph_within, load_model
 
-    model = load_model(c.path)
-    where = dict(source=os.fspath(c.path), base_dir=os.path.dirname(os.path.abspath(c.path)))
+    model = load_model(c.path, timing_only=c.opts.timing_only)
+    where = dict(source=os.fspath(c.path), base_dir=os.path.dirname(os.path.abspath(c.path)),
+                 timing_only=c.opts.timing_only)
     if c.opts.max_context is not None:
         return import_graph(model, c.opts.max_context, **where)  # beyond the model's limit: an error
     graph, facts, limit = import_graph_within(model, c.opts.default_context, **where)
@@ -213,6 +216,8 @@ def _emit(c: Compilation) -> Program:
         "source": c.source,
         "vocab_size": int(np.prod([d for d in g.vars[g.outputs["logits"]].shape if d != "T"])),
     }
+    if c.opts.timing_only:  # absent otherwise: a program with weights is byte for byte what it was
+        meta["timing_only"] = True
     c.report.sram_bytes = sram_bytes(c.lowered.buffers)
     # the bytes of every buffer of each chip (all buckets'): what `lpu estimate` reports of a program file
     meta["sram_bytes_per_chip"] = [int(c.report.sram_bytes.get(k, 0)) for k in range(plan.chips)]
