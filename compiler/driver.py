@@ -127,7 +127,8 @@ class Compilation:
     hw: Hardware
     opts: Options
     report: Report
-    path: str | None = None  # the ONNX file (import)
+    path: str | None = None  # the ONNX file (import), or the config.json (from_config)
+    from_config: bool = False  # path is a Hugging Face config.json: the graph is built from it (timing-only)
     source: dict = field(default_factory=dict)  # the file's name, size and hash (header)
     permute_linears: bool = True
     imported: tuple | None = None  # (Graph, importer facts)
@@ -154,6 +155,13 @@ class Pass:
 # ------------------------------------------------------------------------------------------- the passes
 def _import(c: Compilation):
     from .frontend import import_graph, import_graph_within, load_model
+
+    if c.from_config:
+        from .frontend.from_config import import_config
+
+        graph, facts, ctx = import_config(c.path, c.opts.max_context, c.opts.default_context)
+        c.opts = replace(c.opts, max_context=ctx)
+        return graph, facts
 
     model = load_model(c.path, timing_only=c.opts.timing_only)
     where = dict(source=os.fspath(c.path), base_dir=os.path.dirname(os.path.abspath(c.path)),
@@ -351,6 +359,17 @@ def compile_model(path: str | os.PathLike, hw: Hardware, opts: Options):
     """ONNX file -> (Program, Report): every pass. Raises CompileError (and subclasses) with one clear line."""
     p = Path(path)
     c = Compilation(hw, opts, Report(), path=os.fspath(path))
+    c.opts.check(hw)
+    c.source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return _compile(c, "import")
+
+
+def compile_config(path: str | os.PathLike, hw: Hardware, opts: Options):
+    """Hugging Face config.json -> (timing-only Program, Report): the graph of one decode step built from the
+    config (compiler/frontend/from_config.py), then every pass from canonicalise on, as for an ONNX file."""
+    p = Path(path)
+    opts = replace(opts, timing_only=True)
+    c = Compilation(hw, opts, Report(), path=os.fspath(path), from_config=True)
     c.opts.check(hw)
     c.source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
     return _compile(c, "import")

@@ -124,7 +124,7 @@ def _is_config(path: Path) -> bool:
 
 
 def _compile(model: Path, args, max_context: int | None, quiet: bool, default_context: int | None = None):
-    from compiler.driver import DEFAULT_MAX_CONTEXT, Options, compile_model
+    from compiler.driver import DEFAULT_MAX_CONTEXT, Options, compile_config, compile_model
 
     hw = _load_hw(args)
     config = _is_config(model)
@@ -132,7 +132,7 @@ def _compile(model: Path, args, max_context: int | None, quiet: bool, default_co
                    stages=args.stages, verify=args.verify, default_context=default_context or DEFAULT_MAX_CONTEXT,
                    timing_only=config or bool(getattr(args, "timing_only", False)))
     t0 = time.perf_counter()
-    prog, rep = compile_model(model, hw, opts)
+    prog, rep = (compile_config if config else compile_model)(model, hw, opts)
     return prog, rep, time.perf_counter() - t0, hw
 
 
@@ -212,9 +212,6 @@ def cmd_estimate(args) -> int:
 
     model = Path(args.model)
     _check_model_path(model)
-    if model.suffix == ".json":
-        raise UsageError(f"{model.name}: estimating from a config.json needs the timing-only compile, which does not "
-                         "exist yet; `lpu check` sizes it")
     if args.context is not None and args.context < 1:
         raise UsageError(f"--context {args.context}: must be at least 1")
     compile_secs = None

@@ -190,3 +190,151 @@ def test_without_timing_only_the_missing_data_file_is_still_an_error(tmp_path, c
     rc = cli.main(["compile", str(src), "-o", str(tmp_path / "x.lpu"), "--chips", "1"])
     _one_line(rc, capsys.readouterr().err, "llama_optimum_extdata.onnx")
     assert not (tmp_path / "x.lpu").exists()
+
+
+# ---------------------------------------------------------------------- from a Hugging Face config.json
+from compiler.driver import compile_config  # noqa: E402
+from compiler.frontend import canonicalise  # noqa: E402
+from compiler.frontend.from_config import FAMILIES, import_config  # noqa: E402
+
+CONFIGS = FIX / "configs"  # written by tools/make_fixtures.py (write_configs) from the fixtures' Specs
+
+
+def _canonical(g) -> list:
+    """The graph up to names: per equation its prim, params, output shape and dtype, and its inputs as the
+    equation producing them, a runtime input, or a constant (its shape; its value when it is a scalar)."""
+    ref = {n: n for n in g.inputs}
+    rows = []
+    for k, e in enumerate(g.eqns):
+        ins = []
+        for i in e.inputs:
+            if i in g.consts:
+                c = g.consts[i]
+                small = not is_shaped(c) and c.size <= 1 and not i.startswith("table.")
+                ins.append(("const", tuple(c.shape)) + ((float(np.asarray(c).reshape(-1)[0]),) if small else ()))
+            else:
+                ins.append(ref[i])
+        params = {a: (np.asarray(v).tolist() if isinstance(v, (np.ndarray, tuple, list)) else v)
+                  for a, v in e.params.items() if a != "state"}
+        if e.prim == "kv_append":
+            st = g.states[e.params["state"]]
+            params["state"] = (st.layer, st.kind, st.heads, st.head_dim)
+        ref[e.outputs[0]] = f"eqn {k}"
+        rows.append((e.prim, tuple(ins), sorted(params.items()), g.vars[e.outputs[0]].shape, g.vars[e.outputs[0]].dtype))
+    return rows
+
+
+PAIRS = [("gpt2_optimum", "gpt2_optimum"), ("llama_optimum", "llama_optimum"), ("qwen2_optimum", "qwen2_optimum"),
+         ("mistral_optimum", "mistral_optimum"), ("default", "../../lpu/data/default")]
+
+
+@pytest.mark.parametrize("cfg, onnx_name", PAIRS)
+def test_the_config_graph_is_the_importers_graph_of_its_export(cfg, onnx_name):
+    path = FIX / f"{onnx_name}.onnx"
+    g, facts = import_graph(load_model(path), 96, source=str(path), base_dir=str(path.parent))
+    ours, ofacts, ctx = import_config(CONFIGS / f"{cfg}.json", 96, 1024)
+    a, b = _canonical(canonicalise(g, facts)), _canonical(canonicalise(ours, ofacts))
+    assert ctx == 96 and len(a) == len(b) > 90
+    assert a == b
+    # the position tables: the same shapes; the rotary ones the same values (computed, not loaded)
+    ta = sorted((k, v) for k, v in g.consts.items() if k.startswith("table."))
+    tb = sorted((k, v) for k, v in ours.consts.items() if k.startswith("table."))
+    assert [v.shape for _, v in ta] == [v.shape for _, v in tb]
+    if cfg != "gpt2_optimum":
+        for (_, x), (_, y) in zip(sorted(ta, key=lambda t: t[1][3, 0, 0, 0]), sorted(tb, key=lambda t: t[1][3, 0, 0, 0])):
+            np.testing.assert_allclose(x, y, atol=2e-6)
+    assert all(is_shaped(v) for k, v in ours.consts.items() if not k.startswith("table.") and v.size > 1)
+
+
+@pytest.mark.parametrize("cfg, onnx_name, chips, ctx", [
+    ("llama_optimum", "llama_optimum", 2, 400), ("qwen2_optimum", "qwen2_optimum", 1, 320),
+    ("gpt2_optimum", "gpt2_optimum", 8, None), ("default", "../../lpu/data/default", 8, 320)])
+def test_a_config_compiles_to_the_cycles_of_its_export(cfg, onnx_name, chips, ctx):
+    hw = config.load("groqchip1", chips=chips)
+    normal, nrep = compile_model(FIX / f"{onnx_name}.onnx", hw, Options(chips=chips, max_context=ctx))
+    prog, rep = compile_config(CONFIGS / f"{cfg}.json", hw, Options(chips=chips, max_context=ctx))
+    assert rep.cycles == nrep.cycles and rep.bounds == nrep.bounds
+    assert prog.header["max_context"] == normal.header["max_context"]
+    def placement(p):  # the regions up to their names (the weights' names differ)
+        return [(r.chip, r.bank, r.width, r.addr, r.rows, r.row_vectors, r.dtype) for r in p.regions]
+    assert placement(prog) == placement(normal)
+    assert all(np.array_equal(prog.streams[k], normal.streams[k]) for k in normal.streams)
+    assert prog.timing_only and prog.image == [] and prog.header["model"]["exporter"] == "config"
+
+
+def test_lpu_estimate_and_compile_take_a_config(tmp_path, capsys):
+    cfg = CONFIGS / "llama_optimum.json"
+    assert cli.main(["estimate", str(cfg), "--chips", "2", "--max-context", "400", "--json"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    _, rep = _compile(FIX / "llama_optimum.onnx", 2, 400)
+    assert est["cycles_per_token"] == rep.cycles and est["timing_only"] is True and est["context"] == [320, 400]
+    out = tmp_path / "c.lpu"
+    assert cli.main(["compile", str(cfg), "-o", str(out), "--chips", "2", "--max-context", "400", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cycles_per_bucket"] == rep.cycles
+    rc = cli.main(["decode", str(out), "--tokens", "1"])
+    _one_line(rc, capsys.readouterr().err, "timing-only program")
+    rc = cli.main(["decode", str(cfg), "--tokens", "1"])
+    _one_line(rc, capsys.readouterr().err, "has no weights to decode with")
+
+
+def test_the_default_context_of_a_config_is_the_onnx_paths():
+    # GPT-2: its 256 learned positions; Llama: 1024, capped by max_position_embeddings (512 here)
+    assert import_config(CONFIGS / "gpt2_optimum.json", None, 1024)[2] == 256
+    assert import_config(CONFIGS / "llama_optimum.json", None, 1024)[2] == 512
+    assert import_config(CONFIGS / "llama_optimum.json", None, 320)[2] == 320
+    with pytest.raises(CompileError, match="at most 256 positions"):
+        import_config(CONFIGS / "gpt2_optimum.json", 300, 1024)
+
+
+def _write(tmp_path, text: str) -> Path:
+    p = tmp_path / "config.json"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("{not json", "not a JSON file"),
+    ('{"hidden_size": 64}', "no model_type"),
+    ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4}', "lacks 'num_hidden_layers'"),
+    ('{"model_type": "bloom"}', "model_type 'bloom' is not built from a config yet (the config compile builds "
+                                + ", ".join(FAMILIES)),
+    ('{"model_type": "phi3"}', "not built from a config yet"),
+    ('{"model_type": "gpt2", "n_layer": "two", "n_embd": 64, "n_head": 4, "vocab_size": 10, '
+     '"n_positions": 64}', "n_layer = 'two'"),
+    ('{"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 4, '
+     '"num_key_value_heads": 3, "intermediate_size": 8, "vocab_size": 10}', "do not fit")])
+def test_a_bad_config_is_one_line(text, needle, tmp_path, capsys):
+    path = _write(tmp_path, text)
+    for argv in (["compile", str(path), "-o", str(tmp_path / "x.lpu"), "--chips", "1"],
+                 ["estimate", str(path), "--chips", "1"]):
+        rc = cli.main(argv)
+        _one_line(rc, capsys.readouterr().err, needle)
+    assert not (tmp_path / "x.lpu").exists()
+
+
+def test_llama_2_70b_imports_in_seconds_and_without_weights():
+    import time
+    import tracemalloc
+
+    cfg = dict(model_type="llama", hidden_size=8192, num_hidden_layers=80, num_attention_heads=64,
+               num_key_value_heads=8, intermediate_size=28672, vocab_size=32000, max_position_embeddings=4096,
+               tie_word_embeddings=False)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "config.json"
+        path.write_text(json.dumps(cfg))
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        g, facts, ctx = import_config(path, None, 1024)
+        g = canonicalise(g, facts)
+        secs = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    from compiler.sizing import shape
+
+    weights = sum(v.size for k, v in g.consts.items() if is_shaped(v))
+    assert weights == shape(cfg)["params"] == 68_976_648_192  # every parameter, shape-only
+    assert g.meta["num_layers"] == 80 and g.meta["kv_heads"] == 8 and ctx == 1024
+    assert peak < 64 << 20, peak  # the weights would be 138 GB at fp16
+    assert secs < 30, secs
