@@ -61,6 +61,8 @@ class Options:
     partition: str = "auto"
     stages: int = 0  # hybrid: pipeline stages (0: the compiler chooses)
     verify: bool | None = None  # run the verifiers between passes (None: $LPU_VERIFY, else VERIFY_DEFAULT)
+    # no weight values: shape-only constants (compiler.ir.Shaped), an empty SRAM image, the same schedule
+    timing_only: bool = False
 
     def check(self, hw: Hardware) -> "Options":
         chips = hw.system.chips if self.chips is None else self.chips
@@ -125,7 +127,8 @@ class Compilation:
     hw: Hardware
     opts: Options
     report: Report
-    path: str | None = None  # the ONNX file (import)
+    path: str | None = None  # the ONNX file (import), or the config.json (from_config)
+    from_config: bool = False  # path is a Hugging Face config.json: the graph is built from it (timing-only)
     source: dict = field(default_factory=dict)  # the file's name, size and hash (header)
     permute_linears: bool = True
     imported: tuple | None = None  # (Graph, importer facts)
@@ -153,8 +156,16 @@ class Pass:
 def _import(c: Compilation):
     from .frontend import import_graph, import_graph_within, load_model
 
-    model = load_model(c.path)
-    where = dict(source=os.fspath(c.path), base_dir=os.path.dirname(os.path.abspath(c.path)))
+    if c.from_config:
+        from .frontend.from_config import import_config
+
+        graph, facts, ctx = import_config(c.path, c.opts.max_context, c.opts.default_context)
+        c.opts = replace(c.opts, max_context=ctx)
+        return graph, facts
+
+    model = load_model(c.path, timing_only=c.opts.timing_only)
+    where = dict(source=os.fspath(c.path), base_dir=os.path.dirname(os.path.abspath(c.path)),
+                 timing_only=c.opts.timing_only)
     if c.opts.max_context is not None:
         return import_graph(model, c.opts.max_context, **where)  # beyond the model's limit: an error
     graph, facts, limit = import_graph_within(model, c.opts.default_context, **where)
@@ -213,6 +224,8 @@ def _emit(c: Compilation) -> Program:
         "source": c.source,
         "vocab_size": int(np.prod([d for d in g.vars[g.outputs["logits"]].shape if d != "T"])),
     }
+    if c.opts.timing_only:  # absent otherwise: a program with weights is byte for byte what it was
+        meta["timing_only"] = True
     c.report.sram_bytes = sram_bytes(c.lowered.buffers)
     # the bytes of every buffer of each chip (all buckets'): what `lpu estimate` reports of a program file
     meta["sram_bytes_per_chip"] = [int(c.report.sram_bytes.get(k, 0)) for k in range(plan.chips)]
@@ -371,6 +384,17 @@ def compile_model(path: str | os.PathLike, hw: Hardware, opts: Options):
     """ONNX file -> (Program, Report): every pass. Raises CompileError (and subclasses) with one clear line."""
     p = Path(path)
     c = Compilation(hw, opts, Report(), path=os.fspath(path))
+    c.opts.check(hw)
+    c.source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return _compile(c, "import")
+
+
+def compile_config(path: str | os.PathLike, hw: Hardware, opts: Options):
+    """Hugging Face config.json -> (timing-only Program, Report): the graph of one decode step built from the
+    config (compiler/frontend/from_config.py), then every pass from canonicalise on, as for an ONNX file."""
+    p = Path(path)
+    opts = replace(opts, timing_only=True)
+    c = Compilation(hw, opts, Report(), path=os.fspath(path), from_config=True)
     c.opts.check(hw)
     c.source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
     return _compile(c, "import")

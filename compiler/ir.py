@@ -43,7 +43,206 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import IrError
+from .errors import CompileError, IrError
+
+class ShapeOnlyError(CompileError):
+    """A timing-only compile needed the values of a weight it does not load."""
+
+
+class Shaped(np.lib.mixins.NDArrayOperatorsMixin):
+    """A constant known by its shape and dtype only: a weight of a timing-only compile (`lpu compile
+    --timing-only`), whose values are never loaded.
+
+    It is not an array of zeros: numpy functions that only move or re-type elements (reshape, transpose,
+    slicing and fancy indexing, take, concatenate, split, astype) and elementwise arithmetic give another
+    Shaped, computed from the shapes alone (no memory in proportion to the weight), and anything that reads
+    a value (np.asarray, tobytes, bool(), reductions, comparisons used as conditions, ...) raises
+    ShapeOnlyError naming the weight. Passes that decide from values (is this constant all ones?) ask
+    `is_shaped` first and take the answer a real model's weights give (no)."""
+
+    __slots__ = ("shape", "dtype", "name")
+    __hash__ = object.__hash__  # the mixin's __eq__ would leave it unhashable
+
+    def __init__(self, shape, dtype, name: str = "") -> None:
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.name = name
+
+    # ---------------------------------------------------------------- what an array tells without its values
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Shaped({list(self.shape)}, {self.dtype}{', ' + repr(self.name) if self.name else ''})"
+
+    def _like(self, shape, dtype=None) -> "Shaped":
+        return Shaped(shape, self.dtype if dtype is None else dtype, self.name)
+
+    def _dummy(self) -> np.ndarray:
+        """An array of this shape whose elements take no memory (zero itemsize): numpy's own shape rules."""
+        return np.empty(self.shape, dtype=_NO_BYTES)
+
+    # ---------------------------------------------------------------- data movement: shapes only
+    def reshape(self, *shape, order="C") -> "Shaped":
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return self._like(self._dummy().reshape(shape, order=order).shape)
+
+    def transpose(self, *axes) -> "Shaped":
+        axes = axes[0] if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))) else axes
+        return self._like(self._dummy().transpose(*(() if axes in (None, ()) else (axes,))).shape)
+
+    @property
+    def T(self) -> "Shaped":  # noqa: N802
+        return self._like(self.shape[::-1])
+
+    def ravel(self, order="C") -> "Shaped":
+        return self._like((self.size,))
+
+    flatten = ravel
+
+    def copy(self, order="C") -> "Shaped":
+        return self._like(self.shape)
+
+    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True) -> "Shaped":
+        return self._like(self.shape, dtype)
+
+    def view(self, dtype=None, *a, **k):
+        raise ShapeOnlyError(self._needs("a view of its bytes"))
+
+    def __getitem__(self, idx) -> "Shaped":
+        if isinstance(idx, Shaped) or (isinstance(idx, tuple) and any(isinstance(i, Shaped) for i in idx)):
+            raise ShapeOnlyError(self._needs("indexing by the values of a shape-only constant"))
+        return self._like(self._dummy()[idx].shape)
+
+    # ---------------------------------------------------------------- reading values: refused
+    def _needs(self, what: str) -> str:
+        name = f"{self.name!r} " if self.name else ""
+        return (f"the timing-only compile needs the values of the weight {name}{list(self.shape)} ({what}), which it "
+                "does not load; compile without --timing-only")
+
+    def __array__(self, dtype=None, copy=None):
+        raise ShapeOnlyError(self._needs("converted to an array"))
+
+    def tobytes(self, order="C"):
+        raise ShapeOnlyError(self._needs("its bytes"))
+
+    def tolist(self):
+        raise ShapeOnlyError(self._needs("its elements"))
+
+    def __bool__(self):
+        raise ShapeOnlyError(self._needs("a truth value"))
+
+    def __float__(self):
+        raise ShapeOnlyError(self._needs("a number"))
+
+    __int__ = __index__ = __complex__ = __float__
+
+    def __iter__(self):
+        raise ShapeOnlyError(self._needs("its elements"))
+
+    def __setitem__(self, idx, value):
+        raise ShapeOnlyError(self._needs("written to"))
+
+    def __getattr__(self, name):  # sum, max, all, any, mean, nonzero, ...: every other ndarray method reads values
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise ShapeOnlyError(self._needs(f".{name}()"))
+
+    # ---------------------------------------------------------------- numpy protocols
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method != "__call__" or "out" in kwargs or "where" in kwargs:
+            raise ShapeOnlyError(_first_shaped(inputs)._needs(f"np.{ufunc.__name__}.{method}"))
+        shapes = [np.shape(x) if not isinstance(x, Shaped) else x.shape for x in inputs]
+        shape = np.broadcast_shapes(*shapes)
+        probe = [np.zeros((), x.dtype) if isinstance(x, (Shaped, np.ndarray)) else x for x in inputs]
+        with np.errstate(all="ignore"):
+            res = ufunc(*probe, **kwargs)
+        name = _first_shaped(inputs).name
+        if isinstance(res, tuple):
+            return tuple(Shaped(shape, np.asarray(r).dtype, name) for r in res)
+        return Shaped(shape, np.asarray(res).dtype, name)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func not in _SHAPE_FUNCS:
+            raise ShapeOnlyError(_first_shaped(args)._needs(f"np.{func.__name__}"))
+        seq = func in _SEQUENCE_FUNCS  # the first argument is a sequence of arrays: every one is data
+        name = _first_shaped(args).name
+        dtypes = []
+
+        def dummy(a, data: bool):
+            if isinstance(a, Shaped):
+                dtypes.append(a.dtype)
+                return a._dummy()
+            if data and isinstance(a, (np.ndarray, np.generic)):
+                dtypes.append(a.dtype)
+                return np.empty(a.shape, dtype=_NO_BYTES)
+            return a
+
+        if seq:
+            args = ([dummy(a, True) for a in args[0]],) + tuple(args[1:])
+        else:
+            args = tuple(dummy(a, i == 0) for i, a in enumerate(args))
+        kwargs = {k: dummy(v, False) for k, v in kwargs.items() if k != "dtype"}
+        out = func(*args, **kwargs)
+        dt = np.result_type(*dtypes)
+
+        def wrap(o):
+            if isinstance(o, np.ndarray) and o.dtype == _NO_BYTES:
+                return Shaped(o.shape, dt, name)
+            if isinstance(o, (list, tuple)):
+                return type(o)(wrap(x) for x in o)
+            return o
+        return wrap(out)
+
+
+_NO_BYTES = np.dtype([])  # a structured dtype without fields: itemsize 0
+_SEQUENCE_FUNCS = {np.concatenate, np.stack, np.hstack, np.vstack}
+_SHAPE_FUNCS = _SEQUENCE_FUNCS | {
+    np.reshape, np.transpose, np.squeeze, np.expand_dims, np.moveaxis, np.swapaxes, np.ravel, np.broadcast_to,
+    np.take, np.split, np.array_split, np.flip, np.copy, np.shape, np.ndim, np.size,
+    np.atleast_1d, np.atleast_2d, np.tile, np.repeat}
+
+
+def _first_shaped(xs) -> Shaped:
+    for x in xs:
+        if isinstance(x, Shaped):
+            return x
+        if isinstance(x, (list, tuple)):
+            for y in x:
+                if isinstance(y, Shaped):
+                    return y
+    return Shaped((), np.float32)
+
+
+def is_shaped(a) -> bool:
+    """A constant known by its shape only (a timing-only compile's weight)."""
+    return isinstance(a, Shaped)
+
+
+def contiguous(a, dtype=None):
+    """np.ascontiguousarray, or the Shaped itself (re-typed) for a shape-only constant."""
+    if isinstance(a, Shaped):
+        return a if dtype is None else a.astype(dtype)
+    return np.ascontiguousarray(a, dtype=dtype)
+
 
 T = "T"  # the symbolic KV length
 INPUTS = ("input_ids", "position_ids", "attention_mask")
@@ -381,7 +580,7 @@ class Builder:
 
     def const(self, value: np.ndarray, hint: str = "c") -> str:
         name = self.fresh(hint)
-        self.g.consts[name] = np.asarray(value)
+        self.g.consts[name] = value if isinstance(value, Shaped) else np.asarray(value)
         return name
 
     def eqn(self, prim: str, inputs, dtype: str = "f32", hint: str = "t", **params) -> str:

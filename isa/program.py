@@ -144,12 +144,19 @@ class Program:
                 raise ProgramError(f"stream ({b}, {c}, {q}) names a bucket or chip that does not exist")
             if words.ndim != 2 or words.shape[1] != WORD_U64 or words.dtype != np.uint64:
                 raise ProgramError(f"stream ({b}, {c}, {q}) is not an array of {WORD_U64} uint64 words")
+        if h.get("timing_only") and self.image:
+            raise ProgramError("a timing-only program (header timing_only) has an SRAM image; it must have none")
         for reg_id, off, data in self.image:
             if not 0 <= reg_id < len(self.regions):
                 raise ProgramError(f"image chunk names region {reg_id}, which does not exist")
             reg = self.regions[reg_id]
             if off < 0 or data.size % VECTOR_LANES or off + data.size // VECTOR_LANES > reg.n_vectors:
                 raise ProgramError(f"image chunk for region {reg.name!r} exceeds the region")
+
+    @property
+    def timing_only(self) -> bool:
+        """Compiled without its weights (`lpu compile --timing-only`): schedules and placement, no SRAM image."""
+        return bool(self.header.get("timing_only"))
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:

@@ -1,7 +1,7 @@
 """The `lpu` command: compile an ONNX decoder, decode on the emulated chips, disassemble a program.
 
-    lpu compile MODEL.onnx -o OUT.lpu [--chips N] [--hw PRESET|FILE] [--max-context T] [--precision fp16|fp32]
-                [--partition tp|pp|hybrid|auto] [--stages K]
+    lpu compile MODEL.onnx|CONFIG.json -o OUT.lpu [--chips N] [--hw PRESET|FILE] [--max-context T]
+                [--precision fp16|fp32] [--partition tp|pp|hybrid|auto] [--stages K] [--timing-only]
     lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15 --tokens N [--json] [--logits FILE.npy]
     lpu disasm OUT.lpu
     lpu --version
@@ -54,6 +54,11 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="check each compiler pass's product before the next pass (default: on; $LPU_VERIFY=0 turns "
                         "the default off)")
+    if not decode:
+        p.add_argument("--timing-only", action="store_true",
+                       help="compile without the weights (never loaded; an ONNX file's external data may be absent): "
+                            "the same schedule and cycles, a program `lpu estimate` reads and `lpu decode` refuses; "
+                            "implied for a Hugging Face config.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     c = sub.add_parser("compile", help="compile an ONNX decoder into a program file")
-    c.add_argument("model", help="ONNX decoder (Optimum text-generation-with-past or dynamo export)")
+    c.add_argument("model", help="ONNX decoder (Optimum text-generation-with-past, dynamo export, ...), or a Hugging "
+                                 "Face config.json (a timing-only compile)")
     c.add_argument("-o", "--output", required=True, help="program file to write (.lpu)")
     _compile_opts(c, decode=False)
     c.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -84,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print one JSON object")
     e = sub.add_parser("estimate", help="cycles per token of a program or ONNX model at each context bucket, every "
                                         "bucket's schedule checked (no decode)")
-    e.add_argument("model", help="program (.lpu) or ONNX model (compiled first)")
+    e.add_argument("model", help="program (.lpu), ONNX model or Hugging Face config.json (compiled first; a "
+                                 "config.json timing-only)")
     e.add_argument("--context", type=int, default=None,
                    help="report only the bucket serving this many positions (default: every bucket)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -112,14 +119,20 @@ def _load_hw(args):
     return config.load(args.hw, chips=args.chips)
 
 
+def _is_config(path: Path) -> bool:
+    return path.suffix.lower() == ".json"
+
+
 def _compile(model: Path, args, max_context: int | None, quiet: bool, default_context: int | None = None):
-    from compiler.driver import DEFAULT_MAX_CONTEXT, Options, compile_model
+    from compiler.driver import DEFAULT_MAX_CONTEXT, Options, compile_config, compile_model
 
     hw = _load_hw(args)
+    config = _is_config(model)
     opts = Options(chips=hw.system.chips, precision=args.precision, max_context=max_context, partition=args.partition,
-                   stages=args.stages, verify=args.verify, default_context=default_context or DEFAULT_MAX_CONTEXT)
+                   stages=args.stages, verify=args.verify, default_context=default_context or DEFAULT_MAX_CONTEXT,
+                   timing_only=config or bool(getattr(args, "timing_only", False)))
     t0 = time.perf_counter()
-    prog, rep = compile_model(model, hw, opts)
+    prog, rep = (compile_config if config else compile_model)(model, hw, opts)
     return prog, rep, time.perf_counter() - t0, hw
 
 
@@ -138,7 +151,7 @@ def cmd_compile(args) -> int:
     deq = _dequantised_note(prog, args.precision)
     prog.save(args.output)
     size = Path(args.output).stat().st_size
-    summary = {"output": args.output, "bytes": size, "chips": hw.system.chips, "hw": hw.name, "precision": args.precision,
+    summary = {"timing_only": prog.timing_only,"output": args.output, "bytes": size, "chips": hw.system.chips, "hw": hw.name, "precision": args.precision,
                "max_context": args.max_context, "buckets": len(prog.header["buckets"]),
                "cycles_per_bucket": rep.cycles, "lower_bound_cycles": rep.bounds,
                "bound_ratio": [round(c / b, 4) for c, b in zip(rep.cycles, rep.bounds)],
@@ -152,8 +165,9 @@ def cmd_compile(args) -> int:
     else:
         if deq:
             print(deq)
-        print(f"compiled {model.name} for {hw.system.chips} x {hw.name} ({args.precision}, max context {args.max_context}) "
-              f"in {secs:.2f} s -> {args.output} ({size / 2**20:.1f} MiB)")
+        print(f"compiled {model.name} for {hw.system.chips} x {hw.name} ({args.precision}, max context {args.max_context}"
+              f"{', timing-only: no weights' if prog.timing_only else ''}) in {secs:.2f} s -> {args.output} "
+              f"({size / 2**20:.1f} MiB)")
         print(f"  {rep.instructions:,} instructions in {len(rep.cycles)} context bucket(s); "
               f"cycles per token by bucket: {', '.join(f'{c:,}' for c in rep.cycles)}")
         print(f"  lower bound by bucket: {', '.join(f'{b:,}' for b in rep.bounds)}; bound ratio "
@@ -198,9 +212,6 @@ def cmd_estimate(args) -> int:
 
     model = Path(args.model)
     _check_model_path(model)
-    if model.suffix == ".json":
-        raise UsageError(f"{model.name}: estimating from a config.json needs the timing-only compile, which does not "
-                         "exist yet; `lpu check` sizes it")
     if args.context is not None and args.context < 1:
         raise UsageError(f"--context {args.context}: must be at least 1")
     compile_secs = None
@@ -227,14 +238,14 @@ def cmd_estimate(args) -> int:
            "tokens_per_second": [clock / r["cycles"] for r in rows],
            "lower_bound_cycles": [r["lower_bound"] for r in rows],
            "bound_ratio": [round(r["cycles"] / r["lower_bound"], 4) if r["lower_bound"] else None for r in rows],
-           "sram_bytes_per_chip": h.get("sram_bytes_per_chip")}
+           "sram_bytes_per_chip": h.get("sram_bytes_per_chip"), "timing_only": prog.timing_only}
     if compile_secs is not None:
         out["compile_seconds"] = round(compile_secs, 3)
     if args.json:
         print(json.dumps(out))
         return 0
     print(f"model    {model.name}: {out['chips']} chip(s), {out['precision']}, max context {h['max_context']}, "
-          f"{_mapping_text(h)}")
+          f"{_mapping_text(h)}" + (" (timing-only: no weights)" if prog.timing_only else ""))
     for r, tps, br in zip(rows, out["tokens_per_second"], out["bound_ratio"]):
         print(f"context  {r['context']:>7,}: {r['cycles']:,} cycles/token = {tps:,.0f} tokens/s at "
               f"{clock / 1e6:,.0f} MHz; lower bound {r['lower_bound']:,}" + (f", ratio {br:.3f}" if br else ""))
@@ -333,7 +344,7 @@ def _save_npy_atomic(path: str, arr) -> None:
 def cmd_decode(args) -> int:
     from isa import Program
 
-    from .decode import Decoder
+    from .decode import DecodeError, Decoder
 
     prompt = _parse_prompt(args.prompt)
     if args.tokens < 1:
@@ -343,12 +354,18 @@ def cmd_decode(args) -> int:
     compile_secs = None
     if model.suffix.lower() == ".lpu" or _is_program(model):
         prog = Program.load(model)
+        if prog.timing_only:
+            raise DecodeError(f"{model.name} is a timing-only program (no weights): use `lpu estimate`, or compile "
+                              "without --timing-only")
         if args.max_context is not None and args.max_context > prog.header.get("max_context", 0):
             raise UsageError(f"--max-context {args.max_context}: {model.name} was compiled for "
                              f"{prog.header.get('max_context')}; recompile to change it")
     else:
         from compiler.driver import context_for
 
+        if _is_config(model):
+            raise UsageError(f"{model.name}: a config.json has no weights to decode with; `lpu estimate` gives its "
+                             "cycles per token")
         need = len(prompt) + args.tokens
         prog, _, compile_secs, _ = _compile(model, args, args.max_context, args.json, default_context=context_for(need))
         deq = _dequantised_note(prog, prog.header.get("precision"))

@@ -47,6 +47,9 @@ class DecodeResult:
 
 class Decoder:
     def __init__(self, program: Program) -> None:
+        if program.timing_only:
+            raise DecodeError("a timing-only program (no weights) cannot decode: use `lpu estimate`, or compile "
+                              "without --timing-only")
         self.program = program
         h = program.header
         self.buckets = h["buckets"]

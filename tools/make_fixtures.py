@@ -921,6 +921,33 @@ def config_str(spec: Spec) -> str:
     return f"{cls}({args}, initializer_range={spec.init_range})"
 
 
+# the families compiler/frontend/from_config.py builds: their Optimum fixtures get the config.json they were
+# exported from (tests/compiler/test_timing_only.py compiles both and compares)
+CONFIG_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+
+
+def write_configs(out_dir: Path) -> list[Path]:
+    """configs/<fixture>.json: the Hugging Face config.json of each Optimum fixture of CONFIG_FAMILIES (and of the
+    bundled default model), as `save_pretrained` writes it (only what differs from the class defaults, plus
+    model_type). Needs transformers only: no model is built or exported."""
+    import transformers
+
+    cdir = out_dir / "configs"
+    cdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for spec in [s for s in FIXTURES if s.exporter == "optimum" and s.family in CONFIG_FAMILIES
+                                and not s.extdata_of] + [DEFAULT_SPEC]:
+        cls = getattr(transformers, FAMILY_CLASSES[spec.family][0])
+        cfg = cls(**spec.config, initializer_range=spec.init_range)
+        text = cfg.to_json_string(use_diff=True)
+        d = json.loads(text)
+        d.pop("transformers_version", None)  # the file should not change with the library's version
+        path = cdir / f"{spec.name}.json"
+        path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
 def generate(out_dir: Path, default_path: Path | None, only: set[str] | None) -> list[dict]:
     import torch
 
@@ -1039,6 +1066,9 @@ def write_readme(out_dir: Path, records: list[dict], vers: dict) -> None:
         files = " + ".join(f"`{where}/{n}`" if where != "tests/fixtures" else f"`{n}`" for n in r["sizes"])
         lines.append(f"| {files} | {r['family']} | {EXPORTER_DOC[r['exporter']]} | `{r['config']}` | "
                      f"{r['params']:,} | {size} | {r['seed']} | `python tools/make_fixtures.py --only {r['name']}` |")
+    lines += ["", "`configs/<name>.json` is the Hugging Face config.json the Optimum fixtures of the families the "
+              "config compile builds (llama, mistral, qwen2, gpt2) and the default model were made from "
+              "(`python tools/make_fixtures.py --configs-only` writes them alone)."]
     lines += ["", f"Greedy decode of prompt {PROMPT} for {N_TOKENS} tokens with ONNX Runtime "
               "(`lpu.reference.OrtDecoder`, one token per step), and the smallest top-1/top-2 logit gap "
               "over those steps:", "", "| file | tokens | min gap |", "| --- | --- | --- |"]
@@ -1061,14 +1091,22 @@ def main(argv=None) -> int:
                     help="where to write the bundled default model")
     ap.add_argument("--no-default", action="store_true", help="do not (re)generate the default model")
     ap.add_argument("--only", nargs="*", help="only these fixture names (e.g. gpt2_optimum default)")
+    ap.add_argument("--configs-only", action="store_true",
+                    help="only write <out>/configs/*.json (the config.json of the Optimum fixtures the config compile "
+                         "builds); no export")
     ap.add_argument("--check-reproducible", action="store_true",
                     help="also export everything a second time into a temp dir and compare the bytes")
     args = ap.parse_args(argv)
 
     out_dir = args.out.resolve()
+    if args.configs_only:
+        for path in write_configs(out_dir):
+            print(f"wrote {path}")
+        return 0
     default_path = None if args.no_default else args.default_model.resolve()
     only = set(args.only) if args.only else None
     records = generate(out_dir, default_path, only)
+    write_configs(out_dir)
     vers = versions()
     # merge into the existing manifest (--only / --no-default regenerate a subset), keep the spec order
     manifest_path = out_dir / "manifest.json"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..ir import Builder, Eqn, Graph, T, Var
+from ..ir import Builder, Eqn, Graph, T, Var, contiguous, is_shaped
 
 MACHINE_UNARY = ("neg", "abs", "relu", "exp", "tanh", "rsqrt", "recip", "isnan")
 MACHINE_BINARY = ("add", "sub", "mul", "max", "min", "gt", "ge", "eq")
@@ -357,10 +357,10 @@ def split_linears(g: Graph) -> Graph:
         new = []
         for u in users:
             lo, hi, _ = slice(u.params["starts"][0], u.params["ends"][0]).indices(n)
-            wn = b.const(np.ascontiguousarray(w[:, lo:hi]), hint=e.inputs[1] + f"[{lo}:{hi}]")
+            wn = b.const(contiguous(w[:, lo:hi]), hint=e.inputs[1] + f"[{lo}:{hi}]")
             ins = [e.inputs[0], wn]
             if bias is not None:
-                ins.append(b.const(np.ascontiguousarray(bias[lo:hi]), hint=e.inputs[2] + f"[{lo}:{hi}]"))
+                ins.append(b.const(contiguous(bias[lo:hi]), hint=e.inputs[2] + f"[{lo}:{hi}]"))
             if reshape is None:
                 new.append(Eqn("linear", tuple(ins), u.outputs, {}))
             else:
@@ -522,7 +522,9 @@ def fold_movement(g: Graph, permute_linears: bool = True, made: list | None = No
                 inner = prod.get(e.inputs[k])
                 if inner is None or inner.prim != "binary" or inner.params["op"] != "mul" or len(cons.get(e.inputs[k], [])) != 1:
                     continue
-                c = [i for i in inner.inputs if i in g.consts and np.all(np.abs(g.consts[i]) == 1.0)]
+                # a sign vector (+-1): the frontend's and fold's own constants; a shape-only weight is not one
+                c = [i for i in inner.inputs if i in g.consts and not is_shaped(g.consts[i])
+                     and np.all(np.abs(g.consts[i]) == 1.0)]
                 if len(c) != 1:
                     continue
                 p = inner.inputs[0] if inner.inputs[1] == c[0] else inner.inputs[1]
@@ -552,11 +554,11 @@ def fold_movement(g: Graph, permute_linears: bool = True, made: list | None = No
                 K, N = w.shape
                 if (int(np.prod(shape1(g.shape(flat.inputs[0])))) == N and idx.size <= N
                         and idx.size * K * 2 <= PERMUTED_WEIGHT_BYTES and idx.min() >= 0 and idx.max() < N):
-                    ins = [lin.inputs[0], b.const(np.ascontiguousarray(w[:, idx]), hint=lin.inputs[1] + "[perm]")]
+                    ins = [lin.inputs[0], b.const(contiguous(w[:, idx]), hint=lin.inputs[1] + "[perm]")]
                     if made is not None:
                         made.append(ins[1])
                     if len(lin.inputs) == 3:
-                        ins.append(b.const(np.ascontiguousarray(g.consts[lin.inputs[2]].reshape(-1)[idx]),
+                        ins.append(b.const(contiguous(g.consts[lin.inputs[2]].reshape(-1)[idx]),
                                            hint=lin.inputs[2] + "[perm]"))
                     mid = b.fresh("lin")
                     g.vars[mid] = Var(mid, tuple(g.vars[flat.inputs[0]].shape[:-1]) + (idx.size,))

@@ -36,7 +36,9 @@ def streams_for(bucket: int, sched, nop_max: int) -> dict:
 
 def build_program(hw: Hardware, lowered, regions, streams, buckets, meta: dict) -> Program:
     """The program file from the stage products: lowering's buffers (their initial data becomes the SRAM
-    image) and symbols, placement's regions, the scheduled streams, the buckets and the header facts."""
+    image) and symbols, placement's regions, the scheduled streams, the buckets and the header facts.
+    A timing-only program (meta["timing_only"]) has no image at all: its weights were never loaded, and
+    the few constants the compiler made itself would not make it runnable."""
     hwd = hw.to_dict()
     header = {
         "format_version": FORMAT_VERSION,
@@ -50,7 +52,7 @@ def build_program(hw: Hardware, lowered, regions, streams, buckets, meta: dict) 
     }
     image = []
     for b in lowered.buffers:
-        if b.data is None:
+        if b.data is None or meta.get("timing_only"):
             continue
         # in the region's own element type, exactly as the file stores it (no copy when it already is)
         dt = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32}[b.dtype]

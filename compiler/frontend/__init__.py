@@ -14,26 +14,29 @@ from .loader import load_model
 __all__ = ["canonicalise", "import_graph", "import_graph_within", "import_model", "import_onnx", "load_model"]
 
 
-def import_graph(model, max_context: int, source: str = "<memory>", require_past: bool = True, base_dir: str = ""):
+def import_graph(model, max_context: int, source: str = "<memory>", require_past: bool = True, base_dir: str = "",
+                 timing_only: bool = False):
     """The import pass: an onnx.ModelProto -> (the IR Graph of one decode step, what the importer learned
-    of the model: family, exporter, opset, inputs...). External data is read relative to base_dir."""
+    of the model: family, exporter, opset, inputs...). External data is read relative to base_dir; with
+    `timing_only` the weights are shape-only constants (compiler.ir.Shaped), never read."""
     from .meta import importer_facts
 
-    imp = Importer(model, max_context, source=source, require_past=require_past, base_dir=base_dir)
+    imp = Importer(model, max_context, source=source, require_past=require_past, base_dir=base_dir,
+                   timing_only=timing_only)
     graph = imp.run()
     graph.verify()
     return graph, importer_facts(imp)
 
 
-def import_graph_within(model, context: int, source: str = "<memory>", base_dir: str = ""):
+def import_graph_within(model, context: int, source: str = "<memory>", base_dir: str = "", timing_only: bool = False):
     """import_graph at `context` positions, or at the model's own limit when it supports fewer (a table
     read by position ends sooner): (graph, facts, the limit or None)."""
     from ..errors import ContextLimitError
 
     try:
-        return (*import_graph(model, context, source=source, base_dir=base_dir), None)
+        return (*import_graph(model, context, source=source, base_dir=base_dir, timing_only=timing_only), None)
     except ContextLimitError as exc:
-        return (*import_graph(model, exc.limit, source=source, base_dir=base_dir), exc.limit)
+        return (*import_graph(model, exc.limit, source=source, base_dir=base_dir, timing_only=timing_only), exc.limit)
 
 
 def canonicalise(graph, facts: dict, cleanup: bool = True):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import T, Eqn, Graph, broadcast
+from ..ir import T, Eqn, Graph, Shaped, broadcast
 from ..ireval import eval_eqn
 
 FOLD_LIMIT = 1 << 24  # do not materialise constants bigger than this many elements
@@ -49,7 +49,8 @@ def fold_constants(g: Graph) -> Graph:
                 and len(e.outputs) == 1 and T not in g.vars[e.outputs[0]].shape:
             shape = g.vars[e.outputs[0]].shape
             if int(np.prod(shape, dtype=np.int64)) <= FOLD_LIMIT:
-                val = np.asarray(eval_eqn(e, [g.consts[i] for i in e.inputs], 0, {}, 0, g))
+                val = eval_eqn(e, [g.consts[i] for i in e.inputs], 0, {}, 0, g)
+                val = val if isinstance(val, Shaped) else np.asarray(val)  # a shape-only weight, moved
                 if val.dtype.kind == "f" and val.dtype != np.float32:
                     val = val.astype(np.float32)
                 out = e.outputs[0]

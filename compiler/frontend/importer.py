@@ -22,10 +22,10 @@ import numpy as np
 import onnx
 
 from ..errors import CompileError, ContextLimitError, IrError, ModelError, UnsupportedError
-from ..ir import INPUTS, PRIMS, T, Eqn, Graph, Var
+from ..ir import _NO_BYTES, INPUTS, PRIMS, T, Eqn, Graph, Shaped, ShapeOnlyError, Var
 from . import attention
 from .fused_attention import attention_window, expand_fused_attention
-from .loader import Node, Roles, find_roles, onnx_dtype_to_numpy, to_numpy
+from .loader import Node, Roles, find_roles, onnx_dtype_to_numpy, shape_only, to_numpy
 from .ops import REGISTRY, describe_unsupported, spec_of, supported_ops, unsupported_nodes
 from .sym import P, T_SYM, Sym, fit_dim, fmt_shape, has_sym, normalize, obj_array, subst
 from .values import GW, K, L, M, Past, ir_dtype
@@ -45,7 +45,7 @@ def short_name(onnx_name: str) -> str:
 
 class Importer:
     def __init__(self, model: onnx.ModelProto, max_context: int, source: str = "<memory>",
-                 require_past: bool = True, base_dir: str = "") -> None:
+                 require_past: bool = True, base_dir: str = "", timing_only: bool = False) -> None:
         if not isinstance(max_context, (int, np.integer)) or int(max_context) < 1:
             raise ModelError(f"max_context must be a positive integer, got {max_context!r}")
         self.window = attention_window(model)
@@ -54,6 +54,8 @@ class Importer:
         self.max_ctx = int(max_context)
         self.source = source
         self.base_dir = base_dir
+        # timing-only: big initialisers (and any whose external data is absent) become Shaped constants
+        self.timing_only = bool(timing_only)
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.roles: Roles = find_roles(model, source, require_past)
         self.g = Graph(vars={}, consts={}, eqns=[], inputs=(), outputs={}, states={}, meta={})
@@ -111,7 +113,9 @@ class Importer:
     def value(self, name: str):
         v = self.values.get(name)
         if v is None and name in self.init_protos:
-            v = K(to_numpy(self.init_protos[name], self.base_dir), name)
+            t = self.init_protos[name]
+            shaped = shape_only(t, self.base_dir) if self.timing_only else None
+            v = K(shaped if shaped is not None else to_numpy(t, self.base_dir), name)
             self.values[name] = v
         if v is None:
             raise ModelError(f"{self.source}: tensor {name!r} is used before it is defined")
@@ -152,7 +156,7 @@ class Importer:
 
     def const(self, array, hint: str = "c", dtype: str | None = None) -> str:
         """A new IR constant (no dedupe by name)."""
-        a = _ir_array(np.asarray(array), dtype)
+        a = _ir_array(array if isinstance(array, Shaped) else np.asarray(array), dtype)
         name = self.fresh(hint)
         self.g.consts[name] = a
         return name
@@ -163,7 +167,7 @@ class Importer:
         hit = self.const_memo.get(key) if k.name is not None else None
         if hit is not None:
             return hit
-        a = _ir_array(k.value if array is None else np.asarray(array), dtype)
+        a = _ir_array(k.value if array is None else array if isinstance(array, Shaped) else np.asarray(array), dtype)
         name = self._unique(short_name(k.name) + suffix) if k.name is not None else self.fresh("c")
         self.g.consts[name] = a
         if k.name is not None:
@@ -262,7 +266,7 @@ class Importer:
                     continue
                 args = [env[i] if i else None for i in node.inputs]
                 try:
-                    outs = spec.eval(node, args)
+                    outs = eval_node(node, spec, args)
                 except CompileError:
                     raise
                 except IndexError as exc:
@@ -276,7 +280,7 @@ class Importer:
                                            f"({type(exc).__name__}: {exc})") from None
                 for o, a in zip(node.outputs, outs):
                     if o:
-                        env[o] = np.asarray(a)
+                        env[o] = a if isinstance(a, Shaped) else np.asarray(a)
                 if n not in env:
                     raise ModelError(f"{node}: produced no value for {n!r}")
             stack.pop()
@@ -296,7 +300,7 @@ class Importer:
                 ins.append(None)
             elif isinstance(v, L):
                 ins.append(("L", v.name))
-            elif v.value.size <= 4096:
+            elif v.value.size <= 4096 and not isinstance(v.value, Shaped):
                 a = v.value
                 ins.append(("K", a.dtype.str, a.shape, a.tobytes() if a.dtype != object else repr(a.tolist())))
             else:
@@ -370,7 +374,7 @@ class Importer:
             if tuple(a.shape) != shape:
                 raise self.unsupported(f"position-dependent tensor {v.name!r} changes shape with the position")
             rows.append(a)
-        table = np.stack(rows)
+        table = np.stack(rows)  # (a Shaped table when the rows come from a shape-only weight: GPT-2's wpe)
         if table.dtype.kind == "f":
             table = table.astype(np.float32, copy=False)
         elif table.dtype.kind in "iu":
@@ -378,7 +382,10 @@ class Importer:
         direct = len(shape) >= 1 and shape[0] == 1
         if direct:
             table = table.reshape((self.max_ctx,) + shape[1:])
-        digest = (table.dtype.str, table.shape, hashlib.sha1(np.ascontiguousarray(table).tobytes()).hexdigest())
+        if isinstance(table, Shaped):  # no content to compare: one table per source tensor
+            digest = ("shaped", v.name, table.dtype.str, table.shape)
+        else:
+            digest = (table.dtype.str, table.shape, hashlib.sha1(np.ascontiguousarray(table).tobytes()).hexdigest())
         cname = self.table_by_content.get(digest)
         if cname is None:
             cname = self._unique("table." + short_name(v.name or "pos"))
@@ -472,7 +479,7 @@ class Importer:
         if all(isinstance(v, K) for v in present):
             arrays = [v.value if v is not None else None for v in vals]
             try:
-                outs = spec.eval(node, arrays)
+                outs = eval_node(node, spec, arrays)
             except CompileError:
                 raise
             except Exception as exc:
@@ -480,7 +487,8 @@ class Importer:
                     return self.make_lazy(node, spec, vals)
                 raise ModelError(f"{self.source}: {node} fails on its constant inputs "
                                  f"({type(exc).__name__}: {exc})") from None
-            return [K(normalize(np.asarray(o)), name) if name else None for o, name in zip(outs, node.outputs)]
+            return [K(o if isinstance(o, Shaped) else normalize(np.asarray(o)), name) if name else None
+                    for o, name in zip(outs, node.outputs)]
         if any(isinstance(v, GW) for v in present):
             if node.op_type != "MatMul":
                 raise self.unsupported("uses a weight matrix gathered by a runtime expert index; only a MatMul "
@@ -566,6 +574,39 @@ class Importer:
         for n in INPUTS:
             if n not in self.g.inputs:
                 self.g.vars.pop(n, None)
+
+
+# ONNX operators a shape-only weight may pass through on its way to a MatMul or a Gather (and their output
+# shapes from numpy's own rules, on arrays of zero-byte elements): data movement, casts, elementwise
+# arithmetic (a dequantisation, a scale folded into a weight). Any other operator on one needs its values.
+_SHAPED_MOVES = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Slice", "Gather", "Split",
+                 "Concat", "Expand", "Tile", "Dropout"}
+_SHAPED_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Neg", "DequantizeLinear"}
+
+
+def eval_node(node: Node, spec, args: list) -> list:
+    """spec.eval on known values; with a shape-only (Shaped) input, the output shapes and types only."""
+    shaped = [a for a in args if isinstance(a, Shaped)]
+    if not shaped:
+        return spec.eval(node, args)
+    name = shaped[0].name
+    if node.op_type in _SHAPED_MOVES:
+        data = range(len(args)) if node.op_type == "Concat" else (0,)
+        dtypes = [args[i].dtype for i in data if args[i] is not None]
+        dummies = [np.empty(np.shape(a) if not isinstance(a, Shaped) else a.shape, _NO_BYTES)
+                   if (i in data and a is not None) else a for i, a in enumerate(args)]
+        outs = spec.eval(node, dummies)
+        dt = np.result_type(*dtypes)
+        return [Shaped(o.shape, dt, name) if isinstance(o, np.ndarray) and o.dtype == _NO_BYTES else o for o in outs]
+    if node.op_type == "Cast":
+        from .ops.cast import target
+
+        return [Shaped(shaped[0].shape, NP_OF_IR[target(node.attr("to"))], name)]
+    if node.op_type in _SHAPED_ELEMENTWISE:
+        data = args[:1] if node.op_type == "DequantizeLinear" else [a for a in args if a is not None]
+        shape = np.broadcast_shapes(*[np.shape(a) if not isinstance(a, Shaped) else a.shape for a in data])
+        return [Shaped(shape, np.float32, name)]
+    raise ShapeOnlyError(f"{node}: {shaped[0]._needs(f'an input of {node.op_type}')}")
 
 
 def _ir_array(a: np.ndarray, dtype: str | None) -> np.ndarray:

@@ -73,10 +73,11 @@ def _check(model: onnx.ModelProto, p: Path, external: bool) -> None:
         onnx.checker.check_model(copy)
 
 
-def load_model(path, allow_unknown_ops: bool = False) -> onnx.ModelProto:
+def load_model(path, allow_unknown_ops: bool = False, timing_only: bool = False) -> onnx.ModelProto:
     """onnx.load (external data stays on disk until `to_numpy` reads it, relative to the model's directory);
     onnx.checker; local functions inlined. Operators nobody defines are an UnsupportedError naming them
-    all, unless allow_unknown_ops (`lpu check` reports them itself)."""
+    all, unless allow_unknown_ops (`lpu check` reports them itself). With `timing_only` the external data
+    files may be absent (their tensors are shape-only: `shape_only`)."""
     p = Path(os.fspath(path))
     if not p.exists():
         raise ModelError(f"{p}: no such file")
@@ -93,7 +94,10 @@ def load_model(path, allow_unknown_ops: bool = False) -> onnx.ModelProto:
             a.t.data_location == TensorProto.EXTERNAL for n in model.graph.node for a in n.attribute
             if a.type == onnx.AttributeProto.TENSOR)
         # with external data the checker resolves the data files relative to the model: give it the path
-        _check(model, p, external)
+        if external and timing_only and _missing_external(model, p):
+            _check(_without_external_data(model), p, False)  # the data files are not needed (nor there)
+        else:
+            _check(model, p, external)
     except UnknownOperators as exc:
         if not allow_unknown_ops:
             from .ops import describe_unsupported, unsupported_nodes
@@ -110,7 +114,7 @@ def load_model(path, allow_unknown_ops: bool = False) -> onnx.ModelProto:
             info = {e.key: e.value for e in t.external_data}
             loc = info.get("location", "")
             f = (p.parent / loc) if loc else None
-            if f is None or not f.is_file():
+            if (f is None or not f.is_file()) and not timing_only:
                 raise ModelError(f"{p}: initializer {t.name!r} has its data in {loc!r}, which is not a file next to "
                                  "the model")
     if len(model.functions):
@@ -121,6 +125,57 @@ def load_model(path, allow_unknown_ops: bool = False) -> onnx.ModelProto:
         except Exception as exc:
             raise ModelError(f"{p}: cannot inline its local functions ({_first_line(exc)})") from None
     return model
+
+
+def _external_file(t: TensorProto, base: Path) -> Path | None:
+    loc = {e.key: e.value for e in t.external_data}.get("location", "")
+    return (base / loc) if loc else None
+
+
+def _missing_external(model: onnx.ModelProto, p: Path) -> bool:
+    ts = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute
+                                          if a.type == onnx.AttributeProto.TENSOR]
+    return any(t.data_location == TensorProto.EXTERNAL and not (_external_file(t, p.parent) or p.parent).is_file()
+               for t in ts)
+
+
+def _without_external_data(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose external initialisers are shape-only value infos, for onnx.checker (which would look for
+    their files): the graph's structure is what is checked."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    g = copy.graph
+    keep = [t for t in g.initializer if t.data_location != TensorProto.EXTERNAL]
+    gone = [t for t in g.initializer if t.data_location == TensorProto.EXTERNAL]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in gone)
+    return copy
+
+
+# A timing-only compile loads no initialiser bigger than this (elements): weight matrices, embedding
+# tables, big norm gains. Smaller ones (shape tensors, axes, rotary inv_freq, fill values, small biases)
+# are still read when their data is there: the import folds and checks those by value.
+SHAPE_ONLY_ELEMENTS = 4096
+
+
+def shape_only(t: TensorProto, base_dir: str = ""):
+    """The timing-only stand-in of an initialiser: a Shaped of its shape and IR element type when it is big or
+    its external data file is absent, else None (then it is read as usual)."""
+    from ..ir import Shaped
+
+    n = int(np.prod(list(t.dims), dtype=np.int64)) if len(t.dims) else 1
+    missing = t.data_location == TensorProto.EXTERNAL and not (
+        (_external_file(t, Path(base_dir or ".")) or Path(base_dir or ".")).is_file())
+    if n <= SHAPE_ONLY_ELEMENTS and not missing:
+        return None
+    if t.data_type in FLOAT_TYPES or t.data_type in _FLOAT_TYPES:
+        dt = np.float32
+    elif t.data_type == TensorProto.BOOL:
+        dt = np.bool_
+    else:
+        dt = np.int64
+    return Shaped(tuple(t.dims), dt, t.name)
 
 
 def to_numpy(t: TensorProto, base_dir: str = "") -> np.ndarray:

@@ -177,6 +177,8 @@ def sym_min(x, y):
 
 # ---------------------------------------------------------------- arrays
 def has_sym(a) -> bool:
+    if getattr(a, "dtype", None) is not None and a.dtype != object:  # a numeric array, or a shape-only weight
+        return False
     a = np.asarray(a)
     return a.dtype == object and any(isinstance(v, Sym) for v in a.flat)
 
@@ -210,6 +212,8 @@ def normalize(a: np.ndarray) -> np.ndarray:
 
 def subst(a, p: int) -> np.ndarray:
     """Replace P by the integer p in an array (object arrays become int64)."""
+    if getattr(a, "dtype", None) is not None and a.dtype != object:  # numeric, or a shape-only weight
+        return a
     a = np.asarray(a)
     if a.dtype != object:
         return a

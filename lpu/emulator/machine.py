@@ -235,8 +235,18 @@ class Emulator:
         self._tile = np.zeros((K.TILE_STATE, cu), dtype=np.int64)  # MXM tile state per unit (kernels.T_*)
         self._pool = None  # worker threads for the chip groups past the first (created on first use)
         self._cells: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._allocate()
-        self._load_image()
+        # a timing-only program has no weights: its schedules can be checked (check), not run on numbers
+        self.timing_only = program.timing_only
+        self.memory = self.memory16 = None
+        if not self.timing_only:
+            self._allocate()
+            self._load_image()
+
+    def _numbers(self, what: str) -> None:
+        if self.timing_only:
+            name = self.program.header.get("model", {}).get("source") or self.program.header.get("source", {}).get("file")
+            raise EmulationError(f"{name + ': ' if name else ''}a timing-only program (no weights) cannot {what}: "
+                                 "use check() / `lpu estimate`, or compile without --timing-only")
 
     def _allocate(self) -> None:
         # np.zeros: pages are mapped on first touch, so rows no region of that store uses cost nothing
@@ -309,6 +319,7 @@ class Emulator:
 
     def reset(self) -> None:
         """Back to the state just after loading: the SRAM image, everything else zero."""
+        self._numbers("be reset")
         self._allocate()
         self._acc[:] = 0
         self._load_image()
@@ -331,6 +342,7 @@ class Emulator:
 
     def write(self, symbol: str, values: np.ndarray) -> None:
         """Write a symbol's flat elements into every shard that holds them, rounded to each region's type."""
+        self._numbers("be written")
         sym = self._symbol(symbol)
         vals = np.asarray(values).reshape(-1)
         size = math.prod(sym.shape)
@@ -346,6 +358,7 @@ class Emulator:
 
     def read(self, symbol: str) -> np.ndarray:
         """A symbol's flat elements (float32), gathered from its shards (the first shard holding an element wins)."""
+        self._numbers("be read")
         sym = self._symbol(symbol)
         size = math.prod(sym.shape)
         out = np.zeros(size, dtype=np.float32)
@@ -385,6 +398,7 @@ class Emulator:
 
     def run(self, bucket: int) -> int:
         """Execute one token of a bucket program; returns its cycles."""
+        self._numbers("run")
         b = self._bucket(bucket)
         if b.starts is None:
             bad = self._run_group(b, -1)

@@ -17,6 +17,7 @@ import numpy as np
 from isa import Instr
 
 from ...errors import UnsupportedError
+from ...ir import is_shaped
 from ..buffers import LANES
 from .core import vecs
 from .linears import matvec
@@ -121,14 +122,17 @@ def expert_tiles(L, chip, wname, W: np.ndarray, idx, tag="") -> dict:
         key = ("experts", wname, chip, L.wdtype, u)
         table = L.pool.shared.get(key)
         if table is None:
-            data = np.zeros((n_exp, nrb, len(cbs), blk, LANES), np.float32)
-            for rb in range(nrb):
-                r0, r1 = rb * tr, min(K, rb * tr + blk)
-                for j, cb in enumerate(cbs):
-                    c0, c1 = cb * LANES, min(N, (cb + 1) * LANES)
-                    data[:, rb, j, :r1 - r0, :c1 - c0] = W[:, r0:r1, c0:c1]
+            data = None  # a timing-only compile's expert table: its region, no contents
+            if not is_shaped(W):
+                data = np.zeros((n_exp, nrb, len(cbs), blk, LANES), np.float32)
+                for rb in range(nrb):
+                    r0, r1 = rb * tr, min(K, rb * tr + blk)
+                    for j, cb in enumerate(cbs):
+                        c0, c1 = cb * LANES, min(N, (cb + 1) * LANES)
+                        data[:, rb, j, :r1 - r0, :c1 - c0] = W[:, r0:r1, c0:c1]
+                data = data.reshape(-1)
             table = L.pool.new(chip, f"{wname}.u{u}", n_exp * per, L.wdtype, "weight", row_vectors=blk,
-                               data=data.reshape(-1), zone="experts", width=1, key=key)
+                               data=data, zone="experts", width=1, key=key)
         # expert e's first tile is table row e * per; the MEM unit takes its address as an integer
         ibuf, ioff = L.buf(chip, "expert.row", 1, "i32"), 0
         L.vxm(chip, "mul", (ibuf, 0), (idx.buf, idx.off), ("imm", float(per)), tag=tag)

@@ -7,6 +7,7 @@ from isa import Instr
 from isa.program import dtype_bytes
 
 from ...errors import UnsupportedError
+from ...ir import is_shaped
 from ..buffers import LANES, Val
 from .collectives import allreduce
 from .core import vecs
@@ -34,11 +35,14 @@ def gather(L, chip, e):
         key = ("table", tname, chip, b0, b1, L.wdtype)
         tb = L.pool.shared.get(key)
         if tb is None:
-            data = np.zeros((b1 - b0, rv * LANES), np.float32)
-            data[:, :width] = flat[b0:b1]
+            data = None  # a timing-only compile's table: its region, no contents
+            if not is_shaped(flat):
+                data = np.zeros((b1 - b0, rv * LANES), np.float32)
+                data[:, :width] = flat[b0:b1]
+                data = data.reshape(-1)
             # embeddings are weights (fp16 on the hardware)
             tb = L.pool.new(chip, tname if b1 - b0 == hi - lo else f"{tname}[{b0}:{b1}]", b1 - b0, L.wdtype,
-                            "weight", row_vectors=rv, data=data.reshape(-1), zone="table", width=8, key=key)
+                            "weight", row_vectors=rv, data=data, zone="table", width=8, key=key)
         blocks.append((tb, b0, b1))
     idx = L.val(chip, iname)
     if idx.buf.dtype != "i32":  # an index computed on the chip (a router's choice): the address is an integer

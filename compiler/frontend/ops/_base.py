@@ -249,7 +249,9 @@ class Expansion:
 
     def const(self, value) -> str:
         name = self._name("const")
-        self.ctx.values[name] = K(normalize(np.asarray(value)), name)
+        from ...ir import Shaped
+
+        self.ctx.values[name] = K(value if isinstance(value, Shaped) else normalize(np.asarray(value)), name)
         return name
 
     def op(self, op_type: str, inputs, outputs=None, n_out: int = 1, **attrs) -> list[str]:

@@ -3,6 +3,7 @@
 (attention.py)."""
 import numpy as np
 
+from ...ir import contiguous
 from .. import attention
 from ..sym import Sym, has_sym
 from ..values import GW, K, M
@@ -40,7 +41,7 @@ def _expert(ctx, node, vals):
     if left:  # W[e] [N, K] @ x [..., K, 1]
         if len(xs) < 2 or xs[-1] != 1 or xs[-2] != mat.shape[2]:
             raise ctx.unsupported(f"MatMul of an expert matrix {list(mat.shape[1:])} by {list(xs)}")
-        mat = np.ascontiguousarray(np.swapaxes(mat, 1, 2))
+        mat = contiguous(np.swapaxes(mat, 1, 2))
         kdim = xs[-2]
     else:
         if not xs or xs[-1] != mat.shape[1]:

@@ -14,8 +14,15 @@ from .mo_e import expand_experts
 
 
 def dequantise(ctx, q, scales, bits: int, block: int, what: str) -> np.ndarray:
+    from ...ir import Shaped
+
     if not isinstance(q, K) or not isinstance(scales, K):
         raise ctx.unsupported(f"{what}: quantised weights and scales must be constants")
+    if isinstance(q.value, Shaped) or isinstance(scales.value, Shaped):  # timing-only: the float weights' shape
+        s = q.value.shape
+        if len(s) != 3:
+            raise ctx.unsupported(f"{what}: quantised weights must be uint8 [E, N, packed K], got {list(s)}")
+        return Shaped((s[0], s[1], s[2] * (2 if bits == 4 else 1)), np.float32, getattr(q.value, "name", ""))
     qa = np.asarray(q.value)
     if qa.dtype.kind in "iu" and qa.size and 0 <= qa.min() and qa.max() <= 255:
         qa = qa.astype(np.uint8)  # (constants are held as int64)

@@ -1,0 +1,278 @@
+"""The IR of one decode step built from a Hugging Face config.json, without an export or weights (a timing-only
+compile: `lpu compile --timing-only config.json`, `lpu estimate config.json`).
+
+The graph is the one the importer gives for the Optimum (`text-generation-with-past`) export of the same config,
+equation for equation, before the canonicalise pass: the same prims in the same order, the same shapes and
+parameters, the same small constants (RMSNorm's exponent and epsilon, the attention scale split over q and the
+scores, the NaN guard after the softmax) and the same position tables (rotary cos/sin, GPT-2's learned
+positions). tests/compiler/test_timing_only.py checks it against the importer on Optimum exports of small
+configs of every family here, and that both compile to the same cycles. Weights, biases and norm gains are
+shape-only constants (compiler.ir.Shaped); the position tables of rotary models are computed (their values
+do not change the schedule).
+
+Families: Llama, Mistral and Qwen2 (RMSNorm, rotary, gated SiLU MLP, grouped KV heads; Qwen2's q/k/v biases;
+a sliding window caps the context), and GPT-2. Any other model_type is refused in one line naming these.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import ContextLimitError, ModelError, UnsupportedError
+from ..ir import T, Builder, Eqn, Graph, Shaped, State, Var
+
+FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+_LLAMA_LIKE = ("llama", "mistral", "qwen2")
+
+
+def _get(cfg: dict, *names, default=None, kind=int):
+    for n in names:
+        if cfg.get(n) is not None:
+            v = cfg[n]
+            try:
+                if kind is int and (isinstance(v, bool) or int(v) != v):
+                    raise ValueError
+                return kind(v)
+            except (TypeError, ValueError):
+                raise ModelError(f"config.json of a {cfg.get('model_type')} model: {n} = {v!r} is not "
+                                 f"{'an integer' if kind is int else 'a number'}") from None
+    if default is not None:
+        return default
+    raise ModelError(f"config.json of a {cfg.get('model_type')} model lacks {names[0]!r}")
+
+
+class _Step:
+    """Equations of one decode step, appended in the importer's order."""
+
+    def __init__(self, ctx: int) -> None:
+        self.g = Graph(vars={}, consts={}, eqns=[], inputs=(), outputs={}, states={}, meta={})
+        self.b = Builder(self.g)
+        self.ctx = ctx
+        self.g.vars["input_ids"] = Var("input_ids", (1,), "i64")
+        self.g.vars["position_ids"] = Var("position_ids", (1,), "i64")
+        self.g.vars["attention_mask"] = Var("attention_mask", (T,), "f32")
+
+    def op(self, prim, inputs, hint, dtype="f32", **params) -> str:
+        return self.b.eqn(prim, inputs, dtype=dtype, hint=hint, **params)
+
+    def k(self, value, shape=(), hint="k") -> str:
+        return self.b.const(np.full(shape, value, np.float32), hint)
+
+    def w(self, name: str, *shape) -> str:
+        self.g.consts[name] = Shaped(shape, np.float32, name)
+        return name
+
+    def state(self, layer: int, kind: str, heads: int, head_dim: int) -> str:
+        name = f"kv.{layer}.{kind}"
+        self.g.states[name] = State(name, layer, kind, heads, head_dim)
+        return name
+
+    def heads(self, x: str, n: int, hd: int, hint: str) -> str:
+        """[1, 1, n * hd] -> [1, n, 1, hd]"""
+        r = self.op("reshape", [x], hint, shape=(1, 1, n, hd))
+        return self.op("transpose", [r], hint, perm=[0, 2, 1, 3])
+
+    def attention(self, q: str, k: str, v: str, layer: int, nh: int, nkv: int, hd: int, qscale_shape) -> str:
+        """kv_append, the scale on q and on the scores (sdpa's sqrt of 1/sqrt(hd) each), mask, softmax, the
+        NaN guard, the values: the attention output [1, nh, 1, hd]."""
+        pk = self.op("kv_append", [k], f"present.{layer}.key", state=self.state(layer, "k", nkv, hd))
+        pv = self.op("kv_append", [v], f"present.{layer}.value", state=self.state(layer, "v", nkv, hd))
+        s = float(np.float32(1.0 / np.sqrt(np.sqrt(hd))))
+        qs = self.op("binary", [q, self.k(s, qscale_shape)], "q", op="mul")
+        scores = self.op("attn_qk", [qs, pk], "scores", group=nh // nkv)
+        scaled = self.op("binary", [scores, self.k(s, (), "kscale")], "scaled", op="mul")
+        masked = self.op("mask_fill", [scaled, "attention_mask"], "masked", fill=float("-inf"))
+        p = self.op("softmax", [masked], "softmax", axis=3)
+        nan = self.op("unary", [p], "isnan", dtype="bool", op="isnan")
+        p = self.op("where", [nan, self.k(0.0, (1,)), p], "probs")
+        return self.op("attn_pv", [p, pv], "attn", group=nh // nkv)
+
+    def finish(self, logits_src: str, vocab: int, hidden: int, head: str) -> Graph:
+        y = self.op("linear", [logits_src, head], "logits")
+        self.g.outputs = {"logits": y}
+        used = {i for e in self.g.eqns for i in e.inputs}
+        self.g.inputs = tuple(n for n in ("input_ids", "position_ids", "attention_mask") if n in used)
+        return self.g.verify()
+
+
+def _rotary_tables(ctx: int, hd: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of position x inverse frequency, each half repeated ([ctx, 1, 1, hd]), in float32 as the
+    Hugging Face rotary embedding computes them."""
+    inv = (1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd))).astype(np.float32)
+    freqs = np.arange(ctx, dtype=np.float32)[:, None] * inv[None, :]
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return (np.cos(emb).astype(np.float32).reshape(ctx, 1, 1, hd), np.sin(emb).astype(np.float32).reshape(ctx, 1, 1, hd))
+
+
+def _llama(cfg: dict, ctx: int) -> Graph:
+    mt = cfg["model_type"]
+    L = _get(cfg, "num_hidden_layers")
+    H = _get(cfg, "hidden_size")
+    nh = _get(cfg, "num_attention_heads")
+    nkv = _get(cfg, "num_key_value_heads", default=nh)
+    hd = _get(cfg, "head_dim", default=H // nh if nh and H % nh == 0 else 0)
+    inner = _get(cfg, "intermediate_size")
+    V = _get(cfg, "vocab_size")
+    eps = _get(cfg, "rms_norm_eps", default=1e-6, kind=float)
+    theta = _get(cfg, "rope_theta", default=10000.0, kind=float)
+    if not hd or nh % nkv or hd % 2:
+        raise ModelError(f"config.json of a {mt} model: {nh} heads, {nkv} KV heads and head size {hd} do not fit "
+                         "(heads a multiple of the KV heads, an even head size)")
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise UnsupportedError(f"config.json of a {mt} model: hidden_act {act!r} (the config compile builds silu)")
+    for flag in ("attention_bias", "mlp_bias"):
+        if cfg.get(flag):
+            raise UnsupportedError(f"config.json of a {mt} model: {flag} true is not built from a config yet")
+    if cfg.get("partial_rotary_factor") not in (None, 1, 1.0):
+        raise UnsupportedError(f"config.json of a {mt} model: partial_rotary_factor {cfg['partial_rotary_factor']}")
+    qkv_bias = mt == "qwen2"
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    s = _Step(ctx)
+    ids = s.op("reshape", ["input_ids"], "input_ids", dtype="i64", shape=(1, 1))
+    embed = s.w("model.embed_tokens.weight", V, H)
+    x = s.op("gather", [embed, ids], "embed_tokens")
+    cos_t, sin_t = _rotary_tables(ctx, hd, theta)
+    tables = {"cos": s.b.const(cos_t, "table.cos"), "sin": s.b.const(sin_t, "table.sin")}
+    pos: dict = {}  # the importer's CSE leaves one gather of each table, where the first layer needs it
+
+    def gathered(which):
+        if which not in pos:
+            pos[which] = s.op("gather", [tables[which], "position_ids"], "pos")
+        return pos[which]
+
+    def rmsnorm(x, name):
+        p = s.op("binary", [x, s.k(2.0)], name, op="pow")
+        m = s.op("reduce", [p], name, op="mean", axes=[2], keepdims=True)
+        a = s.op("binary", [m, s.k(float(np.float32(eps)))], name, op="add")
+        r = s.op("binary", [s.k(1.0), s.op("unary", [a], name, op="sqrt")], name, op="div")
+        y = s.op("binary", [x, r], name, op="mul")
+        return s.op("binary", [s.w(f"{name}.weight", H), y], name, op="mul")
+
+    def linear(x, name, k, n, bias=False):
+        ins = [x, s.w(f"{name}.weight", k, n)] + ([s.w(f"{name}.bias", n)] if bias else [])
+        return s.op("linear", ins, name)
+
+    def rotate(x, n, name):
+        """x * cos + rotate_half(x) * sin"""
+        a = s.op("binary", [x, gathered("cos")], name, op="mul")
+        lo = s.op("slice", [x], name, starts=[0], ends=[hd // 2], axes=[3], steps=[1])
+        hi = s.op("slice", [x], name, starts=[hd // 2], ends=[hd], axes=[3], steps=[1])
+        c = s.op("concat", [s.op("unary", [hi], name, op="neg"), lo], name, axis=3)
+        return s.op("binary", [a, s.op("binary", [c, gathered("sin")], name, op="mul")], name, op="add")
+
+    for layer in range(L):
+        pre = f"model.layers.{layer}"
+        h = rmsnorm(x, f"{pre}.input_layernorm")
+        q = s.heads(linear(h, f"{pre}.self_attn.q_proj", H, nh * hd, qkv_bias), nh, hd, f"{pre}.q")
+        k = s.heads(linear(h, f"{pre}.self_attn.k_proj", H, nkv * hd, qkv_bias), nkv, hd, f"{pre}.k")
+        v = s.heads(linear(h, f"{pre}.self_attn.v_proj", H, nkv * hd, qkv_bias), nkv, hd, f"{pre}.v")
+        q, k = rotate(q, nh, f"{pre}.q_rot"), rotate(k, nkv, f"{pre}.k_rot")
+        o = s.attention(q, k, v, layer, nh, nkv, hd, ())
+        o = s.op("reshape", [s.op("transpose", [o], pre, perm=[0, 2, 1, 3])], pre, shape=(1, 1, nh * hd))
+        x = s.op("binary", [x, linear(o, f"{pre}.self_attn.o_proj", nh * hd, H)], pre, op="add")
+        h = rmsnorm(x, f"{pre}.post_attention_layernorm")
+        gate = linear(h, f"{pre}.mlp.gate_proj", H, inner)
+        a = s.op("binary", [gate, s.op("unary", [gate], pre, op="sigmoid")], pre, op="mul")
+        m = s.op("binary", [a, linear(h, f"{pre}.mlp.up_proj", H, inner)], pre, op="mul")
+        x = s.op("binary", [x, linear(m, f"{pre}.mlp.down_proj", inner, H)], pre, op="add")
+    h = rmsnorm(x, "model.norm")
+    # tied: the export's lm_head reads Transpose(embed_tokens), a constant of its own
+    head = s.w("lm_head.weight" if not tied else "model.embed_tokens.weight.T", H, V)
+    return s.finish(h, V, H, head)
+
+
+def _gpt2(cfg: dict, ctx: int) -> Graph:
+    L = _get(cfg, "n_layer", "num_hidden_layers")
+    H = _get(cfg, "n_embd", "hidden_size")
+    nh = _get(cfg, "n_head", "num_attention_heads")
+    V = _get(cfg, "vocab_size")
+    inner = _get(cfg, "n_inner", default=4 * H)
+    eps = float(np.float32(_get(cfg, "layer_norm_epsilon", default=1e-5, kind=float)))
+    if nh < 1 or H % nh:
+        raise ModelError(f"config.json of a gpt2 model: n_embd {H} is not a multiple of n_head {nh}")
+    hd = H // nh
+    act = cfg.get("activation_function", "gelu_new")
+    if act != "gelu_new":
+        raise UnsupportedError(f"config.json of a gpt2 model: activation_function {act!r} (the config compile builds "
+                               "gelu_new)")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+        if cfg.get(flag):
+            raise UnsupportedError(f"config.json of a gpt2 model: {flag} true is not built from a config yet")
+    if cfg.get("scale_attn_weights") is False:
+        raise UnsupportedError("config.json of a gpt2 model: scale_attn_weights false is not built from a config yet")
+    s = _Step(ctx)
+    ids = s.op("reshape", ["input_ids"], "input_ids", dtype="i64", shape=(1, 1))
+    x = s.op("gather", [s.w("transformer.wte.weight", V, H), ids], "wte")
+    # the learned positions, tabulated by the importer for the context ([ctx, 1, H])
+    wpe = s.w("table.transformer.wpe", ctx, 1, H)
+    x = s.op("binary", [x, s.op("gather", [wpe, "position_ids"], "wpe")], "embed", op="add")
+
+    def ln(x, name):
+        return s.op("layernorm", [x, s.w(f"{name}.weight", H), s.w(f"{name}.bias", H)], name, axis=2, eps=eps)
+
+    def conv1d(x, name, k, n):  # Optimum: [1, 1, k] -> [1, k] -> Gemm -> [1, 1, n]
+        r = s.op("reshape", [x], name, shape=(1, k))
+        y = s.op("linear", [r, s.w(f"{name}.weight", k, n), s.w(f"{name}.bias", n)], name)
+        return s.op("reshape", [y], name, shape=(1, 1, n))
+
+    for layer in range(L):
+        pre = f"transformer.h.{layer}"
+        qkv = conv1d(ln(x, f"{pre}.ln_1"), f"{pre}.attn.c_attn", H, 3 * H)
+        q, k, v = (s.op("slice", [qkv], pre, starts=[i * H], ends=[(i + 1) * H], axes=[2], steps=[1]) for i in range(3))
+        k, v, q = s.heads(k, nh, hd, f"{pre}.k"), s.heads(v, nh, hd, f"{pre}.v"), s.heads(q, nh, hd, f"{pre}.q")
+        o = s.attention(q, k, v, layer, nh, nh, hd, (1,))
+        o = s.op("reshape", [s.op("transpose", [o], pre, perm=[0, 2, 1, 3])], pre, shape=(1, 1, H))
+        x = s.op("binary", [conv1d(o, f"{pre}.attn.c_proj", H, H), x], pre, op="add")
+        f = conv1d(ln(x, f"{pre}.ln_2"), f"{pre}.mlp.c_fc", H, inner)
+        half = s.op("binary", [f, s.k(0.5)], pre, op="mul")  # gelu_new: 0.5 f (1 + tanh(c (f + 0.044715 f^3)))
+        cube = s.op("binary", [s.op("binary", [f, s.k(3.0)], pre, op="pow"), s.k(0.044715)], pre, op="mul")
+        t = s.op("binary", [s.op("binary", [f, cube], pre, op="add"), s.k(float(np.float32(np.sqrt(2 / np.pi))))],
+                 pre, op="mul")
+        g = s.op("binary", [half, s.op("binary", [s.op("unary", [t], pre, op="tanh"), s.k(1.0)], pre, op="add")], pre,
+                 op="mul")
+        x = s.op("binary", [x, conv1d(g, f"{pre}.mlp.c_proj", inner, H)], pre, op="add")
+    h = ln(x, "transformer.ln_f")
+    return s.finish(h, V, H, s.w("transformer.wte.weight.T", H, V))  # tied: Transpose(wte)
+
+
+def _limits(cfg: dict) -> tuple[int | None, str]:
+    """The positions the model can serve at most (a learned table, a sliding window), and why."""
+    mt = cfg["model_type"]
+    if mt == "gpt2":
+        return _get(cfg, "n_positions", "max_position_embeddings"), "its learned position table ends there"
+    window = cfg.get("sliding_window")
+    if window and (mt == "mistral" or cfg.get("use_sliding_window")):
+        return int(window), ("its sliding-window attention is not implemented beyond its window yet")
+    return None, ""
+
+
+def import_config(path, max_context: int | None, default_context: int) -> tuple[Graph, dict, int]:
+    """config.json -> (the IR of one decode step, the importer's facts, the context it was built for): the
+    import pass of a config compile. Without max_context: default_context, capped by max_position_embeddings
+    and by the model's own limit; an explicit max_context beyond that limit is one clear line."""
+    from ..sizing import load_config
+
+    cfg = load_config(path)
+    mt = cfg["model_type"]
+    if mt not in FAMILIES:
+        raise UnsupportedError(f"{os.path.basename(os.fspath(path))}: model_type {mt!r} is not built from a config "
+                               f"yet (the config compile builds {', '.join(FAMILIES)}; `lpu check` sizes any of "
+                               "the sizing families)")
+    limit, why = _limits(cfg)
+    if max_context is None:
+        ctx = min(default_context, _get(cfg, "max_position_embeddings", "n_positions", default=default_context))
+        ctx = min(ctx, limit) if limit else ctx
+    else:
+        ctx = int(max_context)
+        if limit and ctx > limit:
+            raise ContextLimitError(f"--max-context {ctx}: the model supports at most {limit} positions here: {why}; "
+                                    f"use --max-context {limit} or less, or leave it out", limit=limit)
+    if ctx < 1:
+        raise ModelError(f"{path}: max_position_embeddings must be at least 1")
+    g = _gpt2(cfg, ctx) if mt == "gpt2" else _llama(cfg, ctx)
+    facts = {"family": mt, "exporter": "config", "max_context": ctx, "source": os.fspath(path),
+             "inputs": {"input_ids": "input_ids", "position_ids": "position_ids", "attention_mask": "attention_mask",
+                        "past": []}}
+    return g, facts, ctx
