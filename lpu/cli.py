@@ -190,54 +190,21 @@ def cmd_check(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    """Per context bucket: the cycles the schedule checker proves (the emulator's own check, so a figure here is
-    what `decode` would report for a token in that bucket), the lower bound, tokens/s at the modelled clock."""
-    from isa import Program
+    """Per context bucket: the cycles the schedule checker proves, the lower bound, tokens/s (lpu/estimate.py)."""
+    from .estimate import estimate_with_header
 
-    from .emulator import Emulator
-
-    model = Path(args.model)
-    _check_model_path(model)
-    if model.suffix == ".json":
-        raise UsageError(f"{model.name}: estimating from a config.json needs the timing-only compile, which does not "
-                         "exist yet; `lpu check` sizes it")
-    if args.context is not None and args.context < 1:
-        raise UsageError(f"--context {args.context}: must be at least 1")
-    compile_secs = None
-    if model.suffix.lower() == ".lpu" or _is_program(model):
-        prog = Program.load(model)
-    else:
-        prog, _, compile_secs, _ = _compile(model, args, args.max_context, True)
-    h = prog.header
-    buckets = list(enumerate(h["buckets"]))
-    if args.context is not None:
-        if args.context > h["max_context"]:
-            raise UsageError(f"--context {args.context}: the program holds {h['max_context']} positions")
-        buckets = [(b, bk) for b, bk in buckets if bk["first_position"] <= args.context - 1 <= bk["last_position"]]
-    em = Emulator(prog)
-    clock = int(h["hw"]["clock_hz"])
-    rows = []
-    for b, bk in buckets:
-        cycles = int(em.check(b).cycles)
-        lb = int(bk.get("lower_bound_cycles", 0))
-        rows.append({"context": bk["last_position"] + 1, "cycles": cycles, "lower_bound": lb})
-    out = {"model": model.name, "chips": int(h["chips"]), "partition": h.get("partition"),
-           "stages": h.get("stages", 1), "clock_hz": clock, "precision": h.get("precision"),
-           "context": [r["context"] for r in rows], "cycles_per_token": [r["cycles"] for r in rows],
-           "tokens_per_second": [clock / r["cycles"] for r in rows],
-           "lower_bound_cycles": [r["lower_bound"] for r in rows],
-           "bound_ratio": [round(r["cycles"] / r["lower_bound"], 4) if r["lower_bound"] else None for r in rows],
-           "sram_bytes_per_chip": h.get("sram_bytes_per_chip")}
-    if compile_secs is not None:
-        out["compile_seconds"] = round(compile_secs, 3)
+    out, h = estimate_with_header(args.model, args.hw, args.chips, args.precision, args.context, args.max_context,
+                                  args.partition, args.stages, args.verify)
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"model    {model.name}: {out['chips']} chip(s), {out['precision']}, max context {h['max_context']}, "
+    print(f"model    {out['model']}: {out['chips']} chip(s), {out['precision']}, max context {h['max_context']}, "
           f"{_mapping_text(h)}")
-    for r, tps, br in zip(rows, out["tokens_per_second"], out["bound_ratio"]):
-        print(f"context  {r['context']:>7,}: {r['cycles']:,} cycles/token = {tps:,.0f} tokens/s at "
-              f"{clock / 1e6:,.0f} MHz; lower bound {r['lower_bound']:,}" + (f", ratio {br:.3f}" if br else ""))
+    clock = out["clock_hz"]
+    for ctx, cyc, tps, lb, br in zip(out["context"], out["cycles_per_token"], out["tokens_per_second"],
+                                     out["lower_bound_cycles"], out["bound_ratio"]):
+        print(f"context  {ctx:>7,}: {cyc:,} cycles/token = {tps:,.0f} tokens/s at {clock / 1e6:,.0f} MHz; "
+              f"lower bound {lb:,}" + (f", ratio {br:.3f}" if br else ""))
     if out["sram_bytes_per_chip"]:
         print(f"sram     up to {max(out['sram_bytes_per_chip']) / 2**20:.1f} MiB per chip")
     return 0
