@@ -3,6 +3,8 @@
     lpu compile MODEL.onnx -o OUT.lpu [--chips N] [--hw PRESET|FILE] [--max-context T] [--precision fp16|fp32]
                 [--partition tp|pp|hybrid|auto] [--stages K]
     lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15 --tokens N [--json] [--logits FILE.npy]
+    lpu estimate OUT.lpu|MODEL.onnx [--context N] [--json] [compile options]
+    lpu sweep GRID.toml -o RESULTS.csv [--address ADDR] [--workers N]
     lpu disasm OUT.lpu
     lpu --version
 
@@ -89,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report only the bucket serving this many positions (default: every bucket)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _compile_opts(e, decode=False)
+    w = sub.add_parser("sweep", help="estimate every cell of a grid (models x presets x chips x weights x contexts) "
+                                     "as Ray tasks, one CSV row per cell")
+    w.add_argument("grid", help="grid file (.toml) with the lists models, presets, chips, weights, contexts")
+    w.add_argument("-o", "--output", required=True, help="CSV to append to; cells already ok in it are skipped")
+    w.add_argument("--address", default=None, help="Ray cluster to run on (default: a local Ray for this run)")
+    w.add_argument("--workers", type=int, default=None, help="cells run at once (default: the CPU count)")
     s = sub.add_parser("disasm", help="print a program as text")
     s.add_argument("program", help="program file (.lpu)")
     return ap
@@ -207,6 +215,26 @@ def cmd_estimate(args) -> int:
               f"lower bound {lb:,}" + (f", ratio {br:.3f}" if br else ""))
     if out["sram_bytes_per_chip"]:
         print(f"sram     up to {max(out['sram_bytes_per_chip']) / 2**20:.1f} MiB per chip")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("lpu sweep needs Ray: pip install 'lpu-toolchain[sweep]'", file=sys.stderr)
+        return EXIT_INPUT
+    from .sweep import sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: must be at least 1")
+    try:
+        summary = sweep(args.grid, args.output, args.address, args.workers)
+    except KeyboardInterrupt:
+        print(f"lpu: interrupted; {args.output} holds every cell finished so far, and the same command resumes",
+              file=sys.stderr)
+        return 130
+    print(f"{summary} -> {args.output}")
     return 0
 
 
@@ -387,7 +415,8 @@ def cmd_disasm(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def _known_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input: their message is the one line to print."""
     from isa import IsaError, ProgramError
 
     known = [UsageError, IsaError, ProgramError]
@@ -400,11 +429,16 @@ def main(argv=None) -> int:
         known += [CompileError, ConfigError, DecodeError, EmulationError]
     except ImportError:  # pragma: no cover
         pass
+    return tuple(known)
+
+
+def main(argv=None) -> int:
+    known = _known_errors()
     try:
         args = build_parser().parse_args(argv)
         return {"compile": cmd_compile, "decode": cmd_decode, "check": cmd_check, "estimate": cmd_estimate,
-                "disasm": cmd_disasm}[args.cmd](args)
-    except tuple(known) as exc:
+                "sweep": cmd_sweep, "disasm": cmd_disasm}[args.cmd](args)
+    except known as exc:
         print(f"lpu: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_INPUT
     except BrokenPipeError:  # the reader went away (`lpu ... | head`): stop quietly, as cat and grep do
@@ -435,4 +469,8 @@ def _one_line(exc) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m lpu.cli`: run the imported lpu.cli, whose UsageError is the one lpu/estimate.py and lpu/sweep.py
+    # raise (this __main__ module's is another class)
+    from lpu.cli import main as _main
+
+    sys.exit(_main())
