@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import islice, product
 from pathlib import Path
 
-from .cli import UsageError
+from .cli import UsageError, _is_program
 
 KEY = ("model", "preset", "chips", "weights", "context")
 COLUMNS = KEY + ("status", "cycles_per_token", "tokens_per_second", "lower_bound_cycles", "bound_ratio", "partition",
@@ -86,6 +86,8 @@ def load_grid(path: str | os.PathLike) -> list[Cell]:
     for m, p in models.items():
         if not p.is_file():
             raise UsageError(f"{path}: models: {m}: no such file ({p})")
+        if p.suffix.lower() == ".lpu" or _is_program(p):
+            raise UsageError(f"{path}: models: {m} is a compiled program; a grid takes ONNX models, compiled per cell")
     presets = {h: h if h in PRESETS else str(here / h) for h in grid["presets"]}
     for h, spec in presets.items():
         if h not in PRESETS and not Path(spec).is_file():
@@ -229,7 +231,8 @@ def sweep(grid: str | os.PathLike, output: str | os.PathLike, address: str | Non
                     try:
                         row = ray.get(ref)
                     except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory...)
-                        row = {**dict(zip(KEY, cell.key)), "status": "error", "error": _error_text(exc)}
+                        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                        row = {**dict(zip(KEY, cell.key)), "status": "error", "error": f"the Ray task failed: {why}"}
                     f.write(_line(row))
                     f.flush()
                     summary.done += row["status"] == "ok"

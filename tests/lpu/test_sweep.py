@@ -178,11 +178,13 @@ def one_line(rc: int, err: str, needle: str, want_rc: int = 2) -> None:
     (grid_text(["m.onnx"], weights=["fp16", "fp16"]), "weights lists 'fp16' twice"),
     (grid_text(["m.onnx"], extra='partition = "rows"\n'), "partition must be one of tp, pp, hybrid, auto"),
     (grid_text(["nope.onnx"]), "models: nope.onnx: no such file"),
+    (grid_text(["p.lpu"]), "models: p.lpu is a compiled program; a grid takes ONNX models"),
     (grid_text(["m.onnx"], presets=["tpu9"]), "presets: 'tpu9' is not a preset (groqchip1, lp30) and not a file"),
     ("models = [\n", "not TOML"),
 ])
 def test_a_bad_grid_is_one_line_and_writes_nothing(tmp_path, capsys, text, needle):
     (tmp_path / "m.onnx").write_bytes(b"")  # the grid check only looks for the file
+    (tmp_path / "p.lpu").write_bytes(b"LPUPROG\0")
     grid = tmp_path / "grid.toml"
     grid.write_text(text)
     one_line(*sweep(grid, tmp_path / "out.csv", capsys)[::2], needle)
@@ -212,3 +214,13 @@ def test_workers_must_be_positive(tmp_path, capsys):
     grid = tmp_path / "grid.toml"
     grid.write_text(grid_text([str(FIX / MODELS[0])]))
     one_line(*sweep(grid, tmp_path / "out.csv", capsys, "--workers", "0")[::2], "--workers 0: must be at least 1")
+
+
+def test_the_example_grid_is_valid_and_has_the_cells_the_readme_says():
+    from lpu.sweep import load_grid
+
+    cells = load_grid(ROOT / "benchmarks" / "grids" / "example.toml")
+    assert len(cells) == 2 * 2 * 3 * 2 * 2 == 48
+    assert cells[0].key == ("../../lpu/data/default.onnx", "groqchip1", "1", "fp16", "320")
+    assert cells[1].key[3:] == ("fp16", "1024") and cells[2].key[3:] == ("int8", "320")  # contexts vary fastest
+    assert Path(cells[0].model_path).resolve() == ROOT / "lpu" / "data" / "default.onnx"
