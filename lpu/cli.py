@@ -3,6 +3,8 @@
     lpu compile MODEL.onnx|CONFIG.json -o OUT.lpu [--chips N] [--hw PRESET|FILE] [--max-context T]
                 [--precision fp16|fp32] [--partition tp|pp|hybrid|auto] [--stages K] [--timing-only]
     lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15 --tokens N [--json] [--logits FILE.npy]
+    lpu estimate OUT.lpu|MODEL.onnx [--context N] [--json] [compile options]
+    lpu sweep GRID.toml -o RESULTS.csv [--address ADDR] [--workers N]
     lpu disasm OUT.lpu
     lpu --version
 
@@ -96,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report only the bucket serving this many positions (default: every bucket)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _compile_opts(e, decode=False)
+    w = sub.add_parser("sweep", help="estimate every cell of a grid (models x presets x chips x weights x contexts) "
+                                     "as Ray tasks, one CSV row per cell")
+    w.add_argument("grid", help="grid file (.toml) with the lists models, presets, chips, weights, contexts")
+    w.add_argument("-o", "--output", required=True, help="CSV to append to; cells already ok in it are skipped")
+    w.add_argument("--address", default=None, help="Ray cluster to run on (default: a local Ray for this run)")
+    w.add_argument("--workers", type=int, default=None, help="cells run at once (default: the CPU count)")
     s = sub.add_parser("disasm", help="print a program as text")
     s.add_argument("program", help="program file (.lpu)")
     return ap
@@ -151,7 +159,7 @@ def cmd_compile(args) -> int:
     deq = _dequantised_note(prog, args.precision)
     prog.save(args.output)
     size = Path(args.output).stat().st_size
-    summary = {"timing_only": prog.timing_only,"output": args.output, "bytes": size, "chips": hw.system.chips, "hw": hw.name, "precision": args.precision,
+    summary = {"timing_only": prog.timing_only, "output": args.output, "bytes": size, "chips": hw.system.chips, "hw": hw.name, "precision": args.precision,
                "max_context": args.max_context, "buckets": len(prog.header["buckets"]),
                "cycles_per_bucket": rep.cycles, "lower_bound_cycles": rep.bounds,
                "bound_ratio": [round(c / b, 4) for c, b in zip(rep.cycles, rep.bounds)],
@@ -204,53 +212,43 @@ def cmd_check(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    """Per context bucket: the cycles the schedule checker proves (the emulator's own check, so a figure here is
-    what `decode` would report for a token in that bucket), the lower bound, tokens/s at the modelled clock."""
-    from isa import Program
+    """Per context bucket: the cycles the schedule checker proves, the lower bound, tokens/s (lpu/estimate.py)."""
+    from .estimate import estimate_with_header
 
-    from .emulator import Emulator
-
-    model = Path(args.model)
-    _check_model_path(model)
-    if args.context is not None and args.context < 1:
-        raise UsageError(f"--context {args.context}: must be at least 1")
-    compile_secs = None
-    if model.suffix.lower() == ".lpu" or _is_program(model):
-        prog = Program.load(model)
-    else:
-        prog, _, compile_secs, _ = _compile(model, args, args.max_context, True)
-    h = prog.header
-    buckets = list(enumerate(h["buckets"]))
-    if args.context is not None:
-        if args.context > h["max_context"]:
-            raise UsageError(f"--context {args.context}: the program holds {h['max_context']} positions")
-        buckets = [(b, bk) for b, bk in buckets if bk["first_position"] <= args.context - 1 <= bk["last_position"]]
-    em = Emulator(prog)
-    clock = int(h["hw"]["clock_hz"])
-    rows = []
-    for b, bk in buckets:
-        cycles = int(em.check(b).cycles)
-        lb = int(bk.get("lower_bound_cycles", 0))
-        rows.append({"context": bk["last_position"] + 1, "cycles": cycles, "lower_bound": lb})
-    out = {"model": model.name, "chips": int(h["chips"]), "partition": h.get("partition"),
-           "stages": h.get("stages", 1), "clock_hz": clock, "precision": h.get("precision"),
-           "context": [r["context"] for r in rows], "cycles_per_token": [r["cycles"] for r in rows],
-           "tokens_per_second": [clock / r["cycles"] for r in rows],
-           "lower_bound_cycles": [r["lower_bound"] for r in rows],
-           "bound_ratio": [round(r["cycles"] / r["lower_bound"], 4) if r["lower_bound"] else None for r in rows],
-           "sram_bytes_per_chip": h.get("sram_bytes_per_chip"), "timing_only": prog.timing_only}
-    if compile_secs is not None:
-        out["compile_seconds"] = round(compile_secs, 3)
+    out, h = estimate_with_header(args.model, args.hw, args.chips, args.precision, args.context, args.max_context,
+                                  args.partition, args.stages, args.verify, args.timing_only)
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"model    {model.name}: {out['chips']} chip(s), {out['precision']}, max context {h['max_context']}, "
-          f"{_mapping_text(h)}" + (" (timing-only: no weights)" if prog.timing_only else ""))
-    for r, tps, br in zip(rows, out["tokens_per_second"], out["bound_ratio"]):
-        print(f"context  {r['context']:>7,}: {r['cycles']:,} cycles/token = {tps:,.0f} tokens/s at "
-              f"{clock / 1e6:,.0f} MHz; lower bound {r['lower_bound']:,}" + (f", ratio {br:.3f}" if br else ""))
+    print(f"model    {out['model']}: {out['chips']} chip(s), {out['precision']}, max context {h['max_context']}, "
+          f"{_mapping_text(h)}" + (" (timing-only: no weights)" if out["timing_only"] else ""))
+    clock = out["clock_hz"]
+    for ctx, cyc, tps, lb, br in zip(out["context"], out["cycles_per_token"], out["tokens_per_second"],
+                                     out["lower_bound_cycles"], out["bound_ratio"]):
+        print(f"context  {ctx:>7,}: {cyc:,} cycles/token = {tps:,.0f} tokens/s at {clock / 1e6:,.0f} MHz; "
+              f"lower bound {lb:,}" + (f", ratio {br:.3f}" if br else ""))
     if out["sram_bytes_per_chip"]:
         print(f"sram     up to {max(out['sram_bytes_per_chip']) / 2**20:.1f} MiB per chip")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("lpu sweep needs Ray: pip install 'lpu-toolchain[sweep]'", file=sys.stderr)
+        return EXIT_INPUT
+    from .sweep import sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: must be at least 1")
+    try:
+        summary = sweep(args.grid, args.output, args.address, args.workers)
+    except KeyboardInterrupt:
+        print(f"lpu: interrupted; {args.output} holds every cell finished so far, and the same command resumes",
+              file=sys.stderr)
+        return 130
+    print(f"{summary} -> {args.output}")
     return 0
 
 
@@ -439,7 +437,8 @@ def cmd_disasm(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def _known_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input: their message is the one line to print."""
     from isa import IsaError, ProgramError
 
     known = [UsageError, IsaError, ProgramError]
@@ -452,11 +451,16 @@ def main(argv=None) -> int:
         known += [CompileError, ConfigError, DecodeError, EmulationError]
     except ImportError:  # pragma: no cover
         pass
+    return tuple(known)
+
+
+def main(argv=None) -> int:
+    known = _known_errors()
     try:
         args = build_parser().parse_args(argv)
         return {"compile": cmd_compile, "decode": cmd_decode, "check": cmd_check, "estimate": cmd_estimate,
-                "disasm": cmd_disasm}[args.cmd](args)
-    except tuple(known) as exc:
+                "sweep": cmd_sweep, "disasm": cmd_disasm}[args.cmd](args)
+    except known as exc:
         print(f"lpu: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_INPUT
     except BrokenPipeError:  # the reader went away (`lpu ... | head`): stop quietly, as cat and grep do
@@ -487,4 +491,8 @@ def _one_line(exc) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m lpu.cli`: run the imported lpu.cli, whose UsageError is the one lpu/estimate.py and lpu/sweep.py
+    # raise (this __main__ module's is another class)
+    from lpu.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,62 @@
+"""`lpu estimate` as a function: per context bucket, the cycles the schedule checker proves (the emulator's own
+check, so a figure here is what `decode` would report for a token in that bucket), the lower bound and
+tokens/s at the modelled clock. `lpu estimate --json` prints what `estimate()` returns; `lpu sweep` calls it
+once per cell."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def estimate(model_path: str | os.PathLike, hw: str = "groqchip1", chips: int | None = None,
+             precision: str = "fp16", context: int | None = None, max_context: int | None = None,
+             partition: str = "auto", stages: int = 0, verify: bool | None = None, timing_only: bool = False) -> dict:
+    """The dict `lpu estimate --json` prints: lists with one value per bucket (only the bucket serving
+    `context` positions when given). An ONNX model is compiled first with the `lpu compile` options given
+    here (a Hugging Face config.json, or `timing_only`, compiles without weights); a program (.lpu) is loaded
+    and those options are not used. Bad input raises the CLI's errors (UsageError, CompileError, ConfigError,
+    ...) with one line."""
+    return estimate_with_header(model_path, hw, chips, precision, context, max_context, partition, stages, verify,
+                                timing_only)[0]
+
+
+def estimate_with_header(model_path, hw, chips, precision, context, max_context, partition, stages,
+                         verify, timing_only=False) -> tuple[dict, dict]:
+    """estimate() and the program's header (`lpu estimate`'s text also prints the max context and the mapping)."""
+    from isa import Program
+
+    from .cli import UsageError, _check_model_path, _compile, _is_program
+    from .emulator import Emulator
+
+    model = Path(model_path)
+    _check_model_path(model)
+    if context is not None and context < 1:
+        raise UsageError(f"--context {context}: must be at least 1")
+    compile_secs = None
+    if model.suffix.lower() == ".lpu" or _is_program(model):
+        prog = Program.load(model)
+    else:
+        opts = argparse.Namespace(hw=hw, chips=chips, precision=precision, partition=partition, stages=stages,
+                                  verify=verify, timing_only=timing_only)
+        prog, _, compile_secs, _ = _compile(model, opts, max_context, True)
+    h = prog.header
+    buckets = list(enumerate(h["buckets"]))
+    if context is not None:
+        if context > h["max_context"]:
+            raise UsageError(f"--context {context}: the program holds {h['max_context']} positions")
+        buckets = [(b, bk) for b, bk in buckets if bk["first_position"] <= context - 1 <= bk["last_position"]]
+    em = Emulator(prog)
+    clock = int(h["hw"]["clock_hz"])
+    cycles = [int(em.check(b).cycles) for b, _ in buckets]
+    bounds = [int(bk.get("lower_bound_cycles", 0)) for _, bk in buckets]
+    out = {"model": model.name, "chips": int(h["chips"]), "partition": h.get("partition"),
+           "stages": h.get("stages", 1), "clock_hz": clock, "precision": h.get("precision"),
+           "context": [bk["last_position"] + 1 for _, bk in buckets], "cycles_per_token": cycles,
+           "tokens_per_second": [clock / c for c in cycles], "lower_bound_cycles": bounds,
+           "bound_ratio": [round(c / lb, 4) if lb else None for c, lb in zip(cycles, bounds)],
+           "sram_bytes_per_chip": h.get("sram_bytes_per_chip"), "timing_only": prog.timing_only,
+           "chips_used": int(h.get("chips_used", h["chips"]))}
+    if compile_secs is not None:
+        out["compile_seconds"] = round(compile_secs, 3)
+    return out, h
