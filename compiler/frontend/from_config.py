@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from ..errors import ContextLimitError, ModelError, UnsupportedError
-from ..ir import T, Builder, Eqn, Graph, Shaped, State, Var
+from ..ir import T, Builder, Graph, Shaped, State, Var
 
 FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
 _LLAMA_LIKE = ("llama", "mistral", "qwen2")
