@@ -147,13 +147,17 @@ def _replicable(g: Graph, var: str, prod) -> bool:
     return e is None or e.prim in ("kv_append", "gather")
 
 
-def find_regions(g: Graph) -> dict[int, tuple | None]:
+def find_regions(g: Graph, reuse: bool = True) -> dict[int, tuple | None]:
     """Every linear's region (see `_find_region`), by equation index. It does not depend on the chip
-    count, so the candidates of one compile (tensor-parallel, hybrids) share it."""
+    count, so the candidates of one compile (tensor-parallel, hybrids) share it. Repeated structure is
+    recognised: a region whose cone has the same shape as one already found (the same prims, parameters,
+    shapes and wiring: the next layer of a decoder) takes that region's units instead of joining every
+    element again (`reuse=False` joins them afresh; a test checks both agree)."""
     prod = {o: e for e in g.eqns for o in e.outputs}
     index = {id(e): i for i, e in enumerate(g.eqns)}
     cons = g.consumers()
-    return {li: _find_region(g, L, prod, index, cons) for li, L in enumerate(g.eqns) if L.prim == "linear"}
+    memo: dict | None = {} if reuse else None
+    return {li: _find_region(g, L, prod, index, cons, memo) for li, L in enumerate(g.eqns) if L.prim == "linear"}
 
 
 def plan(g: Graph, chips: int, regions: dict | None = None) -> Plan:
@@ -260,8 +264,38 @@ def _balanced_cuts(n: int, parts: int, align: int) -> list[int]:
     return cuts
 
 
-def _find_region(g: Graph, L, prod, index, cons):
-    """(cone equations, source linears, units of L's input) if L can be a row-split sink, else None."""
+def _pkey(v):
+    if isinstance(v, np.ndarray):
+        return ("nd", v.shape, str(v.dtype), v.tobytes())
+    if isinstance(v, (list, tuple)):
+        return tuple(_pkey(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _pkey(x)) for k, x in v.items()))
+    return v
+
+
+def _eqn_key(g: Graph, e, prod, index) -> tuple:
+    """An equation's shape within a region: prim, parameters, shapes, and for each input where it comes
+    from (how many equations back, replicable or not; a graph input by name; a constant by shape), so the
+    same equation of the next layer has the same key."""
+    ins = []
+    for inp in e.inputs:
+        if inp in g.consts:
+            ins.append(("k", g.shape(inp)))
+        elif inp in g.inputs or inp not in prod:
+            ins.append(("i", inp))
+        else:
+            ins.append(("d", index[id(e)] - index[id(prod[inp])], _replicable(g, inp, prod), g.vars[inp].shape))
+    return (e.prim, _pkey(e.params), tuple(ins), tuple(g.vars[o].shape for o in e.outputs))
+
+
+def _find_region(g: Graph, L, prod, index, cons, memo: dict | None = None):
+    """(cone equations, source linears, units of L's input) if L can be a row-split sink, else None.
+
+    The cone is walked back from L's input (latest equation first) to the source linears, joining the
+    input's elements into units as it goes; once they are all one unit the walk stops (nothing to
+    split). With `memo`, walks already made are recognised by their equations' keys (`_eqn_key`): a
+    prefix that joined everything ends the walk at once, and a whole cone seen before takes its units."""
     x = L.inputs[0]
     if x not in g.vars or x in g.inputs:
         return None
@@ -269,8 +303,12 @@ def _find_region(g: Graph, L, prod, index, cons):
     uf = _UF()
     for i in range(nx):
         uf.find((x, i))
-    cone, sources, seen = [], [], set()
+    cone, sources, seen, keys = [], [], set(), []
+    joined = memo.setdefault("joined", {}) if memo is not None else None
+    h = hash((g.vars[x].shape,))
+    unions = 0
     work = [prod[x]] if x in prod else []
+    lazy = memo is not None  # unions deferred while the walk may still match a memo entry
     while work:
         work.sort(key=lambda e: index[id(e)])
         e = work.pop()
@@ -285,31 +323,44 @@ def _find_region(g: Graph, L, prod, index, cons):
         if e.prim not in LOCAL:
             return None
         cone.append(e)
-        out = e.outputs[0]
-        for k, m, groups in deps(g, e):
-            inp = e.inputs[k]
-            if inp not in g.vars or inp in g.inputs:
-                continue
-            if inp in prod and inp not in g.inputs:
+        if memo is not None:
+            k = _eqn_key(g, e, prod, index)
+            keys.append(k)
+            h = hash((h, k))
+            hit = joined.get((h, len(keys)))
+            if hit is not None and hit == (g.vars[x].shape, tuple(keys)):
+                return None  # this prefix joined every element before
+        for inp in e.inputs:
+            if inp in g.vars and inp not in g.inputs and inp in prod:
                 work.append(prod[inp])
-            if _replicable(g, inp, prod):
-                continue
-            if groups is not None:
-                for o, grp in enumerate(groups):
-                    for j in grp:
-                        uf.union((out, o), (inp, int(j)))
-            else:
-                for o in np.nonzero(m >= 0)[0]:
-                    uf.union((out, int(o)), (inp, int(m[o])))
-        if len({uf.find((x, i)) for i in range(nx)}) == 1:
-            return None  # everything is computed together: nothing to split
+        if not lazy:
+            unions += _join(g, e, uf, prod)
+            if unions >= nx:  # amortised: look whether everything is one unit
+                unions = 0
+                if len({uf.find((x, i)) for i in range(nx)}) == 1:
+                    return None
     if not sources:
         return None
-    comps: dict = {}
-    for i in range(nx):
-        comps.setdefault(uf.find((x, i)), []).append(i)
-    units = sorted((np.array(v, dtype=np.int64) for v in comps.values()), key=lambda a: int(a[0]))
-    if len(units) < 2:
+    full = (g.vars[x].shape, tuple(g.shape(e.inputs[1]) for e in sources), tuple(keys)) if memo is not None else None
+    if full is not None and full in memo:
+        units = memo[full]
+    else:
+        if lazy:  # join in walk order, noting the prefix after which everything was one unit
+            for n, e in enumerate(cone):
+                unions += _join(g, e, uf, prod)
+                if unions >= nx or n == len(cone) - 1:
+                    unions = 0
+                    if len({uf.find((x, i)) for i in range(nx)}) == 1:
+                        hp = hash((g.vars[x].shape,))
+                        for k in keys[:n + 1]:
+                            hp = hash((hp, k))
+                        joined[(hp, n + 1)] = (g.vars[x].shape, tuple(keys[:n + 1]))
+                        memo[full] = None
+                        return None
+        units = _components(uf, x, nx)
+        if full is not None:
+            memo[full] = units
+    if units is None:
         return None
     # the region's values (and its sources' outputs) must not be used outside it
     members = {id(e) for e in cone} | {id(e) for e in sources} | {id(L)}
@@ -321,6 +372,35 @@ def _find_region(g: Graph, L, prod, index, cons):
                 if id(u) not in members:
                     return None
     return cone, sources, units
+
+
+def _join(g: Graph, e, uf, prod) -> int:
+    """Join the elements one equation computes together; returns the number of unions made."""
+    out, n = e.outputs[0], 0
+    for k, m, groups in deps(g, e):
+        inp = e.inputs[k]
+        if inp not in g.vars or inp in g.inputs or _replicable(g, inp, prod):
+            continue
+        if groups is not None:
+            for o, grp in enumerate(groups):
+                for j in grp:
+                    uf.union((out, o), (inp, int(j)))
+                n += len(grp)
+        else:
+            nz = np.nonzero(m >= 0)[0]
+            for o in nz:
+                uf.union((out, int(o)), (inp, int(m[o])))
+            n += len(nz)
+    return n
+
+
+def _components(uf, x: str, nx: int):
+    comps: dict = {}
+    for i in range(nx):
+        comps.setdefault(uf.find((x, i)), []).append(i)
+    if len(comps) < 2:
+        return None
+    return sorted((np.array(v, dtype=np.int64) for v in comps.values()), key=lambda a: int(a[0]))
 
 
 def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None) -> Plan:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections import defaultdict
 
 import numpy as np
@@ -150,7 +151,7 @@ def schedule(code: list[list], regions, hw: Hardware) -> Scheduled:
     for q in hw.queues:
         queues[parse_queue(q)[0]].append(q)
     qfree = defaultdict(int)  # (chip, queue) -> first free cycle
-    bank_busy = defaultdict(bytearray)  # (chip, bank) -> occupancy per cycle
+    bank_busy: dict = {}  # (chip, bank) -> _Busy
     est = np.zeros(N, dtype=np.int64)
     why = np.full(N, -1, dtype=np.int64)
     issue = np.full(N, -1, dtype=np.int64)
@@ -485,6 +486,40 @@ def _bank_runs(p, regions) -> list[tuple[int, int, int]]:
     return out
 
 
+class _Busy:
+    """The cycles a bank is busy: sorted, disjoint, non-adjacent intervals [start, end) (touching ones are
+    merged, so an interval's end is the first free cycle after it). Memory grows with the accesses booked,
+    not with the length of the schedule or the number of chips (a bytearray per bank did: chips x banks x
+    cycles bytes, 8 GB for an 8B model on 96 chips)."""
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def conflict(self, lo: int, hi: int) -> int | None:
+        """The first free cycle after the first busy cycle in [lo, hi), or None if all are free."""
+        k = bisect_right(self.ends, lo)
+        if k < len(self.starts) and self.starts[k] < hi:
+            return self.ends[k]
+        return None
+
+    def book(self, lo: int, hi: int) -> None:
+        k = bisect_right(self.ends, lo)
+        starts, ends = self.starts, self.ends
+        if k > 0 and ends[k - 1] == lo:  # touches the interval before: extend it
+            ends[k - 1] = hi
+            if k < len(starts) and starts[k] == hi:  # and now the one after
+                ends[k - 1] = ends[k]
+                del starts[k], ends[k]
+        elif k < len(starts) and starts[k] == hi:
+            starts[k] = lo
+        else:
+            starts.insert(k, lo)
+            ends.insert(k, hi)
+
+
 def _clash(bank_busy, chip, runs, t) -> int | None:
     """None if every access is free at issue t, else a later issue cycle worth trying."""
     worst = None
@@ -493,18 +528,16 @@ def _clash(bank_busy, chip, runs, t) -> int | None:
         if occ is None:
             continue
         lo = t + s
-        k = occ.find(1, lo, lo + h)
-        if k >= 0:
-            free = occ.find(0, k)  # the first free cycle after this conflict
-            cand = t + ((len(occ) if free < 0 else free) - lo)
+        free = occ.conflict(lo, lo + h)
+        if free is not None:
+            cand = t + (free - lo)
             worst = cand if worst is None else max(worst, cand)
     return worst
 
 
 def _book(bank_busy, chip, runs, t) -> None:
     for b, s, h in runs:
-        occ = bank_busy[(chip, b)]
-        lo, hi = t + s, t + s + h
-        if len(occ) < hi:
-            occ.extend(bytes(max(hi - len(occ), len(occ)) + 4096))
-        occ[lo:hi] = b"\1" * h
+        occ = bank_busy.get((chip, b))
+        if occ is None:
+            occ = bank_busy[(chip, b)] = _Busy()
+        occ.book(t + s, t + s + h)

@@ -196,3 +196,37 @@ def test_rotate_half_of_a_linear_becomes_a_linear_with_permuted_columns():
         got = IrDecoder(h, 64).greedy([1, 2, 3], 6)
         assert got[0] == ref[0]
         assert np.abs(got[1] - ref[1]).max() < 1e-5 * np.abs(ref[1]).max()
+
+
+def _regions_equal(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if (x is None) != (y is None):
+            return False
+        if x is None:
+            continue
+        if [id(e) for e in x[0]] != [id(e) for e in y[0]] or [id(e) for e in x[1]] != [id(e) for e in y[1]]:
+            return False
+        if len(x[2]) != len(y[2]) or any(not np.array_equal(u, v) for u, v in zip(x[2], y[2])):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("src", ["tinyir-llama6", "tinyir-gpt2-4", "llama_optimum", "gpt2_optimum", "qwen2_genai",
+                                 "mixtral_moe", "phi3_optimum", "gemma_optimum"])
+def test_repeated_layers_reuse_their_regions_and_get_the_fresh_ones(src):
+    # the regions of the tensor-parallel split found with repeated structure recognised (later layers take
+    # the first layer's units) are exactly those found by joining every layer's elements afresh
+    from compiler.backend.decompose import fold
+    from compiler.backend.partition import find_regions
+
+    if src.startswith("tinyir"):
+        g0 = llama_like(layers=6) if "llama" in src else gpt2_like(layers=4)
+    else:
+        g0 = import_onnx(FIX / f"{src}.onnx", max_context=256)
+    g = fold(split_linears(decompose(g0))).graph
+    reused, fresh = find_regions(g), find_regions(g, reuse=False)
+    assert sum(r is not None for r in fresh.values()) >= 2
+    assert _regions_equal(reused, fresh)
