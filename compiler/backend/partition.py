@@ -530,10 +530,31 @@ def stage_transfers(g: Graph, plan: Plan, topo=None) -> dict[tuple[str, int], in
 
 
 def _nearest_source(plan: Plan, v: str, c: int, topo) -> int:
+    """The chip that sends v to c: the nearest chip of v's stage holding what c's counterpart holds; or, when
+    that is more than one hop away, a chip of c's own stage (its gateway: the one nearest v's stage, which
+    receives v first) that is one hop from c, so a value replicated over a stage crosses between nodes
+    once and fans out over the local links instead of every chip taking a route of its own."""
     cp = plan.source_chip(v, c)
     if topo is None or plan.per_stage == 1:
         return cp
     want = plan.hold[cp].get(v)
-    same = [o for o in plan.stage_chips(plan.owner[v])
-            if o == cp or (want is not None and (h := plan.hold[o].get(v)) is not None and np.array_equal(h, want))]
-    return min(same, key=lambda o: (topo.hops(o, c), o != cp, o))
+    owners = plan.stage_chips(plan.owner[v])
+
+    def nearest(to: int, need) -> int:
+        same = [o for o in owners
+                if o == plan.source_chip(v, to) or (need is not None and (h := plan.hold[o].get(v)) is not None
+                                                    and np.array_equal(h, need))]
+        return min(same, key=lambda o: (topo.hops(o, to), o != plan.source_chip(v, to), o))
+
+    src = nearest(c, want)
+    if topo.hops(src, c) <= 1 or want is None:
+        return src
+    here = plan.stage_chips(c // plan.per_stage)
+    gates = [b for b in here if b != c and topo.port_to(b, c) is not None
+             and np.array_equal(plan.hold[plan.source_chip(v, b)].get(v, np.empty(0, np.int64)), want)]
+    if not gates:
+        return src
+    gate = min(gates, key=lambda b: (min(topo.hops(o, b) for o in owners), b))
+    if min(topo.hops(o, gate) for o in owners) + 1 >= topo.hops(src, c):
+        return src
+    return gate

@@ -57,6 +57,8 @@ def transfer(L, name: str, src: int, dst: int) -> Val:
     routed: each hop is a SEND on one chip and a RECV on the next, booked on that link; a chip between
     the two forwards the vectors from a buffer of its own, as the schedule says)."""
     v = L.vals[src].get(name)
+    if v is None and (name, src) in L.plan.transfers:  # a gateway of dst's stage: it receives the value first
+        v = L.val(src, name)
     if v is None:
         raise UnsupportedError(f"chip {src}: {name!r} should have been computed there (pipeline stage gap)")
     if v.layout == "state":
