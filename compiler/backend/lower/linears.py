@@ -277,7 +277,7 @@ def weight_plan(L, chip, name, Wl: np.ndarray, key, row_halves: bool = True, dty
 def matvec(L, chip, x: Val, plan: dict, dst: Buf | None, dst_off: int, sinks=None):
     """dst = x @ W over tiles: column block cb on unit cb % units; with `sinks`
     [(col_lo, col_hi, buf, element offset)] each column range is emitted into its own buffer."""
-    tr = plan["tr"]
+    tr = plan.get("tr", L.tile_rows)  # expert plans (experts.py) are in the precision's type
     K = plan["K"]
     xv = lambda rb: (x.off + (rb * tr) // LANES, (rb * tr) % LANES)  # noqa: E731
     if plan["halves"] is not None:
