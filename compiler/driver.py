@@ -42,6 +42,7 @@ from .errors import CapacityError, CompileError
 from .ir import Graph
 
 PRECISIONS = ("fp16", "fp32")
+WEIGHTS = ("fp16", "int8", "fp8")  # --weights: fp16 (the precision's type), or an MXM's 8-bit format
 PARTITIONS = ("tp", "pp", "hybrid", "auto")
 # Verifiers run when Options.verify is None unless LPU_VERIFY says otherwise: they cost about 1% of
 # a compile (README "Compile time"), well under the 5% that would justify leaving them off.
@@ -56,6 +57,7 @@ MAX_CONTEXT = 1 << 16
 class Options:
     chips: int | None = None  # None: every chip of the hardware description
     precision: str = "fp16"
+    weights: str = "fp16"  # the linears' weights: fp16 (in the precision's type), int8 or fp8 (hw.weight_formats)
     max_context: int | None = None  # None: `default_context`, or fewer if the model supports fewer positions
     default_context: int = DEFAULT_MAX_CONTEXT
     partition: str = "auto"
@@ -71,6 +73,11 @@ class Options:
                                f"chip(s); load it with that many (valid: 1..{hw.max_chips})")
         if self.precision not in PRECISIONS:
             raise CompileError(f"--precision {self.precision}: valid values are {', '.join(PRECISIONS)}")
+        if self.weights not in WEIGHTS:
+            raise CompileError(f"--weights {self.weights}: valid values are {', '.join(WEIGHTS)}")
+        if self.weights not in hw.weight_formats:
+            raise CompileError(f"--weights {self.weights}: the {hw.name} MXM multiplies {' and '.join(hw.weight_formats)}, "
+                               f"not {self.weights}")
         for what, n in (("--max-context", self.max_context), ("the default context", self.default_context)):
             if n is not None and not 1 <= n <= MAX_CONTEXT:
                 raise CompileError(f"{what} {n}: valid values are 1..{MAX_CONTEXT}")
@@ -187,7 +194,7 @@ def _map(c: Compilation) -> Mapping:
 
 def _lower(c: Compilation) -> Lowered:
     c.buckets = buckets_for(c.opts.max_context)
-    return lower(c.folded.graph, c.mapping.plan, c.hw, c.opts.precision, c.buckets, c.opts.max_context)
+    return lower(c.folded.graph, c.mapping.plan, c.hw, c.opts.precision, c.buckets, c.opts.max_context, c.opts.weights)
 
 
 def _place(c: Compilation) -> list:
@@ -200,7 +207,7 @@ def _schedule(c: Compilation) -> Schedules:
     for b, code in enumerate(c.lowered.code):
         s = schedule(code, c.regions, c.hw)
         # the lower bound for the smallest context this bucket serves: valid for all its tokens
-        lb = bound(g, plan, c.hw, c.opts.precision, c.buckets[b]["first_position"] + 1)
+        lb = bound(g, plan, c.hw, c.opts.precision, c.buckets[b]["first_position"] + 1, c.opts.weights)
         c.buckets[b].update(cycles=s.cycles, lower_bound_cycles=lb.cycles, lower_bound_terms=lb.terms)
         rep.bounds.append(lb.cycles)
         rep.cycles.append(s.cycles)
@@ -215,6 +222,7 @@ def _emit(c: Compilation) -> Program:
     g, plan = c.folded.graph, c.mapping.plan
     meta = {
         "precision": c.opts.precision,
+        "weights": c.opts.weights,
         "max_context": c.opts.max_context,
         "partition": plan.mapping,
         "stages": len(plan.stages) if plan.staged else 1,
@@ -345,7 +353,7 @@ def choose_mapping(g: Graph, hw: Hardware, opts: Options):
     plans, est = {}, {}
     for name, fn in cands.items():
         plans[name] = fn()
-        est[name] = bound(g, plans[name], hw, opts.precision, opts.max_context).cycles
+        est[name] = bound(g, plans[name], hw, opts.precision, opts.max_context, opts.weights).cycles
     best = min(est, key=lambda k: (est[k], k))
     return plans[best], est
 

@@ -21,13 +21,14 @@ from collections import defaultdict
 import numpy as np
 
 from isa import BY_MNEMONIC, MODE_IMM, VECTOR_LANES, IsaError, parse_queue
+from isa.program import np_dtype
 from isa.table import VXM_BY_CODE
 
 from .errors import IrError
 
 KINDS = ("act", "const", "weight", "input", "output", "state", "scratch")
 ZONES = ("act", "weight", "state", "table", "experts")
-_NP = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32}
+_NP = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32, "i8": np.int8, "fp8": np_dtype("fp8")}
 
 
 class VerifyError(IrError):
@@ -126,8 +127,8 @@ def buffers(pass_name: str, lowered, hw) -> None:
         if b.data is not None:
             if b.data.size > b.vectors * VECTOR_LANES:
                 _fail(pass_name, f"{what} has {b.data.size} initial elements but room for {b.vectors * VECTOR_LANES}")
-            if b.dtype == "fp16" and b.data.dtype != np.float16:
-                _fail(pass_name, f"{what} is fp16 but its initial data is {b.data.dtype}")
+            if b.dtype in ("fp16", "i8", "fp8") and b.data.dtype != _NP[b.dtype]:
+                _fail(pass_name, f"{what} is {b.dtype} but its initial data is {b.data.dtype}")
         owner = lowered.bucket_of.get(i)
         if b.shared and i in lowered.bucket_of:
             _fail(pass_name, f"{what} is shared by every bucket but also owned by bucket {owner}")

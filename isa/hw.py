@@ -79,6 +79,11 @@ class Mxm:
     latency_cycles: int
     emit_cycles: int
     acc_slots: int
+    # the 8-bit format this MXM multiplies ("int8" or "fp8": e4m3) and its tile rows per unit (one ACC
+    # streams one 320-lane 8-bit vector through that many rows; 0: plane_rows). Defaults for descriptions
+    # that predate them.
+    weights8: str = "int8"
+    tile_rows8: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +531,20 @@ class Hardware:
         m = self.chip.mxm
         return m.planes // m.fp16_planes_per_unit
 
+    @property
+    def weight_formats(self) -> tuple[str, ...]:
+        """The weight formats this chip's MXM multiplies (`--weights`)."""
+        return ("fp16", self.chip.mxm.weights8)
+
+    def tile_rows(self, dtype: str) -> int:
+        """Rows of one MXM tile of weights of element type `dtype`: the fp16 (and fp32) tile rows, or for
+        the 8-bit types (i8, fp8) `mxm.tile_rows8` (0: plane_rows). The timing model, the compiler and the
+        lower bound all read it here."""
+        m = self.chip.mxm
+        if dtype in ("i8", "fp8"):
+            return m.tile_rows8 or m.plane_rows
+        return m.fp16_tile_rows
+
     @cached_property
     def floorplan(self) -> Floorplan:
         s = self.chip.sram
@@ -615,6 +634,8 @@ class Hardware:
              "mxm.planes must be a multiple of fp16_planes_per_unit")
         need(1 <= chip.mxm.fp16_tile_rows <= chip.mxm.plane_rows, "mxm.fp16_tile_rows must be in 1..plane_rows")
         need(chip.mxm.plane_cols == chip.vector_lanes, "mxm.plane_cols must equal vector_lanes")
+        need(chip.mxm.weights8 in ("int8", "fp8"), f"mxm.weights8 = {chip.mxm.weights8!r}; valid: int8, fp8")
+        need(0 <= chip.mxm.tile_rows8 <= chip.vector_lanes, "mxm.tile_rows8 must be in 0..vector_lanes (0: plane_rows)")
         need(self.banks <= 1 << 16, "too many banks for the instruction encoding")
         ports = self.links_per_chip
         need(ports <= chip.c2c.links,

@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from .errors import ProgramError
@@ -35,7 +36,12 @@ from .table import DTYPE_CODE, DTYPES, VECTOR_LANES
 MAGIC = b"LPUPROG\0"
 FORMAT_VERSION = 1
 _TAGS = ("HEAD", "REGN", "SYMB", "STRM", "IMAG")
-_NP_DTYPE = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32}
+_NP_DTYPE = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32, "i8": np.int8, "fp8": ml_dtypes.float8_e4m3fn}
+
+
+def np_dtype(dtype: str):
+    """The numpy type a region's elements are stored as in the program file (fp8: ml_dtypes' e4m3fn)."""
+    return _NP_DTYPE[dtype]
 
 
 def dtype_bytes(dtype: str) -> int:

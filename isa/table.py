@@ -23,8 +23,12 @@ from .fields import REGION_BITS, Field, Format, OPCODE_BITS, vref
 
 VECTOR_LANES = 320
 
-# Element types of SRAM regions: code -> (name, bytes per element).
-DTYPES = {0: ("fp32", 4), 1: ("fp16", 2), 2: ("i32", 4)}
+# Element types of SRAM regions: code -> (name, bytes per element). A value stored into a region is
+# converted to its type: fp16 rounds to nearest even; i32 truncates; i8 (the MXM's int8 operands)
+# rounds to nearest even and saturates to -127..127; fp8 (OCP e4m3fn: 4 exponent bits, bias 7, 3
+# mantissa bits, no infinities) rounds to nearest even and saturates to +-448.
+DTYPES = {0: ("fp32", 4), 1: ("fp16", 2), 2: ("i32", 4), 3: ("i8", 1), 4: ("fp8", 1)}
+EIGHT_BIT = ("i8", "fp8")  # the MXM's 8-bit weight/activation types (tile rows: Hardware.tile_rows)
 DTYPE_CODE = {name: code for code, (name, _) in DTYPES.items()}
 
 # Operand index modes (VXM sources): the vector read at step i of an n-step instruction.
@@ -215,7 +219,8 @@ OPS = (
            "Install the shadow tile as the active tile (issued with the activations that use it, so the "
            "weight queue can stream the next tile meanwhile)."),
     OpSpec("ACC", 0x32, "mxma", F_ACC, "chip.mxm.latency_cycles",
-           "acc[slot] (+)= sum_r x[x_lane + r] * tile[r, :] over the active tile's rows, in fp32."),
+           "acc[slot] (+)= sum_r x[x_lane + r] * tile[r, :] over the active tile's rows, in fp32; with an i8 "
+           "tile (and i8 activations) the products and their sum are exact integers (int32 accumulation)."),
     OpSpec("EMIT", 0x33, "mxma", F_EMIT, "chip.mxm.emit_cycles",
            "Write lanes src_lane..src_lane+lanes of acc[slot] to dst lanes dst_lane.., rounded to dst's type."),
     OpSpec("COPY", 0x40, "mem", F_COPY, "chip.sram", "dst[i] = src[i] for n vectors."),

@@ -120,6 +120,7 @@ class Machine:
         mxm = chip.mxm
         self.mxm_units = hw.mxm_units
         self.tile_rows = mxm.fp16_tile_rows
+        self.tile_rows_of = hw.tile_rows  # rows of a tile of a region's element type (8-bit: more)
         self.install_bpc = mxm.install_bytes_per_cycle
         self.iw_cycles = mxm.iw_cycles
         self.mxm_latency = mxm.latency_cycles
@@ -289,9 +290,10 @@ class Machine:
     def _p_lw(self, a, fam, q):
         self._unit_check(a, q)
         reg, rows = a["src_reg"], a["rows"]
-        if not 1 <= rows <= self.tile_rows:
-            raise IsaError(f"LW rows {rows} not in 1..{self.tile_rows}")
         r = self.regions[reg]
+        tr = self.tile_rows_of(r.dtype)
+        if not 1 <= rows <= tr:
+            raise IsaError(f"LW rows {rows} not in 1..{tr}")
         if a["row0"] + rows > r.rows or a["col"] >= r.row_vectors:
             raise IsaError(f"LW reads rows {a['row0']}..{a['row0'] + rows - 1}, column {a['col']} outside region {r.name!r} ({r.rows}x{r.row_vectors})")
         # cycles per row: the unit's share of the install bandwidth, and the banks the rows rotate over

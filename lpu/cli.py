@@ -1,7 +1,8 @@
 """The `lpu` command: compile an ONNX decoder, decode on the emulated chips, disassemble a program.
 
     lpu compile MODEL.onnx|CONFIG.json -o OUT.lpu [--chips N] [--hw PRESET|FILE] [--max-context T]
-                [--precision fp16|fp32] [--partition tp|pp|hybrid|auto] [--stages K] [--timing-only]
+                [--precision fp16|fp32] [--weights fp16|int8|fp8] [--partition tp|pp|hybrid|auto] [--stages K]
+                [--timing-only]
     lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15 --tokens N [--json] [--logits FILE.npy]
     lpu estimate OUT.lpu|MODEL.onnx [--context N] [--json] [compile options]
     lpu sweep GRID.toml -o RESULTS.csv [--address ADDR] [--workers N]
@@ -48,6 +49,9 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
                         "never more than the model supports)")
     p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"),
                    help="fp16: the hardware's own (fp16 weights and matrix inputs, fp32 accumulation); fp32: for validation")
+    p.add_argument("--weights", default="fp16", choices=("fp16", "int8", "fp8"),
+                   help="the linears' weights: fp16 (default; in the --precision type), int8 (groqchip1) or fp8 e4m3 "
+                        "(lp30): per-column scales, activations quantised per token, 8-bit MXM")
     p.add_argument("--partition", default="auto", choices=("tp", "pp", "hybrid", "auto"),
                    help="mapping over chips: tensor-parallel, pipeline, hybrid (pipeline stages of tensor-parallel "
                         "chips), or auto (the fastest by the compiler's estimate; default)")
@@ -136,7 +140,8 @@ def _compile(model: Path, args, max_context: int | None, quiet: bool, default_co
 
     hw = _load_hw(args)
     config = _is_config(model)
-    opts = Options(chips=hw.system.chips, precision=args.precision, max_context=max_context, partition=args.partition,
+    opts = Options(chips=hw.system.chips, precision=args.precision, weights=getattr(args, "weights", "fp16"),
+                   max_context=max_context, partition=args.partition,
                    stages=args.stages, verify=args.verify, default_context=default_context or DEFAULT_MAX_CONTEXT,
                    timing_only=config or bool(getattr(args, "timing_only", False)))
     t0 = time.perf_counter()
@@ -160,6 +165,7 @@ def cmd_compile(args) -> int:
     prog.save(args.output)
     size = Path(args.output).stat().st_size
     summary = {"timing_only": prog.timing_only, "output": args.output, "bytes": size, "chips": hw.system.chips, "hw": hw.name, "precision": args.precision,
+               "weights": prog.header.get("weights", "fp16"),
                "max_context": args.max_context, "buckets": len(prog.header["buckets"]),
                "cycles_per_bucket": rep.cycles, "lower_bound_cycles": rep.bounds,
                "bound_ratio": [round(c / b, 4) for c, b in zip(rep.cycles, rep.bounds)],
@@ -173,7 +179,9 @@ def cmd_compile(args) -> int:
     else:
         if deq:
             print(deq)
-        print(f"compiled {model.name} for {hw.system.chips} x {hw.name} ({args.precision}, max context {args.max_context}"
+        w8 = prog.header.get("weights", "fp16")
+        print(f"compiled {model.name} for {hw.system.chips} x {hw.name} ({args.precision}"
+              f"{', ' + w8 + ' weights' if w8 != 'fp16' else ''}, max context {args.max_context}"
               f"{', timing-only: no weights' if prog.timing_only else ''}) in {secs:.2f} s -> {args.output} "
               f"({size / 2**20:.1f} MiB)")
         print(f"  {rep.instructions:,} instructions in {len(rep.cycles)} context bucket(s); "
@@ -216,7 +224,7 @@ def cmd_estimate(args) -> int:
     from .estimate import estimate_with_header
 
     out, h = estimate_with_header(args.model, args.hw, args.chips, args.precision, args.context, args.max_context,
-                                  args.partition, args.stages, args.verify, args.timing_only)
+                                  args.partition, args.stages, args.verify, args.timing_only, args.weights)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -379,6 +387,7 @@ def cmd_decode(args) -> int:
     if args.json:
         out = res.to_json()
         out.update(model=model.name, prompt=prompt, precision=prog.header.get("precision"),
+                   weights=prog.header.get("weights", "fp16"),
                    dequantised=prog.header.get("model", {}).get("dequantised", ""),
                    max_context=prog.header.get("max_context"), partition=prog.header.get("partition"),
                    stages=prog.header.get("stages", 1))

@@ -11,18 +11,19 @@ from pathlib import Path
 
 def estimate(model_path: str | os.PathLike, hw: str = "groqchip1", chips: int | None = None,
              precision: str = "fp16", context: int | None = None, max_context: int | None = None,
-             partition: str = "auto", stages: int = 0, verify: bool | None = None, timing_only: bool = False) -> dict:
+             partition: str = "auto", stages: int = 0, verify: bool | None = None, timing_only: bool = False,
+             weights: str = "fp16") -> dict:
     """The dict `lpu estimate --json` prints: lists with one value per bucket (only the bucket serving
     `context` positions when given). An ONNX model is compiled first with the `lpu compile` options given
     here (a Hugging Face config.json, or `timing_only`, compiles without weights); a program (.lpu) is loaded
     and those options are not used. Bad input raises the CLI's errors (UsageError, CompileError, ConfigError,
     ...) with one line."""
     return estimate_with_header(model_path, hw, chips, precision, context, max_context, partition, stages, verify,
-                                timing_only)[0]
+                                timing_only, weights)[0]
 
 
 def estimate_with_header(model_path, hw, chips, precision, context, max_context, partition, stages,
-                         verify, timing_only=False) -> tuple[dict, dict]:
+                         verify, timing_only=False, weights="fp16") -> tuple[dict, dict]:
     """estimate() and the program's header (`lpu estimate`'s text also prints the max context and the mapping)."""
     from isa import Program
 
@@ -38,7 +39,7 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
         prog = Program.load(model)
     else:
         opts = argparse.Namespace(hw=hw, chips=chips, precision=precision, partition=partition, stages=stages,
-                                  verify=verify, timing_only=timing_only)
+                                  verify=verify, timing_only=timing_only, weights=weights)
         prog, _, compile_secs, _ = _compile(model, opts, max_context, True)
     h = prog.header
     buckets = list(enumerate(h["buckets"]))
@@ -52,6 +53,7 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
     bounds = [int(bk.get("lower_bound_cycles", 0)) for _, bk in buckets]
     out = {"model": model.name, "chips": int(h["chips"]), "partition": h.get("partition"),
            "stages": h.get("stages", 1), "clock_hz": clock, "precision": h.get("precision"),
+           "weights": h.get("weights", "fp16"),
            "context": [bk["last_position"] + 1 for _, bk in buckets], "cycles_per_token": cycles,
            "tokens_per_second": [clock / c for c in cycles], "lower_bound_cycles": bounds,
            "bound_ratio": [round(c / lb, 4) if lb else None for c, lb in zip(cycles, bounds)],

@@ -55,8 +55,10 @@ def _vec(n: int) -> int:
     return -(-n // LANES)
 
 
-def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound:
-    """Lower bound for one token whose attention sees `ctx` cache positions, on `plan.chips` chips."""
+def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int, weights: str = "fp16") -> Bound:
+    """Lower bound for one token whose attention sees `ctx` cache positions, on `plan.chips` chips.
+    `weights` int8/fp8: the linears' tiles are 8-bit (hw.tile_rows: more rows per tile, one byte each),
+    and each linear's input is quantised on the VXM/SXM before its first tile and rescaled after."""
     ch = hw.chip
     R, W = ch.sram.read_latency_cycles, ch.sram.write_latency_cycles
     hop = ch.streams.hop_cycles
@@ -65,6 +67,11 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
     vbytes = LANES * ebytes
     tile_rows = ch.mxm.fp16_tile_rows
     tile_cycles = tile_rows * vbytes * units / ch.mxm.install_bytes_per_cycle  # one tile into one unit
+    eight = weights in ("int8", "fp8")
+    # the linears' tiles (the attention and expert tiles stay in the precision's type)
+    ltr = hw.tile_rows("i8") if eight else tile_rows
+    lvb = LANES if eight else vbytes
+    ltc = ltr * lvb * units / ch.mxm.install_bytes_per_cycle
     lat = ch.vxm.latency_cycles
     fp = hw.floorplan
     pos = {u: fp.unit_distance(u) for u in ("vxm", "mem", "c2c", "sxm", "mxm")}  # from the centre
@@ -95,7 +102,7 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
         cols = N if e.outputs[0] in plan.rowsplit else local(e.outputs[0], c)
         if not rows or not cols:
             return 0
-        return ceil(rows / tile_rows) * _vec(cols)
+        return ceil(rows / ltr) * _vec(cols)
 
 
     def _shared_units(e, unit, lam, start, f, chain):
@@ -118,9 +125,9 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
         for x, dd in joined.items():
             if len(dd) < 2:
                 continue
-            rows = ceil(wrows[next(iter(dd))] / tile_rows)
+            rows = ceil(wrows[next(iter(dd))] / ltr)
             t = max(rows * _vec(sum(local(lin, c) for lin in dd)) for c in range(chips))
-            group = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, ceil(t / units) - 2) * tile_cycles
+            group = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, ceil(t / units) - 2) * ltc
             v = min(lin_start[lin] for lin in dd) + group + min(dd.values())
             if v > f:
                 f, chain = v, best_chain.get(x, [])
@@ -163,10 +170,15 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int) -> Bound
             unit = "mxm"
             per_chip = [tiles_linear(e, c) for c in range(chips)]
             for c, t in enumerate(per_chip):
-                stream_bytes[c] += t * tile_rows * vbytes
+                stream_bytes[c] += t * ltr * lvb
                 passes[c] += t
             tu = ceil(max(per_chip) / units) if per_chip else 0
-            lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * tile_cycles
+            lam = ch.mxm.latency_cycles + ch.mxm.emit_cycles + max(0, tu - 2) * ltc
+            if eight:
+                # before the first tile: |x|, its lane max (two SXM rounds), the scale and its
+                # reciprocal, x times it into the 8-bit region; after the last: the rescale (a multiply)
+                lam += (lat.add + 2 * (move("vxm", "sxm") + ch.sxm.latency_cycles.permute + move("sxm", "vxm") + lat.add)
+                        + 3 * move("vxm", "vxm") + lat.add + lat.mul + lat.recip + lat.mul + lat.mul)
             if e.outputs[0] in plan.rowsplit and group > 1:
                 n = size1(g.vars[e.outputs[0]].shape)
                 key = ("ar", plan.owner.get(e.outputs[0], 0) if plan.staged else 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from isa import FORMAT_VERSION, Hardware, Instr, Program, encode_many, hw_hash
+from isa.program import np_dtype
 from isa.table import parse_queue
 
 from .buffers import LANES
@@ -55,7 +56,7 @@ def build_program(hw: Hardware, lowered, regions, streams, buckets, meta: dict) 
         if b.data is None or meta.get("timing_only"):
             continue
         # in the region's own element type, exactly as the file stores it (no copy when it already is)
-        dt = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32}[b.dtype]
+        dt = np_dtype(b.dtype)
         if b.data.dtype == dt and b.data.size == b.vectors * LANES:
             full = b.data.reshape(-1)
         else:

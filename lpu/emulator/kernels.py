@@ -57,7 +57,7 @@ OP_COPY, OP_GATHER, OP_SCATTER, OP_SCATCOL = 0x40, 0x41, 0x42, 0x43
 OP_SEND, OP_RECV, OP_DESKEW = 0x50, 0x51, 0x52
 
 # Element type codes (isa.table.DTYPES)
-DT_FP32, DT_FP16, DT_I32 = 0, 1, 2
+DT_FP32, DT_FP16, DT_I32, DT_I8, DT_FP8 = 0, 1, 2, 3, 4
 MODE_SEQ, MODE_REP, MODE_GRP, MODE_IMM = 0, 1, 2, 3
 
 # VXM function codes (isa.table.VXM_FNS; asserted in machine.py)
@@ -91,9 +91,9 @@ ST_F32, ST_F16 = 0, 1  # R_STORE: which memory array holds the region
 # R_BASE: -1 (the region lives at its rows in the bank layout), or its first row, laid out column-major
 
 # MXM tile state per unit (rows of the `tile` array): shadow tile, then active tile, the same fields:
-# first entry in the bucket's `tiles`, rows (-1: none), store of the region
-T_SH_START, T_SH_ROWS, T_SH_ST, T_AC_START, T_AC_ROWS, T_AC_ST = range(6)
-TILE_STATE = 6
+# first entry in the bucket's `tiles`, rows (-1: none), store of the region, element type of the region
+T_SH_START, T_SH_ROWS, T_SH_ST, T_SH_DT, T_AC_START, T_AC_ROWS, T_AC_ST, T_AC_DT = range(8)
+TILE_STATE = 8
 
 # Runtime error codes (err[0]); err[1] = instruction row; errval[0] = the offending value
 E_OK = 0
@@ -380,6 +380,33 @@ def load_elem(mem, mem16, st, g, l):
 
 
 @njit(cache=True, inline="always")
+def round_i8(x):
+    """float32 -> the nearest integer (ties to even), saturated to -127..127; NaN gives 0 (isa.numerics)."""
+    if x != x:
+        return np.float32(0.0)
+    return np.float32(min(max(np.rint(np.float64(x)), -127.0), 127.0))
+
+
+@njit(cache=True, inline="always")
+def round_fp8(x):
+    """float32 -> the nearest e4m3fn value (ties to even), saturated to +-448; NaN stays (isa.numerics)."""
+    if x != x:
+        return x
+    a = abs(np.float64(x))
+    e = math.frexp(a)[1]  # a = m * 2**e, 0.5 <= m < 1
+    q = math.ldexp(1.0, max(e - 1, -6) - 3)  # the spacing of e4m3 values in a's binade
+    r = min(np.rint(a / q) * q, 448.0)
+    return np.float32(r if x >= 0 else -r)
+
+
+@njit(cache=True)
+def round_8bit_array(x, out, fp8):
+    """out[k] = x[k] stored into an i8 (fp8: an fp8) region (host side and tests)."""
+    for k in range(x.size):
+        out[k] = round_fp8(x[k]) if fp8 else round_i8(x[k])
+
+
+@njit(cache=True, inline="always")
 def store_lanes(mem, mem16, st, dtype, g, lane0, nl, src, base):
     """memory row g, lanes lane0..lane0+nl-1 = src[base:base+nl] rounded to dtype."""
     s = src[base:base + nl]
@@ -395,6 +422,12 @@ def store_lanes(mem, mem16, st, dtype, g, lane0, nl, src, base):
     elif dtype == DT_I32:
         for l in range(nl):
             d[l] = np.trunc(s[l])
+    elif dtype == DT_I8:
+        for l in range(nl):
+            d[l] = round_i8(s[l])
+    elif dtype == DT_FP8:
+        for l in range(nl):
+            d[l] = round_fp8(s[l])
     else:
         for l in range(nl):
             d[l] = s[l]
@@ -536,9 +569,12 @@ def _vxm(ins, i, imm, mem, mem16, regs, bank_base, nbanks, scratch, avec, bvec):
 
 
 @njit(cache=True, error_model="numpy")
-def _acc(mem, mem16, st, tiles, start, rows, xv, x_lane, acc, cu, slot, accumulate, tmp):
+def _acc(mem, mem16, st, tiles, start, rows, xv, x_lane, acc, cu, slot, accumulate, tmp, exact):
     """acc[cu, slot] = (accumulate ? acc : 0) + sum_r xv[x_lane + r] * tile row r, summed in row order.
-    Tile row r is memory row tiles[start + r]; the multiply and the add are rounded separately."""
+    Tile row r is memory row tiles[start + r]; the multiply and the add are rounded separately, to fp32.
+    `exact` (an i8 tile): the int8 path, int32 accumulation. The tile's sum is exact in fp32 (at most
+    320 products of magnitude <= 127 * 127: 5.2e6 < 2**24) and the accumulator (float64, holding
+    integers) adds it without rounding, as an int32 accumulator does."""
     for l in range(LANES):
         tmp[l] = 0.0
     if st == ST_F16:
@@ -553,9 +589,12 @@ def _acc(mem, mem16, st, tiles, start, rows, xv, x_lane, acc, cu, slot, accumula
             g = tiles[start + r]
             for l in range(LANES):
                 tmp[l] += xr * mem[g, l]
-    if accumulate:
+    if accumulate and exact:
         for l in range(LANES):
             acc[cu, slot, l] = acc[cu, slot, l] + tmp[l]
+    elif accumulate:
+        for l in range(LANES):
+            acc[cu, slot, l] = np.float32(np.float32(acc[cu, slot, l]) + tmp[l])
     else:
         for l in range(LANES):
             acc[cu, slot, l] = tmp[l]
@@ -587,7 +626,7 @@ def exec_range(ins, aux, imm, lo, hi, mem, mem16, regs, bank_base, nbanks, units
             xg = vec_row(regs, bank_base, nbanks, xreg, np.int64(ins[i, C_X_OFF]))
             load_vec(mem, mem16, regs[xreg, R_STORE], xg, avec, 0)
             _acc(mem, mem16, tile[T_AC_ST, cu], tiles, tile[T_AC_START, cu], rows, avec, np.int64(ins[i, C_X_LANE]),
-                 acc, cu, np.int64(ins[i, C_SLOT]), ins[i, C_ACCUMULATE] != 0, tmp)
+                 acc, cu, np.int64(ins[i, C_SLOT]), ins[i, C_ACCUMULATE] != 0, tmp, tile[T_AC_DT, cu] == DT_I8)
         elif op == OP_VXM:
             _vxm(ins, i, imm, mem, mem16, regs, bank_base, nbanks, scratch, avec, bvec)
             n = np.int64(ins[i, C_N])
@@ -607,6 +646,7 @@ def exec_range(ins, aux, imm, lo, hi, mem, mem16, regs, bank_base, nbanks, units
             tile[T_SH_START, cu] = aux[i]
             tile[T_SH_ROWS, cu] = np.int64(ins[i, C_ROWS])
             tile[T_SH_ST, cu] = regs[ins[i, C_SRC_REG], R_STORE]
+            tile[T_SH_DT, cu] = regs[ins[i, C_SRC_REG], R_DTYPE]
         elif op == OP_IW:
             cu = chip * units + ins[i, C_UNIT]
             if tile[T_SH_ROWS, cu] < 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from isa import DTYPES, Region
+from isa.numerics import round_to as _round_to
 
 from . import kernels as K
 from .errors import EmulationError
@@ -131,13 +132,5 @@ class Layout:
 
 
 def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
-    """Host-side rounding of values to a region element type, as float32."""
-    v = np.asarray(values)
-    if dtype == "fp16":
-        with np.errstate(over="ignore"):
-            return v.astype(np.float32).astype(np.float16).astype(np.float32)
-    if dtype == "i32":
-        if np.issubdtype(v.dtype, np.floating):
-            return np.trunc(v).astype(np.float32)
-        return v.astype(np.float32)
-    return v.astype(np.float32)
+    """Host-side rounding of values to a region element type, as float32 (isa.numerics)."""
+    return _round_to(values, dtype)

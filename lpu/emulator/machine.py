@@ -41,7 +41,8 @@ assert {n: f.code for n, f in VXM_BY_NAME.items()} == {
     "max": K.FN_MAX, "min": K.FN_MIN, "cmpgt": K.FN_CMPGT, "cmpge": K.FN_CMPGE, "cmpeq": K.FN_CMPEQ,
     "select": K.FN_SELECT, "rsum": K.FN_RSUM, "rmax": K.FN_RMAX}
 assert SXM_BY_NAME["rot"].code == K.SXM_ROT and SXM_BY_NAME["shuf"].code == K.SXM_SHUF
-assert {name: code for code, (name, _) in DTYPES.items()} == {"fp32": K.DT_FP32, "fp16": K.DT_FP16, "i32": K.DT_I32}
+assert {name: code for code, (name, _) in DTYPES.items()} == {"fp32": K.DT_FP32, "fp16": K.DT_FP16, "i32": K.DT_I32,
+                                                            "i8": K.DT_I8, "fp8": K.DT_FP8}
 assert (isa.MODE_SEQ, isa.MODE_REP, isa.MODE_GRP, isa.MODE_IMM) == (K.MODE_SEQ, K.MODE_REP, K.MODE_GRP, K.MODE_IMM)
 
 _IMAGE_PIECE_VECTORS = 4096  # image copy granularity: bounds the temporaries of a conversion
@@ -231,7 +232,9 @@ class Emulator:
         self.warmup_seconds = time.perf_counter() - t
 
         cu = self.chips * self.units
-        self._acc = np.zeros((cu, m.acc_slots, VECTOR_LANES), dtype=np.float32)
+        # float64: holds fp32 values (fp16/fp32 tiles round every add to fp32) or the exact integers of
+        # the int8 path's int32 accumulation (kernels._acc)
+        self._acc = np.zeros((cu, m.acc_slots, VECTOR_LANES), dtype=np.float64)
         self._tile = np.zeros((K.TILE_STATE, cu), dtype=np.int64)  # MXM tile state per unit (kernels.T_*)
         self._pool = None  # worker threads for the chip groups past the first (created on first use)
         self._cells: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -282,7 +285,7 @@ class Emulator:
         mem16 = np.zeros((1, VECTOR_LANES), dtype=np.uint16)
         ins = np.zeros((0, len(K.COLUMNS)), np.int32)
         f32 = np.zeros(VECTOR_LANES, np.float32)
-        acc = np.zeros((1, 1, VECTOR_LANES), np.float32)
+        acc = np.zeros((1, 1, VECTOR_LANES), np.float64)
         aux = np.zeros(0, np.int64)
         tile = np.zeros((K.TILE_STATE, 1), np.int64)
         K.run_bucket(ins, aux, np.zeros(0, np.float32), mem, mem16, regs, one, 1, 1, one, acc, tile, f32, one, one, one,
@@ -313,8 +316,8 @@ class Emulator:
                     self.memory16[rows] = piece.view(np.uint16).reshape(-1, VECTOR_LANES)
                 elif r.dtype == "fp16":
                     K.load_f16_vectors(self.memory, rows, piece.view(np.uint16))
-                else:
-                    self.memory[rows] = piece.reshape(-1, VECTOR_LANES)  # fp32 copy, i32 -> float32
+                else:  # fp32 copy; i32, i8 and fp8 (their values, exactly) -> float32
+                    self.memory[rows] = piece.astype(np.float32).reshape(-1, VECTOR_LANES)
                 _release_file_pages(piece)
 
     def reset(self) -> None:

@@ -64,12 +64,12 @@ class Lowered:
     symbols: dict
 
 
-def lower(g, plan, hw: Hardware, precision: str, buckets: list[dict], max_context: int) -> Lowered:
+def lower(g, plan, hw: Hardware, precision: str, buckets: list[dict], max_context: int, weights: str = "fp16") -> Lowered:
     """Lower every context bucket of the partitioned graph `g` (one Lowerer per bucket, one pool)."""
     pool = BufferPool()
     code, first = [], None
     for b, bk in enumerate(buckets):
-        low = Lowerer(g, plan, hw, precision, bk["context"], max_context, pool, b)
+        low = Lowerer(g, plan, hw, precision, bk["context"], max_context, pool, b, weights)
         low.run()
         low.duplicate_shared_inputs()
         code.append(low.code)

@@ -63,8 +63,10 @@ class Emitter:
     """Instructions and buffers on the chips, without a graph: the builders every lowering uses (and
     kernels such as gemm.py that are written directly in instructions)."""
 
-    def __init__(self, hw: Hardware, chips: int, precision: str, pool: BufferPool, bucket: int | None = None) -> None:
+    def __init__(self, hw: Hardware, chips: int, precision: str, pool: BufferPool, bucket: int | None = None,
+                 weights: str = "fp16") -> None:
         self.hw = hw
+        self.weights = weights  # the linears' weight format (linears.py): fp16 (the precision's type), int8, fp8
         self.chips = chips
         self.pool, self.bucket = pool, bucket
         self.wdtype = "fp16" if precision == "fp16" else "fp32"
@@ -209,8 +211,8 @@ class Lowerer(Emitter):
     every equation, once per chip that holds its output."""
 
     def __init__(self, g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int, max_context: int,
-                 pool: BufferPool, bucket: int) -> None:
-        super().__init__(hw, plan.chips, precision, pool, bucket)
+                 pool: BufferPool, bucket: int, weights: str = "fp16") -> None:
+        super().__init__(hw, plan.chips, precision, pool, bucket, weights)
         self.g, self.plan = g, plan
         self.ctx = ctx  # positions visible in this bucket (a multiple of 320)
         self.max_context = max_context
