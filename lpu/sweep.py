@@ -27,7 +27,7 @@ COLUMNS = KEY + ("status", "cycles_per_token", "tokens_per_second", "lower_bound
                  "stages", "clock_hz", "sram_bytes_per_chip", "compile_seconds", "error")
 # The grid's lists, in the order the cells run through them; what each list holds, for the error messages.
 AXES = {"models": (str, "ONNX or config.json paths"), "presets": (str, "hardware preset names or files"),
-        "chips": (int, "positive integers"), "weights": (str, "weight formats (fp16, fp32)"),
+        "chips": (int, "positive integers"), "weights": (str, "weight formats (fp16, fp32, int8, fp8)"),
         "contexts": (int, "positive integers")}
 OPTIONAL = {"partition": "auto"}
 
@@ -102,8 +102,11 @@ def run_cell(cell: Cell) -> dict:
 
     row = dict(zip(KEY, cell.key))
     try:
-        est = estimate(cell.model_path, hw=cell.hw, chips=cell.chips, precision=cell.weights, context=cell.context,
-                       max_context=cell.context, partition=cell.partition)
+        # fp16 and fp32: the compute precision (weights in that type); int8, fp8: the MXM's 8-bit weights
+        precision = "fp32" if cell.weights == "fp32" else "fp16"
+        weights = "fp16" if cell.weights in ("fp16", "fp32") else cell.weights
+        est = estimate(cell.model_path, hw=cell.hw, chips=cell.chips, precision=precision, context=cell.context,
+                       max_context=cell.context, partition=cell.partition, weights=weights)
     except Exception as exc:  # the cell's error is its result; the sweep goes on
         return {**row, "status": "error", "error": _error_text(exc)}
     sram = est["sram_bytes_per_chip"]

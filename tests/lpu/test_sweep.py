@@ -128,7 +128,7 @@ def test_a_failing_cell_records_its_error_and_a_rerun_retries_errors(swept, tmp_
         w.writeheader()
         w.writerows([foreign, *seeded.values()])
     g = tmp_path / "grid.toml"
-    g.write_text(grid_text([str(FIX / m) for m in MODELS], weights=("fp16", "int8")))
+    g.write_text(grid_text([str(FIX / m) for m in MODELS], weights=("fp16", "int4")))
     rc, stdout, err = sweep(g, out, capsys)
     assert rc == 0, err
     assert stdout.strip() == f"32 cells: 1 done, 15 skipped, 16 failed -> {out}"
@@ -136,9 +136,9 @@ def test_a_failing_cell_records_its_error_and_a_rerun_retries_errors(swept, tmp_
     assert len(got) == 33 and got[("elsewhere.onnx",) + retry[1:]] == foreign
     assert without_seconds(got[retry]) == without_seconds(old[retry])  # the error row was replaced
     for k, row in got.items():
-        if k[3] == "int8":
+        if k[3] == "int4":
             assert row == {**dict.fromkeys(HEADER, ""), **dict(zip(HEADER, k)), "status": "error",
-                           "error": "--precision int8: valid values are fp16, fp32"}
+                           "error": "--weights int4: valid values are fp16, int8, fp8"}
     # again: the failed cells are retried (and fail again), each cell still has one row, nothing else changes
     lines = set(out.read_text().splitlines())
     rc, stdout, err = sweep(g, out, capsys)
