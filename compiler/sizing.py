@@ -10,8 +10,8 @@ tied). tests/compiler/test_sizing.py checks them against the published counts of
 The chip count is a lower bound: weights at the format's bytes per element plus the KV cache at fp16, divided by
 a chip's SRAM (`Hardware.sram_bytes_per_chip`); a compiled program needs more (activations, padding to 320
 lanes, bank fragmentation). The weight formats a preset offers are its MXM's: int8 on GroqChip1 (int8 x int8 ->
-int32, [ISCA20]), fp8 on LP30 (its published fp8 rate, [NV26]); sizing in them counts bytes only -- the int8 and
-fp8 weight paths themselves are not implemented yet (weights are fp16 or fp32 in every program).
+int32, [ISCA20]), fp8 on LP30 (its published fp8 rate, [NV26]); sizing in them counts bytes only (the compiled
+8-bit paths are `--weights int8|fp8`: README "8-bit weights").
 """
 from __future__ import annotations
 

@@ -280,8 +280,9 @@ def _check_config(path: Path, hws, args) -> int:
         cells = ", ".join(f">= {n:,} chip(s) at {fmt}" for fmt, n in f["chips_at_least"].items())
         beyond = max(f["chips_at_least"].values()) > f["max_chips"]
         print(f"fits       {name}: {cells} (weights + KV cache; {f['sram_bytes_per_chip'] / 2**20:.0f} MiB SRAM per chip"
-              + (f"; the compiler maps up to {f['max_chips']} chips today" if beyond else "") + ")")
-    print("note       a lower bound from bytes alone; the int8 / fp8 weight paths are not implemented yet")
+              + (f"; the {name} system joins at most {f['max_chips']:,} chips" if beyond else "") + ")")
+    print("note       a lower bound from bytes alone; `lpu estimate CONFIG.json --chips N [--weights int8|fp8]` "
+          "compiles it timing-only")
     return 0
 
 
