@@ -923,7 +923,7 @@ def config_str(spec: Spec) -> str:
 
 # the families compiler/frontend/from_config.py builds: their Optimum fixtures get the config.json they were
 # exported from (tests/compiler/test_timing_only.py compiles both and compares)
-CONFIG_FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+CONFIG_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "phi3", "gpt_neox", "opt", "gemma")
 
 
 def write_configs(out_dir: Path) -> list[Path]:
@@ -1067,7 +1067,7 @@ def write_readme(out_dir: Path, records: list[dict], vers: dict) -> None:
         lines.append(f"| {files} | {r['family']} | {EXPORTER_DOC[r['exporter']]} | `{r['config']}` | "
                      f"{r['params']:,} | {size} | {r['seed']} | `python tools/make_fixtures.py --only {r['name']}` |")
     lines += ["", "`configs/<name>.json` is the Hugging Face config.json the Optimum fixtures of the families the "
-              "config compile builds (llama, mistral, qwen2, gpt2) and the default model were made from "
+              f"config compile builds ({', '.join(CONFIG_FAMILIES)}) and the default model were made from "
               "(`python tools/make_fixtures.py --configs-only` writes them alone)."]
     lines += ["", f"Greedy decode of prompt {PROMPT} for {N_TOKENS} tokens with ONNX Runtime "
               "(`lpu.reference.OrtDecoder`, one token per step), and the smallest top-1/top-2 logit gap "
