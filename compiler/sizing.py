@@ -7,7 +7,9 @@ projections with the family's biases, the MLP -- gated or not -- and the norms; 
 tied). tests/compiler/test_sizing.py checks them against the published counts of real checkpoints (Llama-2-7B
 6,738,415,616, ...).
 
-The chip count is a lower bound: weights at the format's bytes per element plus the KV cache at fp16, divided by
+The chip count is a lower bound: the weights a program stores in the format (the linears at its bytes per element;
+the embedding and position tables, gathered rather than multiplied, at fp16 whatever the format; a tied LM head as
+a copy of its own: `stored_bytes`) plus the KV cache at fp16, divided by
 a chip's SRAM (`Hardware.sram_bytes_per_chip`); a compiled program needs more (activations, padding to 320
 lanes, bank fragmentation). The weight formats a preset offers are its MXM's: int8 on GroqChip1 (int8 x int8 ->
 int32, [ISCA20]), fp8 on LP30 (its published fp8 rate, [NV26]); sizing in them counts bytes only (the compiled
@@ -69,6 +71,7 @@ def shape(cfg: dict) -> dict:
         inner = int(cfg.get("n_inner") or 4 * H)
         layer = attn + 3 * H + H + 2 * H * inner + inner + H + 4 * H  # c_attn/c_proj biases, MLP and its biases, 2 LN
         extra = V * H + P * H + 2 * H  # wte, wpe, ln_f
+        tables = V * H + P * H
     elif mt == "opt":
         inner = int(_get(cfg, "ffn_dim"))
         proj = int(cfg.get("word_embed_proj_dim") or H)
@@ -76,10 +79,12 @@ def shape(cfg: dict) -> dict:
         extra = V * proj + (P + 2) * H + (2 * H * proj if proj != H else 0)  # learned positions have 2 extra rows
         extra += 2 * H if cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm") else 0
         tied_head = V * proj
+        tables = V * proj + (P + 2) * H
     elif mt == "gpt_neox":
         inner = int(_get(cfg, "intermediate_size"))
         layer = attn + 3 * H + H + 2 * H * inner + inner + H + 4 * H  # qkv/dense biases, MLP and biases, 2 LN
         extra = V * H + 2 * H
+        tables = V * H
     else:  # llama-style: RMSNorm, gated MLP
         inner = int(_get(cfg, "intermediate_size"))
         bias = (q + 2 * kv) if mt == "qwen2" else 0
@@ -87,10 +92,13 @@ def shape(cfg: dict) -> dict:
             bias = q + 2 * kv + H
         layer = attn + bias + 3 * H * inner + 2 * H
         extra = V * H + H
-    head = 0 if tied else (tied_head if mt == "opt" else V * H)
+        tables = V * H
+    head_params = tied_head if mt == "opt" else V * H
+    head = 0 if tied else head_params
     params = L * layer + extra + head
     return {"family": mt, "layers": L, "hidden": H, "heads": nh, "kv_heads": nkv, "head_dim": hd, "vocab": V,
-            "positions": P, "tied": tied, "params": params}
+            "positions": P, "tied": tied, "params": params, "table_params": tables,
+            "tied_head_params": head_params if tied else 0}
 
 
 def kv_bytes(s: dict, context: int) -> int:
@@ -98,8 +106,17 @@ def kv_bytes(s: dict, context: int) -> int:
     return 2 * s["layers"] * s["kv_heads"] * s["head_dim"] * context * KV_BYTES
 
 
+def stored_bytes(s: dict, fmt: str) -> int:
+    """The bytes of the weights a program stores with `fmt` weights: the tables read by position or token (the
+    embeddings, learned positions) stay at fp16 whatever the format (a gather, not a linear: the 8-bit path is the
+    linears'), everything else at the format's bytes (the norm gains and biases too: a lower bound); a tied LM
+    head is a second copy (the export's lm_head reads Transpose(embedding), a constant of its own)."""
+    tables = s["table_params"]
+    return (s["params"] - tables) * BYTES[fmt] + tables * max(BYTES[fmt], BYTES["fp16"]) + s["tied_head_params"] * BYTES[fmt]
+
+
 def chips_needed(s: dict, context: int, fmt: str, sram_bytes_per_chip: int) -> int:
-    return max(1, math.ceil((s["params"] * BYTES[fmt] + kv_bytes(s, context)) / sram_bytes_per_chip))
+    return max(1, math.ceil((stored_bytes(s, fmt) + kv_bytes(s, context)) / sram_bytes_per_chip))
 
 
 def size_config(path, hardware: list, context: int | None = None) -> dict:
@@ -112,7 +129,7 @@ def size_config(path, hardware: list, context: int | None = None) -> dict:
     if ctx < 1:
         raise ModelError(f"--context {ctx}: must be at least 1")
     rep = {"config": os.path.basename(os.fspath(path)), "supported": True, **s, "context": ctx,
-           "kv_cache_bytes": kv_bytes(s, ctx), "weight_bytes": {f: s["params"] * b for f, b in BYTES.items()}}
+           "kv_cache_bytes": kv_bytes(s, ctx), "weight_bytes": {f: stored_bytes(s, f) for f in BYTES}}
     fits = {}
     for hw in hardware:
         fmts = WEIGHT_FORMATS.get(hw.name, ("fp16",))

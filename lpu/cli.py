@@ -273,8 +273,9 @@ def _check_config(path: Path, hws, args) -> int:
           f"{rep['heads']} heads ({rep['kv_heads']} KV) of {rep['head_dim']}, vocabulary {rep['vocab']:,}"
           + (", tied embeddings" if rep["tied"] else ""))
     wb = rep["weight_bytes"]
-    print(f"weights    {rep['params']:,} parameters ({wb['fp16'] / 2**30:.2f} GiB at fp16, {wb['int8'] / 2**30:.2f} GiB "
-          "at 8 bits)")
+    print(f"weights    {rep['params']:,} parameters; stored {wb['fp16'] / 2**30:.2f} GiB at fp16, {wb['int8'] / 2**30:.2f} GiB "
+          "with 8-bit linears (embeddings stay fp16" + ("; the tied LM head is a copy of its own" if rep["tied"] else "")
+          + ")")
     print(f"kv cache   {rep['kv_cache_bytes'] / 2**30:.3f} GiB at {rep['context']:,} positions (fp16)")
     for name, f in rep["fits"].items():
         cells = ", ".join(f">= {n:,} chip(s) at {fmt}" for fmt, n in f["chips_at_least"].items())
