@@ -116,6 +116,7 @@ class Mapping:
 
     plan: Plan
     estimates: dict
+    name: str = ""  # the candidate taken ("tp", "pp", "hybrid 3x8", ...)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,10 @@ class Compilation:
     regions: list | None = None
     scheduled: Schedules | None = None
     program: Program | None = None
+    # mappings whose program did not fit SRAM (the next fastest is tried), and the mappings' estimates of the
+    # fold's graph with and without the permuted linears (permute_linears -> estimates)
+    excluded: set = field(default_factory=set)
+    estimates: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -187,9 +192,9 @@ def _canonicalise(c: Compilation) -> Graph:
 
 
 def _map(c: Compilation) -> Mapping:
-    plan, est = choose_mapping(c.folded.graph, c.hw, c.opts)
-    c.report.mappings = est
-    return Mapping(plan, est)
+    name, plan, est = choose_mapping(c.folded.graph, c.hw, c.opts, c.excluded, c.estimates.get(c.permute_linears))
+    c.report.mappings = c.estimates[c.permute_linears] = est
+    return Mapping(plan, est, name)
 
 
 def _lower(c: Compilation) -> Lowered:
@@ -293,19 +298,52 @@ def run_passes(c: Compilation, first: str, last: str = "emit") -> Compilation:
 
 
 def _compile(c: Compilation, first: str) -> tuple[Program, Report]:
+    """Every pass from `first`; when the program does not fit SRAM: without the permuted weight copies, then
+    (mapping `auto` or `hybrid` without --stages) with the next fastest mapping (with the copies, then without),
+    until one fits or none is left, unless the weights and the cache outgrow all the chips' SRAM together (then no
+    mapping can fit)."""
     c.opts.check(c.hw)
     try:
         run_passes(c, first)
-    except CapacityError:
-        if not (c.folded is not None and c.folded.permuted_linears and c.permute_linears):
-            raise
-        # the permuted weight copies (rotate-half as a second linear) cost SRAM: fold again without them
-        c.permute_linears = False
+        return c.program, c.report
+    except CapacityError as exc:
+        first_error, first_name = exc, c.mapping.name if c.mapping is not None else ""
+    while True:
+        if c.folded is not None and c.folded.permuted_linears and c.permute_linears:
+            # the permuted weight copies (rotate-half as a second linear) cost SRAM: fold again without them
+            c.permute_linears, again = False, "fold"
+        elif c.mapping is not None and _more_mappings(c):
+            c.excluded.add(c.mapping.name)  # the next mapping, first with the permuted copies again
+            again = "map" if c.permute_linears else "fold"
+            c.permute_linears = True
+        else:
+            if c.excluded:
+                tried = sorted((c.excluded | {c.mapping.name}) - {first_name})
+                raise CapacityError(f"{first_error} (with the {first_name} mapping, the fastest by the estimate; "
+                                    f"nor with {', '.join(tried)})") from None
+            raise first_error
         c.report.bounds, c.report.cycles, c.report.instructions = [], [], 0
-        for p in PASSES[PASS_NAMES.index("fold"):]:
-            setattr(c, p.product, None)  # the first attempt's products go now, not after the second
-        run_passes(c, "fold")
-    return c.program, c.report
+        for p in PASSES[PASS_NAMES.index(again):]:
+            setattr(c, p.product, None)  # the failed attempt's products go now, not after the next one
+        try:
+            run_passes(c, again)
+            return c.program, c.report
+        except CapacityError:
+            continue
+
+
+def _more_mappings(c: Compilation) -> bool:
+    """Whether another mapping is left to try, and could fit: the bytes every program stores at least (the
+    constants, 8-bit linears at one byte, the rest at two; the KV cache at fp16) within all chips' SRAM."""
+    est = c.estimates.get(c.permute_linears) or {}
+    if len([k for k in est if k not in c.excluded and k != c.mapping.name]) == 0:
+        return False
+    g = c.folded.graph
+    w8 = c.opts.weights != "fp16"
+    lin = {e.inputs[1] for e in g.eqns if e.prim == "linear"}
+    need = sum(int(v.size) * (1 if w8 and k in lin else 2) for k, v in g.consts.items())
+    need += sum(2 * s.heads * s.head_dim * c.opts.max_context for s in g.states.values())
+    return need <= c.hw.system.chips * c.hw.sram_bytes_per_chip
 
 
 # ------------------------------------------------------------------------------------------- mapping
@@ -324,7 +362,7 @@ def _linked_groups(hw: Hardware, per: int, groups: int) -> bool:
                for b in range(s * per, (s + 1) * per) if a != b)
 
 
-def choose_mapping(g: Graph, hw: Hardware, opts: Options):
+def choose_mapping(g: Graph, hw: Hardware, opts: Options, exclude=(), known: dict | None = None):
     """Tensor-parallel, pipeline or a hybrid (pipeline stages of tensor-parallel chips): each candidate
     is estimated by its lower bound at the largest context (the same model of the machine the bound
     uses: streaming, links, dependency latency), and the fastest is taken; --partition tp|pp|hybrid
@@ -332,7 +370,7 @@ def choose_mapping(g: Graph, hw: Hardware, opts: Options):
     a pipeline crosses nodes and racks over the topology's routes."""
     chips = hw.system.chips
     if chips == 1:
-        return make_plan(g, 1), {"single": None}
+        return "single", make_plan(g, 1), {"single": None}
     cands: dict = {}
     tp_ok = _linked_groups(hw, chips, 1)
     if opts.partition == "tp" and not tp_ok:
@@ -340,22 +378,26 @@ def choose_mapping(g: Graph, hw: Hardware, opts: Options):
                            f"and the {hw.system.topology} topology links at most {_largest_group(hw)} that way; use "
                            f"--partition pp, hybrid or auto")
     regions = find_regions(g) if opts.partition != "pp" else None  # shared by the tensor-parallel plans
+    # stages of equal weight bytes: 8-bit linears' elements are half an fp16 (a quarter of an fp32) table's
+    lb = 1.0 if opts.weights == "fp16" else 1.0 / {"fp16": 2, "fp32": 4}[opts.precision]
     if opts.partition in ("tp", "auto") and tp_ok:
         cands["tp"] = lambda: make_plan(g, chips, regions)
     if opts.partition in ("pp", "auto"):
-        cands["pp"] = lambda: plan_pp(g, chips, hw.topology)
+        cands["pp"] = lambda: plan_pp(g, chips, hw.topology, linear_bytes=lb)
     if opts.partition in ("hybrid", "auto"):
         for k in [opts.stages] if opts.stages else hybrid_stages(chips, hw):
-            cands[f"hybrid {k}x{chips // k}"] = lambda k=k: plan_hybrid(g, chips, k, regions, hw.topology)
+            cands[f"hybrid {k}x{chips // k}"] = lambda k=k: plan_hybrid(g, chips, k, regions, hw.topology, lb)
     if not cands:
         raise CompileError(f"--partition hybrid needs stages of at least 2 directly linked chips each, all the same "
                            f"size: {chips} chip(s) have none (e.g. --chips 4, 8, 16)")
-    plans, est = {}, {}
+    plans, est = {}, dict(known or {})
     for name, fn in cands.items():
-        plans[name] = fn()
-        est[name] = bound(g, plans[name], hw, opts.precision, opts.max_context, opts.weights).cycles
-    best = min(est, key=lambda k: (est[k], k))
-    return plans[best], est
+        if name not in est:
+            plans[name] = fn()
+            est[name] = bound(g, plans[name], hw, opts.precision, opts.max_context, opts.weights).cycles
+    left = [k for k in cands if k not in exclude]
+    best = min(left, key=lambda k: (est[k], k))
+    return best, plans[best] if best in plans else cands[best](), est
 
 
 def _largest_group(hw: Hardware) -> int:
