@@ -378,15 +378,13 @@ def choose_mapping(g: Graph, hw: Hardware, opts: Options, exclude=(), known: dic
                            f"and the {hw.system.topology} topology links at most {_largest_group(hw)} that way; use "
                            f"--partition pp, hybrid or auto")
     regions = find_regions(g) if opts.partition != "pp" else None  # shared by the tensor-parallel plans
-    # stages of equal weight bytes: 8-bit linears' elements are half an fp16 (a quarter of an fp32) table's
-    lb = 1.0 if opts.weights == "fp16" else 1.0 / {"fp16": 2, "fp32": 4}[opts.precision]
     if opts.partition in ("tp", "auto") and tp_ok:
         cands["tp"] = lambda: make_plan(g, chips, regions)
     if opts.partition in ("pp", "auto"):
-        cands["pp"] = lambda: plan_pp(g, chips, hw.topology, linear_bytes=lb)
+        cands["pp"] = lambda: plan_pp(g, chips, hw.topology)
     if opts.partition in ("hybrid", "auto"):
         for k in [opts.stages] if opts.stages else hybrid_stages(chips, hw):
-            cands[f"hybrid {k}x{chips // k}"] = lambda k=k: plan_hybrid(g, chips, k, regions, hw.topology, lb)
+            cands[f"hybrid {k}x{chips // k}"] = lambda k=k: plan_hybrid(g, chips, k, regions, hw.topology)
     if not cands:
         raise CompileError(f"--partition hybrid needs stages of at least 2 directly linked chips each, all the same "
                            f"size: {chips} chip(s) have none (e.g. --chips 4, 8, 16)")

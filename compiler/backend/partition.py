@@ -403,12 +403,10 @@ def _components(uf, x: str, nx: int):
     return sorted((np.array(v, dtype=np.int64) for v in comps.values()), key=lambda a: int(a[0]))
 
 
-def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None, linear_bytes: float = 1.0) -> Plan:
+def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None) -> Plan:
     """Pipeline mapping: the equations in order, cut into `chips` contiguous stages of about equal weight
     bytes, each cut placed where the fewest values cross it (between layers: the residual stream). A
-    value needed on a later chip is sent over the link between the two chips. `linear_bytes`: a linear's
-    weight element in bytes relative to a table's (gather) element: 0.5 with 8-bit weights, whose tables
-    stay in the precision's type."""
+    value needed on a later chip is sent over the link between the two chips."""
     full = {v: np.arange(size1(var.shape), dtype=np.int64) for v, var in g.vars.items()}
     n = len(g.eqns)
     if chips == 1:
@@ -418,7 +416,7 @@ def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None, line
     for i, e in enumerate(g.eqns):
         for x in e.inputs:
             if x in g.consts and e.prim in ("linear", "gather", "expert_linear") and x not in counted:
-                weight[i] += g.consts[x].size * (linear_bytes if e.prim == "linear" else 1.0)
+                weight[i] += g.consts[x].size
                 if e.prim == "expert_linear":
                     counted.add(x)
     cum = np.concatenate([[0.0], np.cumsum(weight)])
@@ -478,8 +476,7 @@ def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None, line
     return p
 
 
-def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None, topo=None,
-                linear_bytes: float = 1.0) -> Plan:
+def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None, topo=None) -> Plan:
     """Pipeline of `stages` stages, each on chips / stages chips that split their layers tensor-parallel:
     the pipeline cuts of `plan_pp` for `stages` chips, inside each stage the tensor-parallel holdings of
     `plan` for chips / stages chips. A value crossing a cut goes from each chip to its counterpart (the
@@ -488,7 +485,7 @@ def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None, 
         raise ValueError(f"a hybrid mapping needs 1 < stages < chips and stages dividing chips (got {stages} of {chips})")
     per = chips // stages
     tp = plan(g, per, regions)
-    pp = plan_pp(g, stages, linear_bytes=linear_bytes)
+    pp = plan_pp(g, stages)
     stages = len(pp.stages) or 1  # fewer places to cut than stages: the last chips stay unused
     hold: list[dict[str, np.ndarray]] = [dict() for _ in range(chips)]
     for v, k in pp.owner.items():

@@ -96,7 +96,7 @@ def test_a_pipeline_cut_inside_a_tensor_parallel_region(monkeypatch):
 
     plan_pp, seen = P.plan_pp, []
 
-    def cut_before_a_row_split(gg, chips, topo=None, cuts=None, which=0, linear_bytes=1.0):
+    def cut_before_a_row_split(gg, chips, topo=None, cuts=None, which=0):
         rows = P.plan(gg, 2).rowsplit
         made = {o: i for i, e in enumerate(gg.eqns) for o in e.outputs}
         at = [i for i, e in enumerate(gg.eqns) if e.outputs[0] in rows and made.get(e.inputs[0]) == i - 1]
