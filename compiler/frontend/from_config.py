@@ -11,7 +11,10 @@ shape-only constants (compiler.ir.Shaped); the position tables of rotary models 
 do not change the schedule).
 
 Families: Llama, Mistral and Qwen2 (RMSNorm, rotary, gated SiLU MLP, grouped KV heads; Qwen2's q/k/v biases;
-a sliding window caps the context), and GPT-2. Any other model_type is refused in one line naming these.
+a sliding window caps the context), GPT-2, GPT-NeoX (packed per-head query_key_value, partial rotary whose tables
+cover the rotary dims only, the parallel residual, exact-erf GELU, untied embed_out) and OPT (learned positions
+at offset 2, a shape-only table like GPT-2's, capping the context; q scaled before the attention, ReLU MLP,
+biases everywhere, a final LayerNorm, tied lm_head). Any other model_type is refused in one line naming these.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 from ..errors import ContextLimitError, ModelError, UnsupportedError
 from ..ir import T, Builder, Graph, Shaped, State, Var
 
-FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
+FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "gpt_neox", "opt")
 _LLAMA_LIKE = ("llama", "mistral", "qwen2")
 
 
@@ -237,10 +240,159 @@ def _gpt2(cfg: dict, ctx: int) -> Graph:
     return s.finish(h, V, H, s.w("transformer.wte.weight.T", H, V))  # tied: Transpose(wte)
 
 
+def _gpt_neox(cfg: dict, ctx: int) -> Graph:
+    L = _get(cfg, "num_hidden_layers")
+    H = _get(cfg, "hidden_size")
+    nh = _get(cfg, "num_attention_heads")
+    V = _get(cfg, "vocab_size")
+    inner = _get(cfg, "intermediate_size")
+    eps = float(np.float32(_get(cfg, "layer_norm_eps", default=1e-5, kind=float)))
+    theta = _get(cfg, "rope_theta", "rotary_emb_base", default=10000.0, kind=float)
+    if nh < 1 or H % nh:
+        raise ModelError(f"config.json of a gpt_neox model: hidden_size {H} is not a multiple of "
+                         f"num_attention_heads {nh}")
+    hd = H // nh
+    rot = int(hd * _get(cfg, "partial_rotary_factor", "rotary_pct", default=0.25, kind=float))  # HF default
+    if not 0 < rot < hd or rot % 2:
+        raise UnsupportedError(f"config.json of a gpt_neox model: {rot} rotary dims of a head size {hd} (the config "
+                               "compile builds an even partial rotary, fewer dims than the head size)")
+    act = cfg.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise UnsupportedError(f"config.json of a gpt_neox model: hidden_act {act!r} (the config compile builds gelu)")
+    if cfg.get("use_parallel_residual") is False:
+        raise UnsupportedError("config.json of a gpt_neox model: use_parallel_residual false is not built from a "
+                               "config yet")
+    if cfg.get("rope_scaling") is not None:
+        raise UnsupportedError("config.json of a gpt_neox model: rope_scaling is not built from a config yet")
+    bias = cfg.get("attention_bias", True) is not False
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    s = _Step(ctx)
+    ids = s.op("reshape", ["input_ids"], "input_ids", dtype="i64", shape=(1, 1))
+    x = s.op("gather", [s.w("gpt_neox.embed_in.weight", V, H), ids], "embed_in")
+    # the rotary tables cover the rotary dims only ([ctx, 1, 1, rot])
+    cos_t, sin_t = _rotary_tables(ctx, rot, theta)
+    tables = {"cos": s.b.const(cos_t, "table.cos"), "sin": s.b.const(sin_t, "table.sin")}
+    pos: dict = {}  # one gather of each table, where the first layer needs it (the importer's CSE)
+
+    def gathered(which):
+        if which not in pos:
+            pos[which] = s.op("gather", [tables[which], "position_ids"], "pos")
+        return pos[which]
+
+    def ln(x, name):
+        return s.op("layernorm", [x, s.w(f"{name}.weight", H), s.w(f"{name}.bias", H)], name, axis=2, eps=eps)
+
+    def linear(x, name, k, n, b=True):
+        return s.op("linear", [x, s.w(f"{name}.weight", k, n)] + ([s.w(f"{name}.bias", n)] if b else []), name)
+
+    def cut(x, lo, hi, name):
+        return s.op("slice", [x], name, starts=[lo], ends=[hi], axes=[3], steps=[1])
+
+    def rotate(x, name):
+        """x * cos + rotate_half(x) * sin, on the rotary dims"""
+        a = s.op("binary", [x, gathered("cos")], name, op="mul")
+        lo, hi = cut(x, 0, rot // 2, name), cut(x, rot // 2, rot, name)
+        c = s.op("concat", [s.op("unary", [hi], name, op="neg"), lo], name, axis=3)
+        return s.op("binary", [a, s.op("binary", [c, gathered("sin")], name, op="mul")], name, op="add")
+
+    for layer in range(L):
+        pre = f"gpt_neox.layers.{layer}"
+        qkv = linear(ln(x, f"{pre}.input_layernorm"), f"{pre}.attention.query_key_value", H, 3 * H, bias)
+        # packed per head: [1, 1, nh * 3 hd] -> [1, nh, 1, 3 hd], then q, k, v of each head
+        qkv = s.op("transpose", [s.op("reshape", [qkv], pre, shape=(1, 1, nh, 3 * hd))], pre, perm=[0, 2, 1, 3])
+        q, k, v = (cut(qkv, i * hd, (i + 1) * hd, pre) for i in range(3))
+        q_rot, q_pass = cut(q, 0, rot, pre), cut(q, rot, hd, pre)
+        k_rot, k_pass = cut(k, 0, rot, pre), cut(k, rot, hd, pre)
+        q_rot, k_rot = rotate(q_rot, f"{pre}.q_rot"), rotate(k_rot, f"{pre}.k_rot")
+        q = s.op("concat", [q_rot, q_pass], pre, axis=3)
+        k = s.op("concat", [k_rot, k_pass], pre, axis=3)
+        o = s.attention(q, k, v, layer, nh, nh, hd, ())
+        o = s.op("reshape", [s.op("transpose", [o], pre, perm=[0, 2, 1, 3])], pre, shape=(1, 1, H))
+        a = linear(o, f"{pre}.attention.dense", H, H, bias)
+        # the parallel residual: x + attn(ln_1(x)) + mlp(ln_2(x))
+        f = linear(ln(x, f"{pre}.post_attention_layernorm"), f"{pre}.mlp.dense_h_to_4h", H, inner)
+        e = s.op("unary", [s.op("binary", [f, s.k(np.sqrt(2.0))], pre, op="div")], pre, op="erf")  # exact gelu:
+        g = s.op("binary", [s.op("binary", [f, s.op("binary", [e, s.k(1.0)], pre, op="add")], pre, op="mul"),
+                            s.k(0.5)], pre, op="mul")  # f (1 + erf(f / sqrt 2)) 0.5
+        m = linear(g, f"{pre}.mlp.dense_4h_to_h", inner, H)
+        x = s.op("binary", [s.op("binary", [m, a], pre, op="add"), x], pre, op="add")
+    h = ln(x, "gpt_neox.final_layer_norm")
+    # untied: embed_out; tied, the export's head would read Transpose(embed_in), a constant of its own
+    return s.finish(h, V, H, s.w("embed_out.weight" if not tied else "gpt_neox.embed_in.weight.T", H, V))
+
+
+def _opt(cfg: dict, ctx: int) -> Graph:
+    L = _get(cfg, "num_hidden_layers")
+    H = _get(cfg, "hidden_size")
+    nh = _get(cfg, "num_attention_heads")
+    V = _get(cfg, "vocab_size")
+    inner = _get(cfg, "ffn_dim")
+    proj = _get(cfg, "word_embed_proj_dim", default=H)
+    eps = float(np.float32(1e-5))  # OPT's LayerNorms: torch's default epsilon, not a config value
+    if nh < 1 or H % nh:
+        raise ModelError(f"config.json of an opt model: hidden_size {H} is not a multiple of num_attention_heads {nh}")
+    hd = H // nh
+    if proj != H:
+        raise UnsupportedError(f"config.json of an opt model: word_embed_proj_dim {proj} != hidden_size {H} "
+                               "(project_in and project_out) is not built from a config yet")
+    act = cfg.get("activation_function", "relu")
+    if act != "relu":
+        raise UnsupportedError(f"config.json of an opt model: activation_function {act!r} (the config compile builds "
+                               "relu)")
+    for flag in ("do_layer_norm_before", "enable_bias", "layer_norm_elementwise_affine"):
+        if cfg.get(flag) is False:
+            raise UnsupportedError(f"config.json of an opt model: {flag} false is not built from a config yet")
+    if cfg.get("_remove_final_layer_norm"):
+        raise UnsupportedError("config.json of an opt model: _remove_final_layer_norm true is not built from a config "
+                               "yet")
+    tied = bool(cfg.get("tie_word_embeddings", True))
+    s = _Step(ctx)
+    ids = s.op("reshape", ["input_ids"], "input_ids", dtype="i64", shape=(1, 1))
+    embed = s.w("model.decoder.embed_tokens.weight", V, H)
+    x = s.op("gather", [embed, ids], "embed_tokens")
+    # the learned positions (offset 2: row p + 2 of embed_positions), tabulated by the importer for the context
+    table = s.w("table.model.decoder.embed_positions", ctx, 1, H)
+    x = s.op("binary", [x, s.op("gather", [table, "position_ids"], "pos")], "embed", op="add")
+
+    def ln(x, name, axis=2):
+        return s.op("layernorm", [x, s.w(f"{name}.weight", H), s.w(f"{name}.bias", H)], name, axis=axis, eps=eps)
+
+    def linear(x, name, w, k, n):
+        return s.op("linear", [x, s.w(f"{name}.{w}", k, n), s.w(f"{name}.bias", n)], name)
+
+    scaling = float(np.float32(hd ** -0.5))
+    for layer in range(L):
+        pre = f"model.decoder.layers.{layer}"
+        h = ln(x, f"{pre}.self_attn_layer_norm")
+        q = s.op("binary", [linear(h, f"{pre}.self_attn.q_proj", "weight", H, H), s.k(scaling)], pre, op="mul")
+        q = s.heads(q, nh, hd, f"{pre}.q")
+        k = linear(h, f"{pre}.self_attn.k_proj", "weight", H, H)
+        v = linear(h, f"{pre}.self_attn.v_proj", "weight", H, H)
+        k, v = s.heads(k, nh, hd, f"{pre}.k"), s.heads(v, nh, hd, f"{pre}.v")
+        # the attention: q already scaled (sdpa's scale 1, its square root on q), the mask fills with the float32
+        # minimum, and no NaN guard after the softmax
+        pk = s.op("kv_append", [k], f"present.{layer}.key", state=s.state(layer, "k", nh, hd))
+        pv = s.op("kv_append", [v], f"present.{layer}.value", state=s.state(layer, "v", nh, hd))
+        scores = s.op("attn_qk", [s.op("binary", [q, s.k(1.0)], "q", op="mul"), pk], "scores", group=1)
+        masked = s.op("mask_fill", [scores, "attention_mask"], "masked", fill=float(np.finfo(np.float32).min))
+        o = s.op("attn_pv", [s.op("softmax", [masked], "softmax", axis=3), pv], "attn", group=1)
+        o = s.op("reshape", [s.op("transpose", [o], pre, perm=[0, 2, 1, 3])], pre, shape=(1, 1, H))
+        x = s.op("binary", [x, linear(o, f"{pre}.self_attn.out_proj", "weight", H, H)], pre, op="add")
+        # the MLP on [1, H] (the export's fc1/fc2 are Gemms; their weights keep the importer's names)
+        r = s.op("reshape", [x], pre, shape=(1, H))
+        f = s.op("unary", [linear(ln(r, f"{pre}.final_layer_norm", axis=1), f"{pre}.fc1", "weight.T", H, inner)], pre,
+                 op="relu")
+        r = s.op("binary", [r, linear(f, f"{pre}.fc2", "weight.T", inner, H)], pre, op="add")
+        x = s.op("reshape", [r], pre, shape=(1, 1, H))
+    h = ln(x, "model.decoder.final_layer_norm")
+    # tied: the export's lm_head reads embed_tokens transposed, a constant of its own
+    return s.finish(h, V, H, s.w("model.decoder.embed_tokens.weight_transposed" if tied else "lm_head.weight", H, V))
+
+
 def _limits(cfg: dict) -> tuple[int | None, str]:
     """The positions the model can serve at most (a learned table, a sliding window), and why."""
     mt = cfg["model_type"]
-    if mt == "gpt2":
+    if mt in ("gpt2", "opt"):
         return _get(cfg, "n_positions", "max_position_embeddings"), "its learned position table ends there"
     window = cfg.get("sliding_window")
     if window and (mt == "mistral" or cfg.get("use_sliding_window")):
@@ -271,7 +423,7 @@ def import_config(path, max_context: int | None, default_context: int) -> tuple[
                                     f"use --max-context {limit} or less, or leave it out", limit=limit)
     if ctx < 1:
         raise ModelError(f"{path}: max_position_embeddings must be at least 1")
-    g = _gpt2(cfg, ctx) if mt == "gpt2" else _llama(cfg, ctx)
+    g = {"gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt}.get(mt, _llama)(cfg, ctx)
     facts = {"family": mt, "exporter": "config", "max_context": ctx, "source": os.fspath(path),
              "inputs": {"input_ids": "input_ids", "position_ids": "position_ids", "attention_mask": "attention_mask",
                         "past": []}}

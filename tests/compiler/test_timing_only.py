@@ -225,7 +225,9 @@ def _canonical(g) -> list:
 
 
 PAIRS = [("gpt2_optimum", "gpt2_optimum"), ("llama_optimum", "llama_optimum"), ("qwen2_optimum", "qwen2_optimum"),
-         ("mistral_optimum", "mistral_optimum"), ("default", "../../lpu/data/default")]
+         ("mistral_optimum", "mistral_optimum"), ("default", "../../lpu/data/default"),
+         ("gpt_neox_optimum", "gpt_neox_optimum"), ("opt_optimum", "opt_optimum")]
+LEARNED = ("gpt2_optimum", "opt_optimum")  # learned position tables: weights, shape-only in the config graph
 
 
 @pytest.mark.parametrize("cfg, onnx_name", PAIRS)
@@ -234,13 +236,16 @@ def test_the_config_graph_is_the_importers_graph_of_its_export(cfg, onnx_name):
     g, facts = import_graph(load_model(path), 96, source=str(path), base_dir=str(path.parent))
     ours, ofacts, ctx = import_config(CONFIGS / f"{cfg}.json", 96, 1024)
     a, b = _canonical(canonicalise(g, facts)), _canonical(canonicalise(ours, ofacts))
-    assert ctx == 96 and len(a) == len(b) > 90
+    assert ctx == 96 and len(a) == len(b) > 60  # two layers each (OPT's, the shortest, are 64 equations)
     assert a == b
-    # the position tables: the same shapes; the rotary ones the same values (computed, not loaded)
+    # the position tables: the same shapes; the rotary ones the same values (computed, not loaded; GPT-NeoX's
+    # cover its rotary dims only); the learned ones shape-only
     ta = sorted((k, v) for k, v in g.consts.items() if k.startswith("table."))
     tb = sorted((k, v) for k, v in ours.consts.items() if k.startswith("table."))
     assert [v.shape for _, v in ta] == [v.shape for _, v in tb]
-    if cfg != "gpt2_optimum":
+    if cfg in LEARNED:
+        assert len(tb) == 1 and is_shaped(tb[0][1])
+    else:
         for (_, x), (_, y) in zip(sorted(ta, key=lambda t: t[1][3, 0, 0, 0]), sorted(tb, key=lambda t: t[1][3, 0, 0, 0])):
             np.testing.assert_allclose(x, y, atol=2e-6)
     assert all(is_shaped(v) for k, v in ours.consts.items() if not k.startswith("table.") and v.size > 1)
@@ -248,7 +253,8 @@ def test_the_config_graph_is_the_importers_graph_of_its_export(cfg, onnx_name):
 
 @pytest.mark.parametrize("cfg, onnx_name, chips, ctx", [
     ("llama_optimum", "llama_optimum", 2, 400), ("qwen2_optimum", "qwen2_optimum", 1, 320),
-    ("gpt2_optimum", "gpt2_optimum", 8, None), ("default", "../../lpu/data/default", 8, 320)])
+    ("gpt2_optimum", "gpt2_optimum", 8, None), ("default", "../../lpu/data/default", 8, 320),
+    ("gpt_neox_optimum", "gpt_neox_optimum", 2, 320), ("opt_optimum", "opt_optimum", 1, None)])
 def test_a_config_compiles_to_the_cycles_of_its_export(cfg, onnx_name, chips, ctx):
     hw = config.load("groqchip1", chips=chips)
     normal, nrep = compile_model(FIX / f"{onnx_name}.onnx", hw, Options(chips=chips, max_context=ctx))
