@@ -11,10 +11,13 @@ shape-only constants (compiler.ir.Shaped); the position tables of rotary models 
 do not change the schedule).
 
 Families: Llama, Mistral and Qwen2 (RMSNorm, rotary, gated SiLU MLP, grouped KV heads; Qwen2's q/k/v biases;
-a sliding window caps the context), GPT-2, GPT-NeoX (packed per-head query_key_value, partial rotary whose tables
-cover the rotary dims only, the parallel residual, exact-erf GELU, untied embed_out) and OPT (learned positions
-at offset 2, a shape-only table like GPT-2's, capping the context; q scaled before the attention, ReLU MLP,
-biases everywhere, a final LayerNorm, tied lm_head). Any other model_type is refused in one line naming these.
+a sliding window caps the context), Phi-3 (Llama's layer with packed qkv_proj and gate_up_proj, their outputs
+sliced; no rope_scaling, so not the longrope 128k models), Gemma (the embedding times sqrt(hidden), RMSNorm's
+gain 1 + weight, a gated gelu-tanh MLP, head_dim from the config, a tied lm_head by default), GPT-2, GPT-NeoX
+(packed per-head query_key_value, partial rotary whose tables cover the rotary dims only, the parallel residual,
+exact-erf GELU, untied embed_out) and OPT (learned positions at offset 2, a shape-only table like GPT-2's,
+capping the context; q scaled before the attention, ReLU MLP, biases everywhere, a final LayerNorm, tied
+lm_head). Any other model_type is refused in one line naming these.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 from ..errors import ContextLimitError, ModelError, UnsupportedError
 from ..ir import T, Builder, Graph, Shaped, State, Var
 
-FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "gpt_neox", "opt")
+FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "phi3", "gemma", "gpt_neox", "opt")
 _LLAMA_LIKE = ("llama", "mistral", "qwen2")
 
 
@@ -108,82 +111,190 @@ def _rotary_tables(ctx: int, hd: int, theta: float) -> tuple[np.ndarray, np.ndar
     return (np.cos(emb).astype(np.float32).reshape(ctx, 1, 1, hd), np.sin(emb).astype(np.float32).reshape(ctx, 1, 1, hd))
 
 
-def _llama(cfg: dict, ctx: int) -> Graph:
+class _Rope(_Step):
+    """A step of a rotary decoder with RMSNorm (Llama and its kin): the pieces their layers share."""
+
+    def __init__(self, ctx: int, hidden: int, hd: int, eps: float, theta: float) -> None:
+        super().__init__(ctx)
+        self.H, self.hd, self.eps, self.theta = hidden, hd, float(np.float32(eps)), theta
+        self.tables: dict = {}
+        self.pos: dict = {}  # the importer's CSE leaves one gather of each table, where the first layer needs it
+
+    def embed(self, V: int) -> str:
+        ids = self.op("reshape", ["input_ids"], "input_ids", dtype="i64", shape=(1, 1))
+        return self.op("gather", [self.w("model.embed_tokens.weight", V, self.H), ids], "embed_tokens")
+
+    def rmsnorm(self, x: str, name: str, one_plus: bool = False) -> str:
+        """x / sqrt(mean(x^2) + eps), then weight * that; one_plus (Gemma): that * (1 + weight), which the export
+        folds into one constant"""
+        p = self.op("binary", [x, self.k(2.0)], name, op="pow")
+        m = self.op("reduce", [p], name, op="mean", axes=[2], keepdims=True)
+        a = self.op("binary", [m, self.k(self.eps)], name, op="add")
+        r = self.op("binary", [self.k(1.0), self.op("unary", [a], name, op="sqrt")], name, op="div")
+        y = self.op("binary", [x, r], name, op="mul")
+        if one_plus:
+            return self.op("binary", [y, self.w(f"{name}.1+weight", self.H)], name, op="mul")
+        return self.op("binary", [self.w(f"{name}.weight", self.H), y], name, op="mul")
+
+    def linear(self, x: str, name: str, k: int, n: int, bias: bool = False) -> str:
+        ins = [x, self.w(f"{name}.weight", k, n)] + ([self.w(f"{name}.bias", n)] if bias else [])
+        return self.op("linear", ins, name)
+
+    def qkv(self, h: str, pre: str, nh: int, nkv: int, bias: bool = False) -> tuple[str, str, str]:
+        """q, k and v ([1, heads, 1, hd]) from three projections"""
+        H, hd = self.H, self.hd
+        q = self.heads(self.linear(h, f"{pre}.self_attn.q_proj", H, nh * hd, bias), nh, hd, f"{pre}.q")
+        k = self.heads(self.linear(h, f"{pre}.self_attn.k_proj", H, nkv * hd, bias), nkv, hd, f"{pre}.k")
+        v = self.heads(self.linear(h, f"{pre}.self_attn.v_proj", H, nkv * hd, bias), nkv, hd, f"{pre}.v")
+        return q, k, v
+
+    def gathered(self, which: str) -> str:
+        if not self.tables:
+            cos_t, sin_t = _rotary_tables(self.ctx, self.hd, self.theta)
+            self.tables = {"cos": self.b.const(cos_t, "table.cos"), "sin": self.b.const(sin_t, "table.sin")}
+        if which not in self.pos:
+            self.pos[which] = self.op("gather", [self.tables[which], "position_ids"], "pos")
+        return self.pos[which]
+
+    def rotate(self, x: str, name: str) -> str:
+        """x * cos + rotate_half(x) * sin"""
+        hd = self.hd
+        a = self.op("binary", [x, self.gathered("cos")], name, op="mul")
+        lo = self.op("slice", [x], name, starts=[0], ends=[hd // 2], axes=[3], steps=[1])
+        hi = self.op("slice", [x], name, starts=[hd // 2], ends=[hd], axes=[3], steps=[1])
+        c = self.op("concat", [self.op("unary", [hi], name, op="neg"), lo], name, axis=3)
+        return self.op("binary", [a, self.op("binary", [c, self.gathered("sin")], name, op="mul")], name, op="add")
+
+    def attend(self, x: str, q: str, k: str, v: str, layer: int, pre: str, nh: int, nkv: int) -> str:
+        """The rotary on q and k, the attention and o_proj: x plus the attention's output."""
+        hd = self.hd
+        q, k = self.rotate(q, f"{pre}.q_rot"), self.rotate(k, f"{pre}.k_rot")
+        o = self.attention(q, k, v, layer, nh, nkv, hd, ())
+        o = self.op("reshape", [self.op("transpose", [o], pre, perm=[0, 2, 1, 3])], pre, shape=(1, 1, nh * hd))
+        return self.op("binary", [x, self.linear(o, f"{pre}.self_attn.o_proj", nh * hd, self.H)], pre, op="add")
+
+    def logits(self, x: str, V: int, tied: bool, one_plus: bool = False) -> Graph:
+        """model.norm, lm_head"""
+        h = self.rmsnorm(x, "model.norm", one_plus)
+        # tied: the export's lm_head reads Transpose(embed_tokens), a constant of its own
+        return self.finish(h, V, self.H, self.w("lm_head.weight" if not tied else "model.embed_tokens.weight.T",
+                                                 self.H, V))
+
+
+def _rope_config(cfg: dict, eps: float = 1e-6, head_dim: int = 0) -> tuple:
+    """Layers, hidden size, heads, KV heads, head size, MLP size, vocabulary, RMSNorm epsilon and rotary base of a
+    Llama-like config (head_dim: the family's default head size; else hidden size / heads)."""
     mt = cfg["model_type"]
     L = _get(cfg, "num_hidden_layers")
     H = _get(cfg, "hidden_size")
     nh = _get(cfg, "num_attention_heads")
     nkv = _get(cfg, "num_key_value_heads", default=nh)
-    hd = _get(cfg, "head_dim", default=H // nh if nh and H % nh == 0 else 0)
+    hd = _get(cfg, "head_dim", default=head_dim or (H // nh if nh and H % nh == 0 else 0))
     inner = _get(cfg, "intermediate_size")
     V = _get(cfg, "vocab_size")
-    eps = _get(cfg, "rms_norm_eps", default=1e-6, kind=float)
+    eps = _get(cfg, "rms_norm_eps", default=eps, kind=float)
     theta = _get(cfg, "rope_theta", default=10000.0, kind=float)
     if not hd or nh % nkv or hd % 2:
         raise ModelError(f"config.json of a {mt} model: {nh} heads, {nkv} KV heads and head size {hd} do not fit "
                          "(heads a multiple of the KV heads, an even head size)")
+    if cfg.get("partial_rotary_factor") not in (None, 1, 1.0):
+        raise UnsupportedError(f"config.json of a {mt} model: partial_rotary_factor {cfg['partial_rotary_factor']}")
+    return L, H, nh, nkv, hd, inner, V, eps, theta
+
+
+def _no_rope_scaling(cfg: dict) -> None:
+    rs = cfg.get("rope_scaling")
+    if rs is not None:
+        kind = rs.get("rope_type", rs.get("type")) if isinstance(rs, dict) else rs
+        raise UnsupportedError(f"config.json of a {cfg['model_type']} model: rope_scaling {kind!r} is not built from a "
+                               "config yet")
+
+
+def _llama(cfg: dict, ctx: int) -> Graph:
+    mt = cfg["model_type"]
+    L, H, nh, nkv, hd, inner, V, eps, theta = _rope_config(cfg)
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise UnsupportedError(f"config.json of a {mt} model: hidden_act {act!r} (the config compile builds silu)")
     for flag in ("attention_bias", "mlp_bias"):
         if cfg.get(flag):
             raise UnsupportedError(f"config.json of a {mt} model: {flag} true is not built from a config yet")
-    if cfg.get("partial_rotary_factor") not in (None, 1, 1.0):
-        raise UnsupportedError(f"config.json of a {mt} model: partial_rotary_factor {cfg['partial_rotary_factor']}")
     qkv_bias = mt == "qwen2"
     tied = bool(cfg.get("tie_word_embeddings", False))
-    s = _Step(ctx)
-    ids = s.op("reshape", ["input_ids"], "input_ids", dtype="i64", shape=(1, 1))
-    embed = s.w("model.embed_tokens.weight", V, H)
-    x = s.op("gather", [embed, ids], "embed_tokens")
-    cos_t, sin_t = _rotary_tables(ctx, hd, theta)
-    tables = {"cos": s.b.const(cos_t, "table.cos"), "sin": s.b.const(sin_t, "table.sin")}
-    pos: dict = {}  # the importer's CSE leaves one gather of each table, where the first layer needs it
+    s = _Rope(ctx, H, hd, eps, theta)
+    x = s.embed(V)
+    for layer in range(L):
+        pre = f"model.layers.{layer}"
+        q, k, v = s.qkv(s.rmsnorm(x, f"{pre}.input_layernorm"), pre, nh, nkv, qkv_bias)
+        x = s.attend(x, q, k, v, layer, pre, nh, nkv)
+        h = s.rmsnorm(x, f"{pre}.post_attention_layernorm")
+        gate = s.linear(h, f"{pre}.mlp.gate_proj", H, inner)
+        a = s.op("binary", [gate, s.op("unary", [gate], pre, op="sigmoid")], pre, op="mul")
+        m = s.op("binary", [a, s.linear(h, f"{pre}.mlp.up_proj", H, inner)], pre, op="mul")
+        x = s.op("binary", [x, s.linear(m, f"{pre}.mlp.down_proj", inner, H)], pre, op="add")
+    return s.logits(x, V, tied)
 
-    def gathered(which):
-        if which not in pos:
-            pos[which] = s.op("gather", [tables[which], "position_ids"], "pos")
-        return pos[which]
 
-    def rmsnorm(x, name):
-        p = s.op("binary", [x, s.k(2.0)], name, op="pow")
-        m = s.op("reduce", [p], name, op="mean", axes=[2], keepdims=True)
-        a = s.op("binary", [m, s.k(float(np.float32(eps)))], name, op="add")
-        r = s.op("binary", [s.k(1.0), s.op("unary", [a], name, op="sqrt")], name, op="div")
-        y = s.op("binary", [x, r], name, op="mul")
-        return s.op("binary", [s.w(f"{name}.weight", H), y], name, op="mul")
+def _phi3(cfg: dict, ctx: int) -> Graph:
+    """Llama's layer with the packed projections of Phi-3: qkv_proj and gate_up_proj, their outputs sliced (the
+    importer keeps the packed weights); the MLP is up * silu(gate)."""
+    L, H, nh, nkv, hd, inner, V, eps, theta = _rope_config(cfg, eps=1e-5)
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise UnsupportedError(f"config.json of a phi3 model: hidden_act {act!r} (the config compile builds silu)")
+    _no_rope_scaling(cfg)
+    s = _Rope(ctx, H, hd, eps, theta)
+    x = s.embed(V)
 
-    def linear(x, name, k, n, bias=False):
-        ins = [x, s.w(f"{name}.weight", k, n)] + ([s.w(f"{name}.bias", n)] if bias else [])
-        return s.op("linear", ins, name)
-
-    def rotate(x, n, name):
-        """x * cos + rotate_half(x) * sin"""
-        a = s.op("binary", [x, gathered("cos")], name, op="mul")
-        lo = s.op("slice", [x], name, starts=[0], ends=[hd // 2], axes=[3], steps=[1])
-        hi = s.op("slice", [x], name, starts=[hd // 2], ends=[hd], axes=[3], steps=[1])
-        c = s.op("concat", [s.op("unary", [hi], name, op="neg"), lo], name, axis=3)
-        return s.op("binary", [a, s.op("binary", [c, gathered("sin")], name, op="mul")], name, op="add")
+    def cut(y, name, *bounds):
+        return [s.op("slice", [y], name, starts=[a], ends=[b], axes=[2], steps=[1]) for a, b in zip(bounds, bounds[1:])]
 
     for layer in range(L):
         pre = f"model.layers.{layer}"
-        h = rmsnorm(x, f"{pre}.input_layernorm")
-        q = s.heads(linear(h, f"{pre}.self_attn.q_proj", H, nh * hd, qkv_bias), nh, hd, f"{pre}.q")
-        k = s.heads(linear(h, f"{pre}.self_attn.k_proj", H, nkv * hd, qkv_bias), nkv, hd, f"{pre}.k")
-        v = s.heads(linear(h, f"{pre}.self_attn.v_proj", H, nkv * hd, qkv_bias), nkv, hd, f"{pre}.v")
-        q, k = rotate(q, nh, f"{pre}.q_rot"), rotate(k, nkv, f"{pre}.k_rot")
-        o = s.attention(q, k, v, layer, nh, nkv, hd, ())
-        o = s.op("reshape", [s.op("transpose", [o], pre, perm=[0, 2, 1, 3])], pre, shape=(1, 1, nh * hd))
-        x = s.op("binary", [x, linear(o, f"{pre}.self_attn.o_proj", nh * hd, H)], pre, op="add")
-        h = rmsnorm(x, f"{pre}.post_attention_layernorm")
-        gate = linear(h, f"{pre}.mlp.gate_proj", H, inner)
+        h = s.rmsnorm(x, f"{pre}.input_layernorm")
+        qkv = s.linear(h, f"{pre}.self_attn.qkv_proj", H, (nh + 2 * nkv) * hd)
+        q, k, v = cut(qkv, pre, 0, nh * hd, (nh + nkv) * hd, (nh + 2 * nkv) * hd)
+        q, k, v = s.heads(q, nh, hd, f"{pre}.q"), s.heads(k, nkv, hd, f"{pre}.k"), s.heads(v, nkv, hd, f"{pre}.v")
+        x = s.attend(x, q, k, v, layer, pre, nh, nkv)
+        h = s.rmsnorm(x, f"{pre}.post_attention_layernorm")
+        gate, up = cut(s.linear(h, f"{pre}.mlp.gate_up_proj", H, 2 * inner), pre, 0, inner, 2 * inner)
         a = s.op("binary", [gate, s.op("unary", [gate], pre, op="sigmoid")], pre, op="mul")
-        m = s.op("binary", [a, linear(h, f"{pre}.mlp.up_proj", H, inner)], pre, op="mul")
-        x = s.op("binary", [x, linear(m, f"{pre}.mlp.down_proj", inner, H)], pre, op="add")
-    h = rmsnorm(x, "model.norm")
-    # tied: the export's lm_head reads Transpose(embed_tokens), a constant of its own
-    head = s.w("lm_head.weight" if not tied else "model.embed_tokens.weight.T", H, V)
-    return s.finish(h, V, H, head)
+        m = s.op("binary", [up, a], pre, op="mul")
+        x = s.op("binary", [x, s.linear(m, f"{pre}.mlp.down_proj", inner, H)], pre, op="add")
+    return s.logits(x, V, bool(cfg.get("tie_word_embeddings", False)))
+
+
+def _gemma(cfg: dict, ctx: int) -> Graph:
+    """Llama's layer with Gemma's changes: the embedding times sqrt(hidden), RMSNorm's gain 1 + weight, a gated
+    gelu (tanh) MLP, head_dim from the config (256 by default) and a tied lm_head by default."""
+    L, H, nh, nkv, hd, inner, V, eps, theta = _rope_config(cfg, head_dim=256)
+    for key in ("hidden_activation", "hidden_act"):  # older transformers read the first, newer ones the second
+        if cfg.get(key) not in (None, "gelu_pytorch_tanh"):
+            raise UnsupportedError(f"config.json of a gemma model: {key} {cfg[key]!r} (the config compile builds "
+                                   "gelu_pytorch_tanh)")
+    if cfg.get("attention_bias"):
+        raise UnsupportedError("config.json of a gemma model: attention_bias true is not built from a config yet")
+    _no_rope_scaling(cfg)
+    s = _Rope(ctx, H, hd, eps, theta)
+    x = s.op("binary", [s.embed(V), s.k(H ** 0.5)], "embed_scale", op="mul")  # the normalizer, in float32
+    c = float(np.float32(np.sqrt(2 / np.pi)))
+
+    def gelu(g, pre):  # gelu_pytorch_tanh as exported: 0.5 (g (1 + tanh(c (g + 0.044715 (g (g g))))))
+        g3 = s.op("binary", [g, s.op("binary", [g, g], pre, op="mul")], pre, op="mul")
+        t = s.op("binary", [g, s.op("binary", [s.k(0.044715), g3], pre, op="mul")], pre, op="add")
+        t = s.op("unary", [s.op("binary", [s.k(c), t], pre, op="mul")], pre, op="tanh")
+        y = s.op("binary", [g, s.op("binary", [s.k(1.0), t], pre, op="add")], pre, op="mul")
+        return s.op("binary", [s.k(0.5), y], pre, op="mul")
+
+    for layer in range(L):
+        pre = f"model.layers.{layer}"
+        q, k, v = s.qkv(s.rmsnorm(x, f"{pre}.input_layernorm", one_plus=True), pre, nh, nkv)
+        x = s.attend(x, q, k, v, layer, pre, nh, nkv)
+        h = s.rmsnorm(x, f"{pre}.post_attention_layernorm", one_plus=True)
+        a = gelu(s.linear(h, f"{pre}.mlp.gate_proj", H, inner), pre)
+        m = s.op("binary", [a, s.linear(h, f"{pre}.mlp.up_proj", H, inner)], pre, op="mul")
+        x = s.op("binary", [x, s.linear(m, f"{pre}.mlp.down_proj", inner, H)], pre, op="add")
+    return s.logits(x, V, bool(cfg.get("tie_word_embeddings", True)), one_plus=True)
 
 
 def _gpt2(cfg: dict, ctx: int) -> Graph:
@@ -395,7 +506,7 @@ def _limits(cfg: dict) -> tuple[int | None, str]:
     if mt in ("gpt2", "opt"):
         return _get(cfg, "n_positions", "max_position_embeddings"), "its learned position table ends there"
     window = cfg.get("sliding_window")
-    if window and (mt == "mistral" or cfg.get("use_sliding_window")):
+    if window and (mt in ("mistral", "phi3") or cfg.get("use_sliding_window")):
         return int(window), ("its sliding-window attention is not implemented beyond its window yet")
     return None, ""
 
@@ -423,7 +534,7 @@ def import_config(path, max_context: int | None, default_context: int) -> tuple[
                                     f"use --max-context {limit} or less, or leave it out", limit=limit)
     if ctx < 1:
         raise ModelError(f"{path}: max_position_embeddings must be at least 1")
-    g = {"gpt2": _gpt2, "gpt_neox": _gpt_neox, "opt": _opt}.get(mt, _llama)(cfg, ctx)
+    g = {"gpt2": _gpt2, "phi3": _phi3, "gemma": _gemma, "gpt_neox": _gpt_neox, "opt": _opt}.get(mt, _llama)(cfg, ctx)
     facts = {"family": mt, "exporter": "config", "max_context": ctx, "source": os.fspath(path),
              "inputs": {"input_ids": "input_ids", "position_ids": "position_ids", "attention_mask": "attention_mask",
                         "past": []}}
