@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Callable, get_type_hints
+from typing import Callable, get_args, get_origin, get_type_hints
 
 from .errors import HardwareError
 from .table import BY_MNEMONIC, VECTOR_LANES
@@ -33,7 +33,9 @@ from .table import BY_MNEMONIC, VECTOR_LANES
 @dataclass(frozen=True, slots=True)
 class System:
     """How chips are joined. `fully_connected`: one node, every chip pair joined by `links_per_chip_pair`
-    links. `dragonfly` (ISCA22): nodes of `chips_per_node` chips fully connected by local links; each
+    links. `explicit`: the links listed in `links` (chip, port, chip, port, class), of the classes in
+    `link_classes` ("local" at the chip's c2c figures unless listed); the system is as many chips as the
+    links name. `dragonfly` (ISCA22): nodes of `chips_per_node` chips fully connected by local links; each
     chip's `global_links_per_chip` further ports join the nodes of a rack (`nodes_per_rack` nodes,
     `links_per_node_pair` links between two nodes) and the racks to each other (`links_per_rack_pair`
     links between two racks, at the most racks the ports allow). The keys after `links_per_chip_pair`
@@ -49,6 +51,9 @@ class System:
     links_per_rack_pair: int = 0
     rack_hop_latency_cycles: int = 0  # a link between two nodes of a rack (0: as a local link)
     global_hop_latency_cycles: int = 0  # a link between two racks (0: as a rack link)
+    # topology "explicit" (a user's file, `--topology`): every link and its class, as listed
+    links: tuple[Link, ...] = ()
+    link_classes: tuple[LinkClass, ...] = ()  # bytes_per_cycle / hop_latency_cycles 0: the chip's c2c figure
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +231,8 @@ class LinkClass:
     """A kind of chip-to-chip link: its bandwidth per direction and the latency of one hop."""
 
     name: str
-    bytes_per_cycle: float
-    hop_latency_cycles: int
+    bytes_per_cycle: float = 0.0  # 0 in a user's file: the chip's c2c.link_bytes_per_cycle
+    hop_latency_cycles: int = 0  # 0 in a user's file: the chip's c2c.hop_latency_cycles
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +243,11 @@ class Link:
     a_port: int
     b: int
     b_port: int
-    cls: str
+    cls: str = "local"
+
+    def __str__(self) -> str:
+        return f"[{self.a}, {self.a_port}, {self.b}, {self.b_port}, {self.cls!r}] (chip {self.a} port {self.a_port} to " \
+               f"chip {self.b} port {self.b_port})"
 
 
 @dataclass(frozen=True)
@@ -484,6 +493,29 @@ def _dragonfly(system: System, chip: Chip) -> Topology:
     return Topology(n, L + G if n > 1 else 0, tuple(links), tuple(c for c in classes if c.name in used or c.name == "local"))
 
 
+def _explicit_classes(system: System, chip: Chip) -> tuple[LinkClass, ...]:
+    c2c = chip.c2c
+    out = {"local": LinkClass("local", c2c.link_bytes_per_cycle, c2c.hop_latency_cycles)}
+    for k in system.link_classes:
+        out[k.name] = LinkClass(k.name, k.bytes_per_cycle or c2c.link_bytes_per_cycle,
+                                k.hop_latency_cycles or c2c.hop_latency_cycles)
+    return tuple(out.values())
+
+
+def _explicit_max_chips(system: System, chip: Chip) -> int:
+    """The chips an explicit topology names: one more than the highest chip index of its links."""
+    return 1 + max((max(ln.a, ln.b) for ln in system.links), default=0)
+
+
+def _explicit(system: System, chip: Chip) -> Topology:
+    """The links a user listed, among the chips in use (a link to a chip past `system.chips` is dropped, as
+    `--chips N` takes the first N chips); ports are numbered as listed, so a chip uses 1 + its highest port."""
+    n = system.chips
+    links = tuple(ln for ln in system.links if ln.a < n and ln.b < n)
+    ports = 1 + max((max(ln.a_port, ln.b_port) for ln in links), default=-1)
+    return Topology(n, ports, links, _explicit_classes(system, chip))
+
+
 @dataclass(frozen=True, slots=True)
 class TopologyKind:
     """A way of joining chips: the largest number of chips it joins and how its links are built."""
@@ -501,6 +533,8 @@ TOPOLOGY_KINDS = {k.name: k for k in (
                  "nodes of fully connected chips, racks of nodes, racks joined all to all by global links (GroqChip1: "
                  "8 chips per node, 9 nodes per rack, up to 145 racks = 10,440 chips [ISCA22]; LP30: trays of 8, "
                  "32 trays per LPX rack [NV26])"),
+    TopologyKind("explicit", _explicit_max_chips, _explicit,
+                 "the links a user's file lists (`--topology FILE`): any wiring, any link classes"),
 )}
 
 
@@ -587,8 +621,8 @@ class Hardware:
     def with_chips(self, chips: int) -> "Hardware":
         """The same system using its first `chips` chips."""
         if not 1 <= chips <= self.max_chips:
-            raise HardwareError(f"--chips {chips}: valid values are 1..{self.max_chips} (a {self.system.topology} "
-                                f"system joins at most {self.max_chips} chips)")
+            raise HardwareError(f"--chips {chips}: valid values are 1..{self.max_chips} (the system's "
+                                f"{self.system.topology} topology joins at most {self.max_chips} chips)")
         return dataclasses.replace(self, system=dataclasses.replace(self.system, chips=chips)).validate()
 
     def to_dict(self) -> dict:
@@ -637,6 +671,14 @@ class Hardware:
         need(chip.mxm.weights8 in ("int8", "fp8"), f"mxm.weights8 = {chip.mxm.weights8!r}; valid: int8, fp8")
         need(0 <= chip.mxm.tile_rows8 <= chip.vector_lanes, "mxm.tile_rows8 must be in 0..vector_lanes (0: plane_rows)")
         need(self.banks <= 1 << 16, "too many banks for the instruction encoding")
+        if sysm.topology == "explicit":
+            for k in sysm.link_classes:
+                need(k.bytes_per_cycle >= 0 and k.hop_latency_cycles >= 0,
+                     f"link class {k.name!r}: bytes_per_cycle and hop_latency_cycles must not be negative")
+            for ln in sysm.links:
+                for c, p in ((ln.a, ln.a_port), (ln.b, ln.b_port)):
+                    need(0 <= p < chip.c2c.links, f"link {ln}: port {p}; a {self.name} chip has link ports "
+                                                  f"0..{chip.c2c.links - 1}")
         ports = self.links_per_chip
         need(ports <= chip.c2c.links,
              f"{sysm.chips} chips joined {sysm.topology} with {sysm.links_per_chip_pair} link(s) per pair need "
@@ -679,7 +721,12 @@ def _build(cls, data, path: str):
                 continue
             raise HardwareError(f"{key}: missing")
         typ, val = hints[name], data[name]
-        if dataclasses.is_dataclass(typ):
+        if get_origin(typ) is tuple:  # tuple[X, ...] of dataclasses: a list of tables
+            (item, _) = get_args(typ)
+            if not isinstance(val, (list, tuple)):
+                raise HardwareError(f"{key} = {val!r}: expected a list of tables")
+            kwargs[name] = tuple(_build(item, v, f"{key}[{i}]") for i, v in enumerate(val))
+        elif dataclasses.is_dataclass(typ):
             kwargs[name] = _build(typ, val, key)
         elif typ is int:
             if isinstance(val, bool) or not isinstance(val, int):

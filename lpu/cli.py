@@ -44,6 +44,9 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
     p.add_argument("--chips", type=int, default=None,
                    help="chips to use, from 1 to the system's size (default: all of the system's chips)")
     p.add_argument("--hw", default="groqchip1", help="hardware preset (groqchip1, lp30) or a .toml/.json file")
+    p.add_argument("--topology", default=None, metavar="FILE",
+                   help="a .toml/.json file listing the links that join the chips (replaces the preset's wiring; "
+                        "see the README's 'Topology files')")
     p.add_argument("--max-context", type=int, default=None,
                    help="KV-cache positions to reserve (default: 1024 for compile, enough for the request for decode; "
                         "never more than the model supports)")
@@ -100,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "config.json timing-only)")
     e.add_argument("--context", type=int, default=None,
                    help="report only the bucket serving this many positions (default: every bucket)")
+    e.add_argument("--bucket-only", action="store_true",
+                   help="with --context, on a model or config: lower and schedule only that bucket (and the last, "
+                        "which sizes SRAM), for models too big to compile every bucket; the figures are those of a "
+                        "program for that context alone (SRAM placed for its buckets only), not of the whole program")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _compile_opts(e, decode=False)
     w = sub.add_parser("sweep", help="estimate every cell of a grid (models x presets x chips x weights x contexts) "
@@ -128,7 +135,7 @@ def _parse_prompt(text: str) -> list[int]:
 def _load_hw(args):
     from lpu import config
 
-    return config.load(args.hw, chips=args.chips)
+    return config.load(args.hw, chips=args.chips, topology=getattr(args, "topology", None))
 
 
 def _is_config(path: Path) -> bool:
@@ -143,7 +150,8 @@ def _compile(model: Path, args, max_context: int | None, quiet: bool, default_co
     opts = Options(chips=hw.system.chips, precision=args.precision, weights=getattr(args, "weights", "fp16"),
                    max_context=max_context, partition=args.partition,
                    stages=args.stages, verify=args.verify, default_context=default_context or DEFAULT_MAX_CONTEXT,
-                   timing_only=config or bool(getattr(args, "timing_only", False)))
+                   timing_only=config or bool(getattr(args, "timing_only", False)),
+                   only_context=getattr(args, "only_context", None))
     t0 = time.perf_counter()
     prog, rep = (compile_config if config else compile_model)(model, hw, opts)
     return prog, rep, time.perf_counter() - t0, hw
@@ -224,7 +232,8 @@ def cmd_estimate(args) -> int:
     from .estimate import estimate_with_header
 
     out, h = estimate_with_header(args.model, args.hw, args.chips, args.precision, args.context, args.max_context,
-                                  args.partition, args.stages, args.verify, args.timing_only, args.weights)
+                                  args.partition, args.stages, args.verify, args.timing_only, args.weights,
+                                  args.topology, args.bucket_only)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -237,6 +246,9 @@ def cmd_estimate(args) -> int:
               f"lower bound {lb:,}" + (f", ratio {br:.3f}" if br else ""))
     if out["sram_bytes_per_chip"]:
         print(f"sram     up to {max(out['sram_bytes_per_chip']) / 2**20:.1f} MiB per chip")
+    if out.get("bucket_only"):
+        print("note     --bucket-only: a program for this context alone; the whole program's bucket (SRAM placed "
+              "for every bucket) may take a few percent more cycles")
     return 0
 
 

@@ -297,3 +297,36 @@ def test_compile_says_in_one_line_that_quantised_weights_were_dequantised(name, 
                      "(no int8 weight path yet)"]
     code, out, _ = run(["compile", FIX / f"{name}.onnx", "-o", tmp_path / "q.lpu", "--chips", "1", "--json"], capsys)
     assert json.loads(out)["dequantised"] == f"{what} x{n}"
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("links = [[0, 0, 1, 0]]\nfoo = 1\n", "foo: unknown key; valid keys: links, classes"),
+    ("links = [[0, 0, 1]]\n", "links[0] = [0, 0, 1]: expected [chip, port, chip, port]"),
+    ("links = []\n", "links: expected a non-empty list"),
+    ("links = [[0, 0, 1, 0], [0, 0, 2, 0]]\n", "port 0 of chip 0 belongs to two links"),
+    ("links = [[0, 0, 0, 1]]\n", "joins chip 0 to itself"),
+    ("links = [[0, 0, 1, 0, \"fast\"]]\n", "has class 'fast'; classes: local"),
+    ("links = [[0, 40, 1, 0]]\n", "port 40; a groqchip1 chip has link ports 0..15"),
+    ("links = [[0, 0, 1, 0]]\n[[classes]]\nname = \"local\"\nhop_latency_cycles = -3\n", "must not be negative"),
+    ("links = [[0, 0, 1, 0]]\n[[classes]]\nnam = \"x\"\n", "classes[0].nam: unknown key"),
+    ("links = [[0, 0, 1, 0]\n", "cannot parse"),
+    ("links = [[0, 0, 1, 0], [2, 0, 3, 0]]\n", "chip 2 cannot be reached from chip 1"),
+])
+def test_a_bad_topology_file_gives_one_line_and_no_program(text, expect, tmp_path, capsys):
+    topo = tmp_path / "topo.toml"
+    topo.write_text(text)
+    out = tmp_path / "out.lpu"
+    code, _, err = run(["compile", LLAMA, "--partition", "pp", "--topology", topo, "-o", out], capsys)
+    one_line_error(code, err, expect)
+    assert not out.exists()
+
+
+def test_topology_file_flags(tmp_path, capsys):
+    code, _, err = run(["compile", LLAMA, "--topology", tmp_path / "none.toml", "-o", tmp_path / "o.lpu"], capsys)
+    one_line_error(code, err, "not a readable file")
+    topo = tmp_path / "pair.toml"
+    topo.write_text("links = [[0, 0, 1, 0]]\n")
+    code, _, err = run(["compile", LLAMA, "--topology", topo, "--chips", "3", "-o", tmp_path / "o.lpu"], capsys)
+    one_line_error(code, err, "--chips 3: valid values are 1..2")
+    code, out, _ = run(["estimate", LLAMA, "--topology", topo, "--max-context", "320", "--json"], capsys)
+    assert code == 0 and json.loads(out)["chips"] == 2
