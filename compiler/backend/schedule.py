@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import heapq
+from array import array
 from bisect import bisect_right
 from collections import defaultdict
 
@@ -158,7 +159,9 @@ def schedule(code: list[list], regions, hw: Hardware) -> Scheduled:
     qname = [None] * N
     heap = [(0, -int(prio[i]), i) for i in range(N) if npred[i] == 0]
     heapq.heapify(heap)
-    bank_runs = [_bank_runs(prof[i], regions) for i in range(N)]
+    # each node's bank intervals, computed when it first comes off the heap and dropped once it is placed:
+    # held for the nodes in flight only (for every node at once they were most of a 70B compile's memory)
+    runs_of: dict[int, list] = {}
     done = 0
     install_of = {a: w for a, (w, _, _) in attached.items()}
     is_attached = {w for (w, _, _) in attached.values()}
@@ -190,7 +193,10 @@ def schedule(code: list[list], regions, hw: Hardware) -> Scheduled:
         if not q_ok:
             heapq.heappush(heap, (min(qfree[(n.chip, q)] for q in cands), negp, i))
             continue
-        clash = _clash(bank_busy, n.chip, bank_runs[i], t)
+        runs = runs_of.get(i)
+        if runs is None:
+            runs = runs_of[i] = _bank_runs(prof[i], regions)
+        clash = _clash(bank_busy, n.chip, runs, t)
         if clash is not None:
             heapq.heappush(heap, (max(t + 1, clash), negp, i))
             continue
@@ -209,7 +215,8 @@ def schedule(code: list[list], regions, hw: Hardware) -> Scheduled:
             place(w, int(lo), nodes[w].queue)
             why[w] = max(pred_of[w], key=lambda jd: issue[jd[0]] + jd[1])[0] if pred_of[w] else -1
         q = q_ok[0]
-        _book(bank_busy, n.chip, bank_runs[i], t)
+        _book(bank_busy, n.chip, runs, t)
+        del runs_of[i]
         place(i, t, q)
     if done != N:
         raise CompileError(f"scheduler: {N - done} instructions could not be scheduled (dependency cycle)")
@@ -490,13 +497,14 @@ class _Busy:
     """The cycles a bank is busy: sorted, disjoint, non-adjacent intervals [start, end) (touching ones are
     merged, so an interval's end is the first free cycle after it). Memory grows with the accesses booked,
     not with the length of the schedule or the number of chips (a bytearray per bank did: chips x banks x
-    cycles bytes, 8 GB for an 8B model on 96 chips)."""
+    cycles bytes, 8 GB for an 8B model on 96 chips); 16 bytes an interval (machine integers, not Python
+    ones in lists)."""
 
     __slots__ = ("starts", "ends")
 
     def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
+        self.starts = array("q")
+        self.ends = array("q")
 
     def conflict(self, lo: int, hi: int) -> int | None:
         """The first free cycle after the first busy cycle in [lo, hi), or None if all are free."""
