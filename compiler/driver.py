@@ -65,6 +65,9 @@ class Options:
     verify: bool | None = None  # run the verifiers between passes (None: $LPU_VERIFY, else VERIFY_DEFAULT)
     # no weight values: shape-only constants (compiler.ir.Shaped), an empty SRAM image, the same schedule
     timing_only: bool = False
+    # lower and schedule only the bucket serving this many positions, and the last bucket (its buffers, the
+    # most, size SRAM as the whole program's: buckets overlay): `lpu estimate --context`. None: every bucket
+    only_context: int | None = None
 
     def check(self, hw: Hardware) -> "Options":
         chips = hw.system.chips if self.chips is None else self.chips
@@ -199,6 +202,13 @@ def _map(c: Compilation) -> Mapping:
 
 def _lower(c: Compilation) -> Lowered:
     c.buckets = buckets_for(c.opts.max_context)
+    n = c.opts.only_context
+    if n is not None:
+        if not 1 <= n <= c.opts.max_context:
+            raise CompileError(f"--context {n}: the program holds {c.opts.max_context} positions (valid: 1.."
+                               f"{c.opts.max_context})")
+        last = c.buckets[-1]
+        c.buckets = [bk for bk in c.buckets if bk["first_position"] <= n - 1 <= bk["last_position"] or bk is last]
     return lower(c.folded.graph, c.mapping.plan, c.hw, c.opts.precision, c.buckets, c.opts.max_context, c.opts.weights)
 
 
@@ -239,6 +249,8 @@ def _emit(c: Compilation) -> Program:
     }
     if c.opts.timing_only:  # absent otherwise: a program with weights is byte for byte what it was
         meta["timing_only"] = True
+    if c.opts.only_context is not None:  # not every position has its bucket: for estimates, not decoding
+        meta["buckets_partial"] = True
     c.report.sram_bytes = sram_bytes(c.lowered.buffers)
     # the bytes of every buffer of each chip (all buckets'): what `lpu estimate` reports of a program file
     meta["sram_bytes_per_chip"] = [int(c.report.sram_bytes.get(k, 0)) for k in range(plan.chips)]

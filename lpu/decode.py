@@ -50,6 +50,9 @@ class Decoder:
         if program.timing_only:
             raise DecodeError("a timing-only program (no weights) cannot decode: use `lpu estimate`, or compile "
                               "without --timing-only")
+        if program.header.get("buckets_partial"):
+            raise DecodeError("this program was compiled for one context only (lpu estimate --context): it cannot "
+                              "decode; compile it with `lpu compile`")
         self.program = program
         h = program.header
         self.buckets = h["buckets"]

@@ -12,18 +12,20 @@ from pathlib import Path
 def estimate(model_path: str | os.PathLike, hw: str = "groqchip1", chips: int | None = None,
              precision: str = "fp16", context: int | None = None, max_context: int | None = None,
              partition: str = "auto", stages: int = 0, verify: bool | None = None, timing_only: bool = False,
-             weights: str = "fp16") -> dict:
+             weights: str = "fp16", topology: str | os.PathLike | None = None, bucket_only: bool = False) -> dict:
     """The dict `lpu estimate --json` prints: lists with one value per bucket (only the bucket serving
     `context` positions when given). An ONNX model is compiled first with the `lpu compile` options given
-    here (a Hugging Face config.json, or `timing_only`, compiles without weights); a program (.lpu) is loaded
+    here (a Hugging Face config.json, or `timing_only`, compiles without weights; `topology`, a topology file,
+    replaces the preset's wiring); a program (.lpu) is loaded
     and those options are not used. Bad input raises the CLI's errors (UsageError, CompileError, ConfigError,
     ...) with one line."""
     return estimate_with_header(model_path, hw, chips, precision, context, max_context, partition, stages, verify,
-                                timing_only, weights)[0]
+                                timing_only, weights, topology, bucket_only)[0]
 
 
 def estimate_with_header(model_path, hw, chips, precision, context, max_context, partition, stages,
-                         verify, timing_only=False, weights="fp16") -> tuple[dict, dict]:
+                         verify, timing_only=False, weights="fp16", topology=None,
+                         bucket_only=False) -> tuple[dict, dict]:
     """estimate() and the program's header (`lpu estimate`'s text also prints the max context and the mapping)."""
     from isa import Program
 
@@ -34,13 +36,21 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
     _check_model_path(model)
     if context is not None and context < 1:
         raise UsageError(f"--context {context}: must be at least 1")
+    if bucket_only and context is None:
+        raise UsageError("--bucket-only needs --context N: the bucket to compile")
     compile_secs = None
     if model.suffix.lower() == ".lpu" or _is_program(model):
         prog = Program.load(model)
     else:
         opts = argparse.Namespace(hw=hw, chips=chips, precision=precision, partition=partition, stages=stages,
-                                  verify=verify, timing_only=timing_only, weights=weights)
-        prog, _, compile_secs, _ = _compile(model, opts, max_context, True)
+                                  verify=verify, timing_only=timing_only, weights=weights,
+                                  topology=None if topology is None else os.fspath(topology),
+                                  only_context=context if bucket_only else None)
+        from compiler.driver import DEFAULT_MAX_CONTEXT
+
+        # without --max-context, a cache that holds the context asked for (if the model supports it)
+        default = max(DEFAULT_MAX_CONTEXT, context) if context is not None else None
+        prog, _, compile_secs, _ = _compile(model, opts, max_context, True, default)
     h = prog.header
     buckets = list(enumerate(h["buckets"]))
     if context is not None:
@@ -59,6 +69,8 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
            "bound_ratio": [round(c / lb, 4) if lb else None for c, lb in zip(cycles, bounds)],
            "sram_bytes_per_chip": h.get("sram_bytes_per_chip"), "timing_only": prog.timing_only,
            "chips_used": int(h.get("chips_used", h["chips"]))}
+    if h.get("buckets_partial"):
+        out["bucket_only"] = True
     if compile_secs is not None:
         out["compile_seconds"] = round(compile_secs, 3)
     return out, h

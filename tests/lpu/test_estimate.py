@@ -71,3 +71,44 @@ def test_estimate_of_an_incomplete_config_is_one_line(tmp_path, capsys):
     rc = cli.main(["estimate", str(path)])
     err = capsys.readouterr().err
     assert rc == 1 and "lacks 'num_hidden_layers'" in err and len(err.strip().splitlines()) == 1
+
+@pytest.mark.parametrize("context", [1, 321, 700, 1000])
+def test_one_context_of_a_model_is_the_whole_programs_and_bucket_only_is_close(context, capsys):
+    # --context N on a model compiles every bucket and reports N's: the whole program's figures, exactly.
+    # --bucket-only lowers and schedules only N's bucket and the last (which sizes SRAM): a valid program for
+    # that context alone (its schedule checked), the same lower bound, and cycles within a few percent of the
+    # whole program's (SRAM placed for fewer buckets: 0-2.5% fewer on the fixtures, 1-8 chips, when measured)
+    args = ["--chips", "2", "--max-context", "1000", "--json"]
+    full = run(["estimate", str(MODEL)] + args, capsys)
+    one = run(["estimate", str(MODEL), "--context", str(context)] + args, capsys)
+    b = (context - 1) // 320
+    for k in ("cycles_per_token", "lower_bound_cycles", "context"):
+        assert one[k] == [full[k][b]]
+    assert one["sram_bytes_per_chip"] == full["sram_bytes_per_chip"] and "bucket_only" not in one
+    part = run(["estimate", str(MODEL), "--context", str(context), "--bucket-only"] + args, capsys)
+    assert part["bucket_only"] is True and part["context"] == one["context"]
+    assert part["lower_bound_cycles"] == one["lower_bound_cycles"]
+    assert abs(part["cycles_per_token"][0] / one["cycles_per_token"][0] - 1) < 0.05
+
+
+def test_bucket_only_needs_a_context(capsys):
+    rc = cli.main(["estimate", str(MODEL), "--bucket-only"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--bucket-only needs --context" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_context_past_the_default_cache_gets_a_cache_that_holds_it(capsys):
+    # without --max-context the cache holds the context asked for (the llama fixture supports 2048)
+    one = run(["estimate", str(MODEL), "--chips", "1", "--context", "1500", "--json"], capsys)
+    assert one["context"] == [1500] and one["cycles_per_token"][0] > 0
+
+
+def test_a_one_context_program_does_not_decode():
+    from compiler.driver import Options, compile_model
+    from lpu import config
+    from lpu.decode import DecodeError, Decoder
+
+    prog, _ = compile_model(MODEL, config.load("groqchip1", chips=1), Options(chips=1, max_context=700, only_context=5))
+    assert [bk["first_position"] for bk in prog.header["buckets"]] == [0, 640]
+    with pytest.raises(DecodeError, match="one context only"):
+        Decoder(prog)
