@@ -351,18 +351,23 @@ def _gpt2(cfg: dict, ctx: int) -> Graph:
     return s.finish(h, V, H, s.w("transformer.wte.weight.T", H, V))  # tied: Transpose(wte)
 
 
-def _gpt_neox(cfg: dict, ctx: int) -> Graph:
+def _sizes(cfg: dict, family: str) -> tuple[int, int, int, int, int]:
+    """(layers, hidden, heads, vocab, head size) of a config that names them as Hugging Face's hidden_size /
+    num_attention_heads families do; a hidden size the heads do not divide is one line."""
     L = _get(cfg, "num_hidden_layers")
     H = _get(cfg, "hidden_size")
     nh = _get(cfg, "num_attention_heads")
     V = _get(cfg, "vocab_size")
+    if nh < 1 or H % nh:
+        raise ModelError(f"config.json of {family} model: hidden_size {H} is not a multiple of num_attention_heads {nh}")
+    return L, H, nh, V, H // nh
+
+
+def _gpt_neox(cfg: dict, ctx: int) -> Graph:
+    L, H, nh, V, hd = _sizes(cfg, "a gpt_neox")
     inner = _get(cfg, "intermediate_size")
     eps = float(np.float32(_get(cfg, "layer_norm_eps", default=1e-5, kind=float)))
     theta = _get(cfg, "rope_theta", "rotary_emb_base", default=10000.0, kind=float)
-    if nh < 1 or H % nh:
-        raise ModelError(f"config.json of a gpt_neox model: hidden_size {H} is not a multiple of "
-                         f"num_attention_heads {nh}")
-    hd = H // nh
     rot = int(hd * _get(cfg, "partial_rotary_factor", "rotary_pct", default=0.25, kind=float))  # HF default
     if not 0 < rot < hd or rot % 2:
         raise UnsupportedError(f"config.json of a gpt_neox model: {rot} rotary dims of a head size {hd} (the config "
@@ -433,16 +438,10 @@ def _gpt_neox(cfg: dict, ctx: int) -> Graph:
 
 
 def _opt(cfg: dict, ctx: int) -> Graph:
-    L = _get(cfg, "num_hidden_layers")
-    H = _get(cfg, "hidden_size")
-    nh = _get(cfg, "num_attention_heads")
-    V = _get(cfg, "vocab_size")
+    L, H, nh, V, hd = _sizes(cfg, "an opt")
     inner = _get(cfg, "ffn_dim")
     proj = _get(cfg, "word_embed_proj_dim", default=H)
     eps = float(np.float32(1e-5))  # OPT's LayerNorms: torch's default epsilon, not a config value
-    if nh < 1 or H % nh:
-        raise ModelError(f"config.json of an opt model: hidden_size {H} is not a multiple of num_attention_heads {nh}")
-    hd = H // nh
     if proj != H:
         raise UnsupportedError(f"config.json of an opt model: word_embed_proj_dim {proj} != hidden_size {H} "
                                "(project_in and project_out) is not built from a config yet")
