@@ -242,7 +242,7 @@ def bound(g: Graph, plan: Plan, hw: Hardware, precision: str, ctx: int, weights:
                 t, u = finish[i]
                 if unit is not None and u is not None:
                     t += move(u, unit)
-                if here is not None and plan.owner.get(i, here) != here:
+                if here is not None and plan.owner.get(i, here) != here and i not in plan.local:
                     # a pipeline stage boundary: the value crosses a link
                     # (each chip of the stage sends its own part to its counterpart, side by side)
                     nv = _vec(max((local(i, c) for c in range(chips)), default=0) or size1(g.vars[i].shape))

@@ -33,6 +33,7 @@ from .indexmaps import move_map, operand_map, shape1, size1
 # equations a region may contain (besides its sources)
 LOCAL = {"unary", "binary", "where", "reduce", "mask_fill", "kv_append", "attn_qk", "attn_pv"} | set(DATA_MOVEMENT)
 EMBED_SPLIT_BYTES = 1 << 20  # tables larger than this are split by rows over the chips
+ALIGNED_SLACK = 0.125  # pipeline cuts at the layers' phase: at most this much heavier a heaviest stage
 
 
 @dataclass
@@ -50,6 +51,9 @@ class Plan:
     group: int = 0  # chips per stage, tensor-parallel among themselves (pp: 1; tp: all; hybrid: chips / stages)
     # pp, hybrid: (var, chip that needs it) -> the chip of an earlier stage that sends it there
     transfers: dict[tuple[str, int], int] = field(default_factory=dict)
+    # pp, hybrid: values computed from the graph's inputs and small constants alone (rotary rows, masks), which
+    # every stage that needs them computes itself rather than receives (`owner` is the first such stage)
+    local: set[str] = field(default_factory=set)
 
     def has(self, chip: int, var: str) -> bool:
         return var in self.hold[chip]
@@ -442,24 +446,46 @@ def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None) -> P
     requested, chips = chips, min(chips, 1 + int(finite.sum()))
     if chips == 1:
         return Plan(requested, [dict(full)] + [dict() for _ in range(requested - 1)], mapping="single")
+    def choose(aligned: bool) -> list[int]:
+        out, phase = [0], None  # phase: what follows the first cut (aligned: the later cuts look for it)
+        for k in range(1, chips):
+            target = cum[-1] * k / chips
+            centre = int(np.searchsorted(cum, target))
+            window = max(1, n // (4 * chips))
+            lo, hi = max(out[-1] + 1, centre - window), min(n - (chips - k), centre + window)
+            if lo > hi:
+                lo = hi = max(out[-1] + 1, min(centre, n - (chips - k)))
+            # a boundary where no KV cache is in use, leaving enough such boundaries for the cuts after it
+            cand = [b for b in range(lo, hi + 1) if finite[b] and after[b] >= chips - k - 1]
+            if not cand:  # none in the window: the nearest that can be cut
+                cand = [b for b in range(out[-1] + 1, n) if finite[b] and after[b] >= chips - k - 1]
+            # fewest live elements; among those, closest to the weight target
+            best = min(cand, key=lambda b: (live[b], abs(cum[b] - target), b))
+            if aligned and phase is not None:
+                # as cheap a boundary within a stage's length at the same place of the repeated layer as the
+                # first cut: stages then hold whole layers alike, and identical stages share one schedule
+                span = max(1, n // chips)
+                same = [b for b in range(max(out[-1] + 1, centre - span), min(n - (chips - k), centre + span) + 1)
+                        if finite[b] and after[b] >= chips - k - 1 and live[b] <= live[best] and _phase(g, b) == phase]
+                if same:
+                    best = min(same, key=lambda b: (abs(cum[b] - target), b))
+            elif aligned:
+                phase = _phase(g, best)
+            out.append(best)
+        return out
+
+    def heaviest(c: list[int]) -> float:
+        return max(cum[b] - cum[a] for a, b in zip(c, c[1:] + [n]))
+
     if cuts is not None:  # given (tests): the boundaries between stages
         chips, cuts = len(cuts) + 1, [0] + list(cuts)
     else:
-        cuts = [0]
-    for k in range(len(cuts), chips):
-        target = cum[-1] * k / chips
-        centre = int(np.searchsorted(cum, target))
-        window = max(1, n // (4 * chips))
-        lo, hi = max(cuts[-1] + 1, centre - window), min(n - (chips - k), centre + window)
-        if lo > hi:
-            lo = hi = max(cuts[-1] + 1, min(centre, n - (chips - k)))
-        # a boundary where no KV cache is in use, leaving enough such boundaries for the cuts after it
-        cand = [b for b in range(lo, hi + 1) if finite[b] and after[b] >= chips - k - 1]
-        if not cand:  # none in the window: the nearest that can be cut
-            cand = [b for b in range(cuts[-1] + 1, n) if finite[b] and after[b] >= chips - k - 1]
-        # fewest live elements; among those, closest to the weight target
-        best = min(cand, key=lambda b: (live[b], abs(cum[b] - target), b))
-        cuts.append(best)
+        # cuts at the same place of every layer when that costs the heaviest stage at most ALIGNED_SLACK more
+        # weight than cuts anywhere (a stage must still fit its chips' SRAM: Llama-2-70B's 80 layers on 72
+        # stages cannot be whole layers, some stages would hold two)
+        cuts, free = choose(True), choose(False)
+        if heaviest(cuts) > (1 + ALIGNED_SLACK) * heaviest(free):
+            cuts = free
     cuts.append(n)
     owner_eqn = np.zeros(n, dtype=np.int64)
     for c in range(chips):
@@ -472,8 +498,15 @@ def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None) -> P
             owner[o] = c
             hold[c][o] = full[o]
     p = Plan(requested, hold, mapping="pp", owner=owner, stages=[(cuts[c], cuts[c + 1]) for c in range(chips)], group=1)
+    computed_locally(g, p)
     p.transfers = stage_transfers(g, p, topo)
     return p
+
+
+def _phase(g: Graph, b: int, width: int = 16) -> tuple:
+    """The kinds of the equations around boundary b: the same at the same place of every repeated layer."""
+    return tuple((e.prim, e.params.get("op") if isinstance(e.params, dict) else None)
+                 for e in g.eqns[max(0, b - width):b + width])
 
 
 def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None, topo=None) -> Plan:
@@ -496,8 +529,50 @@ def plan_hybrid(g: Graph, chips: int, stages: int, regions: dict | None = None, 
     embed = {v: [rows[c % per] for c in range(chips)] for v, rows in tp.embed_rows.items()}
     p = Plan(chips, hold, rowsplit=set(tp.rowsplit), embed_rows=embed, sharded_outputs=set(tp.sharded_outputs),
              regions=tp.regions, mapping="hybrid", owner=dict(pp.owner), stages=list(pp.stages), group=per)
+    computed_locally(g, p)
     p.transfers = stage_transfers(g, p, topo)
     return p
+
+
+LOCAL_PRIMS = {"gather", "unary", "binary", "where"} | set(DATA_MOVEMENT)
+
+
+def computed_locally(g: Graph, plan: Plan) -> None:
+    """Values made from the graph's inputs and constants of at most EMBED_SPLIT_BYTES each (the rotary rows
+    gathered by position, masks), by elementwise work, gathers and data movement alone, are computed by every
+    stage that needs them instead of being sent there: in a long pipeline every stage needs the rotary rows,
+    and sending them from the first stage put one transfer per stage on the first stage's links and routes
+    through other stages' chips. Adds them (and the like values they are made from) to the holdings of the
+    needing chips (the elements its counterpart in the owning stage holds) and to `plan.local`."""
+    made = {o: e for e in g.eqns for o in e.outputs}
+    ok: dict[str, bool] = {}
+
+    def local(v: str) -> bool:
+        if v in ok:
+            return ok[v]
+        e = made.get(v)
+        res = (e is not None and e.prim in LOCAL_PRIMS and v not in plan.rowsplit and v not in plan.embed_rows
+               and v not in g.outputs.values()
+               and all(x in g.inputs or (x in g.consts and g.consts[x].size * 4 <= EMBED_SPLIT_BYTES)
+                       or (x in made and local(x)) for x in e.inputs))
+        ok[v] = res
+        return res
+
+    def hold(v: str, c: int) -> None:
+        if v in plan.hold[c]:
+            return
+        plan.hold[c][v] = plan.hold[plan.source_chip(v, c)][v]
+        plan.local.add(v)
+        for x in made[v].inputs:
+            if x in made and x not in g.consts:
+                hold(x, c)
+
+    for e in g.eqns:
+        for c in lowered_on(plan, e.outputs[0]):
+            for v in e.inputs:
+                if v in plan.owner and v not in plan.hold[c] and plan.owner[v] < plan.owner[e.outputs[0]] \
+                        and local(v) and v in plan.hold[plan.source_chip(v, c)]:
+                    hold(v, c)
 
 
 def lowered_on(plan: Plan, var: str) -> list[int]:

@@ -100,7 +100,8 @@ def test_hybrid_holds_each_stage_tensor_parallel_on_its_own_chips(chips, stages)
     for v, k in pp.owner.items():
         for c in range(chips):
             if c // per != k:
-                assert v not in h.hold[c]  # computed in one stage only
+                # computed in one stage only, but for what every stage makes from the inputs alone
+                assert v not in h.hold[c] or v in h.local
             elif v in tp.hold[c % per]:
                 assert np.array_equal(h.hold[c][v], tp.hold[c % per][v])  # as tensor-parallel over `per` chips
             else:
@@ -230,3 +231,19 @@ def test_repeated_layers_reuse_their_regions_and_get_the_fresh_ones(src):
     reused, fresh = find_regions(g), find_regions(g, reuse=False)
     assert sum(r is not None for r in fresh.values()) >= 2
     assert _regions_equal(reused, fresh)
+
+
+@pytest.mark.parametrize("chips, stages", [(2, 0), (4, 2), (8, 4)])
+def test_every_stage_makes_the_rotary_rows_itself(chips, stages):
+    """Values made from the inputs and small constants alone (the rotary rows gathered by position) are
+    computed by each stage that needs them: no transfer carries them, and the hidden state still crosses."""
+    g = split_linears(decompose(import_onnx(FIX / "llama_optimum.onnx", max_context=64)))
+    p = plan_hybrid(g, chips, stages) if stages else plan_pp(g, chips)
+    made = {o: e for e in g.eqns for o in e.outputs}
+    assert p.local and any(made[v].prim == "gather" for v in p.local)
+    assert p.transfers and not any(v in p.local for v, _ in p.transfers)
+    for v in p.local:
+        assert all(x in g.inputs or x in g.consts or x in p.local for x in made[v].inputs)
+        users = {p.owner[e.outputs[0]] for e in g.eqns if v in e.inputs}
+        for k in users:  # held on the chips of every stage that uses it
+            assert any(v in p.hold[c] for c in p.stage_chips(k))
