@@ -220,7 +220,7 @@ def _schedule(c: Compilation) -> Schedules:
     g, plan, rep = c.folded.graph, c.mapping.plan, c.report
     scheds, bounds, streams = [], [], {}
     for b, code in enumerate(c.lowered.code):
-        s = schedule(code, c.regions, c.hw)
+        s = schedule(code, c.regions, c.hw, plan.per_stage if plan.staged else 0)
         # the lower bound for the smallest context this bucket serves: valid for all its tokens
         lb = bound(g, plan, c.hw, c.opts.precision, c.buckets[b]["first_position"] + 1, c.opts.weights)
         c.buckets[b].update(cycles=s.cycles, lower_bound_cycles=lb.cycles, lower_bound_terms=lb.terms)

@@ -20,7 +20,7 @@ from isa import Hardware, Region
 from isa.program import dtype_bytes
 
 from ..errors import CapacityError
-from .buffers import LANES, Buf
+from .buffers import FORWARDED, LANES, Buf
 
 
 
@@ -162,6 +162,10 @@ def _place(bufs: list[Buf], code_by_bucket, hw: Hardware, bucket_of, tables_last
     shared = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and zone[b.id] not in ("table", "experts")
                      or (zone[b.id] == "table" and not tables_last)),
                     key=lambda b: (0 if zone[b.id] in early else 1, -b.vectors if zone[b.id] in early else 0, b.id))
+    # the buffers a chip forwards other stages' transfers through (they depend on the routes those take) go
+    # after everything else, so that a stage's own placement is the same wherever it sits
+    forwarded = [b for b in shared if b.name.startswith(FORWARDED)]
+    shared = [b for b in shared if not b.name.startswith(FORWARDED)]
     tables = sorted((b for b in bufs if (b.shared or b.id not in bucket_of) and zone[b.id] == "table" and tables_last),
                     key=lambda b: (-b.vectors, b.id))
     for b in shared:
@@ -172,13 +176,14 @@ def _place(bufs: list[Buf], code_by_bucket, hw: Hardware, bucket_of, tables_last
     for bk in sorted({v for v in bucket_of.values() if v is not None}):
         hb = {c: list(base_h[c]) for c in chips}
         ub = {c: list(base_u[c]) for c in chips}
-        for b in bufs:
-            if not b.shared and bucket_of.get(b.id) == bk:
-                put(b, hb[b.chip], ub[b.chip])
+        # a chip's own buffers first, then those it forwards a transfer through (as above)
+        own = [b for b in bufs if not b.shared and bucket_of.get(b.id) == bk]
+        for b in sorted(own, key=lambda b: b.name.startswith(FORWARDED)):
+            put(b, hb[b.chip], ub[b.chip])
         for c in chips:
             heights[c] = [max(x, y) for x, y in zip(heights[c], hb[c])]
             used[c] = [max(x, y) for x, y in zip(used[c], ub[c])]
-    for b in tables:
+    for b in tables + forwarded:
         put(b, heights[b.chip], used[b.chip])
     cap = sram.bank_bytes
     for c in sorted(used):

@@ -18,6 +18,8 @@ import numpy as np
 
 from isa import VECTOR_LANES as LANES
 
+FORWARDED = "fwd "  # the name prefix of a buffer a chip forwards a pipeline transfer through
+
 
 @dataclass(eq=False)
 class Buf:
@@ -89,3 +91,5 @@ class Node:
     tag: str = ""
     uid: int = 0  # creation number: a topological order over all chips
     grp: tuple | None = None  # MXM: (chip, unit, n) of the tile group (an LW and what uses its tile)
+    # a SEND or RECV of a pipeline transfer (any hop of its route): the chip the value is going to
+    xfer: int | None = None

@@ -117,8 +117,20 @@ def v_pack_of(L, width: int) -> int:
 
 
 def state_unit(L, st_name) -> int:
-    """The MXM unit that serves a layer's attention: layers alternate units; the caches sit next to it."""
-    return L.g.states[st_name].layer % L.units
+    """The MXM unit that serves a layer's attention: the layers of a pipeline stage (of the whole model when
+    there are no stages) alternate units, from the stage's first; the caches sit next to it. Counted within
+    the stage, so that stages holding the same layers are the same program."""
+    units = getattr(L, "_state_units", None)
+    if units is None:
+        stage_of, first = {}, {}
+        for e in L.g.eqns:
+            if e.prim == "kv_append":
+                k = L.plan.owner.get(e.outputs[0], 0) if L.plan.staged else 0
+                stage_of[e.params["state"]] = k
+                first[k] = min(first.get(k, L.g.states[e.params["state"]].layer), L.g.states[e.params["state"]].layer)
+        units = L._state_units = {n: (st.layer - first.get(stage_of.get(n, 0), 0)) % L.units
+                                  for n, st in L.g.states.items()}
+    return units[st_name]
 
 
 def state_buf(L, chip, st_name, heads: list[int]) -> Buf:

@@ -8,7 +8,7 @@ from isa.errors import HardwareError
 
 from ...errors import CompileError, UnsupportedError
 from ...ir import T
-from ..buffers import Buf, Val
+from ..buffers import FORWARDED, Buf, Val
 
 
 def port(L, chip: int, other: int) -> int:
@@ -76,11 +76,12 @@ def transfer(L, name: str, src: int, dst: int) -> Val:
         if nxt == dst:
             b = L.pool.new(dst, name, nv, v.buf.dtype, "act", key=key) if key else L.buf(dst, name, nv, v.buf.dtype)
         else:  # a chip on the way: its own buffer, forwarded by the next hop
-            b = L.buf(nxt, f"fwd {name}", nv, v.buf.dtype)
-        L.emit(chip, "c2ct", Instr("SEND", link=link_s, src_reg=buf.id, src_off=off, n=nv), f"c2c{link_s}t",
-               tag=f"pp {name}")
-        L.emit(nxt, "c2cr", Instr("RECV", link=link_r, dst_reg=b.id, dst_off=0, n=nv), f"c2c{link_r}r",
-               tag=f"pp {name}" if nxt == dst else f"fwd {name}")
+            b = L.buf(nxt, f"{FORWARDED}{name}", nv, v.buf.dtype)
+        s = L.emit(chip, "c2ct", Instr("SEND", link=link_s, src_reg=buf.id, src_off=off, n=nv), f"c2c{link_s}t",
+                   tag=f"pp {name}")
+        r = L.emit(nxt, "c2cr", Instr("RECV", link=link_r, dst_reg=b.id, dst_off=0, n=nv), f"c2c{link_r}r",
+                   tag=f"pp {name}" if nxt == dst else f"fwd {name}")
+        s.xfer = r.xfer = dst  # scheduled with the transfers into dst's stage, not with the chips' own work
         buf, off = b, 0
     out = Val(buf, v.idx, v.layout, v.tlen, v.g, off=0)
     L.vals[dst][name] = out

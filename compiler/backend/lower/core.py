@@ -286,7 +286,7 @@ class Lowerer(Emitter):
                 for c, lst in enumerate(nodes):
                     for n in lst:
                         self.code[c].append(Node(n.chip, n.family, n.instr, n.queue, n.tag, uid=self.pool.next_uid(),
-                                                 grp=n.grp))
+                                                 grp=n.grp, xfer=n.xfer))
                     self.vals[c].update(vals[c])
                 # unit and slot choices continue exactly as in the bucket that lowered it
                 self._slot, self._load, self._sxm = [list(x) for x in counters[0]], [list(x) for x in counters[1]], list(counters[2])
@@ -334,7 +334,7 @@ class Lowerer(Emitter):
             for n in nodes:
                 a = n.instr.args
                 if n.instr.op == "ACC" and a["x_reg"] in dup and self.hw.mxm_hemisphere(a["unit"]) == 1:
-                    n = Node(n.chip, n.family, n.instr.replace(x_reg=dup[a["x_reg"]][1].id), n.queue, n.tag, uid=n.uid, grp=n.grp)
+                    n = Node(n.chip, n.family, n.instr.replace(x_reg=dup[a["x_reg"]][1].id), n.queue, n.tag, uid=n.uid, grp=n.grp, xfer=n.xfer)
                 out.append(n)
                 for reg, (w, copy) in dup.items():
                     if n is w:
