@@ -33,7 +33,7 @@ from .indexmaps import move_map, operand_map, shape1, size1
 # equations a region may contain (besides its sources)
 LOCAL = {"unary", "binary", "where", "reduce", "mask_fill", "kv_append", "attn_qk", "attn_pv"} | set(DATA_MOVEMENT)
 EMBED_SPLIT_BYTES = 1 << 20  # tables larger than this are split by rows over the chips
-ALIGNED_SLACK = 0.125  # pipeline cuts at the layers' phase: at most this much heavier a heaviest stage
+ALIGNED_SLACK = 0.0  # pipeline cuts at the layers' phase: at most this much heavier a heaviest stage
 
 
 @dataclass
@@ -482,7 +482,7 @@ def plan_pp(g: Graph, chips: int, topo=None, cuts: list[int] | None = None) -> P
     else:
         # cuts at the same place of every layer when that costs the heaviest stage at most ALIGNED_SLACK more
         # weight than cuts anywhere (a stage must still fit its chips' SRAM: Llama-2-70B's 80 layers on 72
-        # stages cannot be whole layers, some stages would hold two)
+        # stages cannot be whole layers; with 0.125 some stages held two and no longer fit 576 chips)
         cuts, free = choose(True), choose(False)
         if heaviest(cuts) > (1 + ALIGNED_SLACK) * heaviest(free):
             cuts = free
