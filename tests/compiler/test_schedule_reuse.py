@@ -30,7 +30,7 @@ def _placed(tmp_path, layers, chips, partition, stages=0, ctx=320, preset="groqc
     return c
 
 
-@pytest.mark.parametrize("layers, chips, partition, stages", [(8, 8, "pp", 0), (24, 16, "hybrid", 8)])
+@pytest.mark.parametrize("layers, chips, partition, stages", [(8, 8, "pp", 0), (14, 16, "hybrid", 8)])
 def test_a_reused_stage_schedule_is_the_fresh_one(tmp_path, layers, chips, partition, stages):
     c = _placed(tmp_path, layers, chips, partition, stages)
     plan = c.mapping.plan
