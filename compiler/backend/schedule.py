@@ -201,7 +201,8 @@ def schedule(code: list[list], regions, hw: Hardware, stage_chips: int = 0, reus
                     uprof.append(mach.profile(n.instr, q))
                 except Exception as exc:
                     raise CompileError(f"chip {n.chip}: cannot time {n.instr!r} on {q}: {exc}") from None
-            run = (nodes, gl, uprof, regions, hw, ext, anchor, pre[idx], unit, u, send_of, prev_on_link, shared, base)
+            run = (nodes, gl, uprof, regions, hw, ext, anchor, pre[idx], unit, u, send_of, receiver, prev_on_link,
+                   exported, base)
             if not stage:
                 res = _schedule_unit(*run, booked if boundary[u] else None)
             else:
@@ -384,12 +385,13 @@ class _Bookings:
         return False
 
 
-def _schedule_unit(nodes, gl, prof, regions, hw, ext, anchor, pre, unit, u, send_of, prev_on_link, shared, base,
-                   booked):
+def _schedule_unit(nodes, gl, prof, regions, hw, ext, anchor, pre, unit, u, send_of, receiver, prev_on_link, exported,
+                   base, booked):
     """List-schedule one unit: its nodes gl (global indices, program order) with profiles prof, none before
     `anchor` but the token start, each after what `ext` says it waits for. Returns local arrays (issue,
     queue, why, tail, prof), the unit's bookings ((anchor, {chip - base: (queues, banks, lo, hi)})) and when
-    the regions other units read are readable; why: a local node, -1 none, or -2 - k for the k-th of `ext`.
+    the regions in `exported` (region -> the local nodes naming it: what the unit writes and others read) are
+    readable; why: a local node, -1 none, or -2 - k for the k-th of `ext`.
     `booked`: other units' bookings to schedule around (None: none)."""
     nodes_u = [nodes[g] for g in gl]
     N = len(gl)
@@ -416,7 +418,6 @@ def _schedule_unit(nodes, gl, prof, regions, hw, ext, anchor, pre, unit, u, send
             edge(j, i, max(dd, prof[j].commit - prof[i].commit + 1))
     del deps
     later = np.zeros(N, dtype=bool)  # a node another unit waits for
-    receivers = {a: b for b, a in send_of.items()}
     for j, g in enumerate(gl):
         a = send_of.get(g)
         if a is not None and unit[a] == u:
@@ -425,15 +426,9 @@ def _schedule_unit(nodes, gl, prof, regions, hw, ext, anchor, pre, unit, u, send
         a = prev_on_link.get(g)
         if a is not None and unit[a] == u:
             edge(loc[a], j, 0)  # link order is program order
-        b = receivers.get(g)
+        b = receiver.get(g)
         if b is not None and unit[b] != u:
             later[j] = True
-    exported: dict = {}  # region -> the local nodes naming it, for the regions this unit writes and others read
-    if shared:
-        for j, n in enumerate(nodes_u):
-            for r in _regions_of(n, regions):
-                if shared.get(r) == u:
-                    exported.setdefault(r, []).append(j)
     # the token-start barrier: the chip's links realign their clocks after it; everything else waits for
     # the unit's anchor (which is after it)
     sync_of = {n.chip: j for j, n in enumerate(nodes_u) if n.instr.op == "SYNC"}
