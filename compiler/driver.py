@@ -111,6 +111,9 @@ class Report:
     sram_bytes: dict = field(default_factory=dict)
     bounds: list = field(default_factory=list)
     mappings: dict = field(default_factory=dict)  # candidate mapping -> estimated cycles
+    # per bucket (pipelines): stages scheduled, and how many of them took an earlier identical stage's schedule
+    stages_scheduled: list = field(default_factory=list)
+    stages_reused: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,8 @@ def _schedule(c: Compilation) -> Schedules:
         rep.bounds.append(lb.cycles)
         rep.cycles.append(s.cycles)
         rep.instructions += len(s.nodes)
+        rep.stages_scheduled.append(getattr(s, "stages", 0))
+        rep.stages_reused.append(getattr(s, "reused", 0))
         streams.update(streams_for(b, s, c.hw.chip.icu.nop_max_repeat))
         scheds.append(s)
         bounds.append(lb)
@@ -335,6 +340,7 @@ def _compile(c: Compilation, first: str) -> tuple[Program, Report]:
                                     f"nor with {', '.join(tried)})") from None
             raise first_error
         c.report.bounds, c.report.cycles, c.report.instructions = [], [], 0
+        c.report.stages_scheduled, c.report.stages_reused = [], []
         for p in PASSES[PASS_NAMES.index(again):]:
             setattr(c, p.product, None)  # the failed attempt's products go now, not after the next one
         try:

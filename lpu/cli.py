@@ -164,6 +164,16 @@ def _check_model_path(path: Path) -> None:
         raise UsageError(f"{path}: is a directory; give an .onnx or .lpu file")
 
 
+def _peak_rss_bytes() -> int | None:
+    """This process's peak resident memory so far (None where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
 def cmd_compile(args) -> int:
     model = Path(args.model)
     _check_model_path(model)
@@ -181,7 +191,10 @@ def cmd_compile(args) -> int:
                "sram_bytes_per_chip": {str(k): v for k, v in sorted(rep.sram_bytes.items())},
                "partition": prog.header.get("partition"), "stages": prog.header.get("stages", 1),
                "mapping_estimates": {k: v for k, v in rep.mappings.items() if v is not None},
-               "dequantised": prog.header.get("model", {}).get("dequantised", "")}
+               "dequantised": prog.header.get("model", {}).get("dequantised", ""),
+               "pass_seconds": {k: round(v, 3) for k, v in rep.seconds.items()},
+               "stages_scheduled": rep.stages_scheduled, "stages_reused": rep.stages_reused,
+               "peak_rss_bytes": _peak_rss_bytes()}
     if args.json:
         print(json.dumps(summary))
     else:
@@ -200,6 +213,9 @@ def cmd_compile(args) -> int:
         if est:
             print(f"  mapping: {_mapping_text(prog.header)} (estimated cycles: "
                   f"{', '.join(f'{k} {v:,}' for k, v in sorted(est.items(), key=lambda kv: (kv[1], kv[0])))})")
+        if any(rep.stages_scheduled):
+            print(f"  schedule: {sum(rep.stages_reused):,} of {sum(rep.stages_scheduled):,} pipeline stages (all "
+                  f"buckets) took an earlier identical stage's schedule")
         top = max(rep.sram_bytes.values()) if rep.sram_bytes else 0
         print(f"  SRAM: up to {top / 2**20:.1f} MiB of {hw.sram_bytes_per_chip / 2**20:.0f} MiB per chip")
     return 0

@@ -233,6 +233,7 @@ def schedule(code: list[list], regions, hw: Hardware, stage_chips: int = 0, reus
     cycles = int(max((issue + tail).max(), 0)) if N else 0
     out = Scheduled(nodes, issue, qname, prof, cycles, why, tail)
     out.units, out.reused = n_units, reused
+    out.stages = sum(1 for u in range(n_units) if not boundary[u]) if stage_chips else 0
     return out
 
 

@@ -70,3 +70,30 @@ def test_one_chip_per_stage_or_none_is_one_unit(tmp_path):
     c = _placed(tmp_path, 2, 2, "tp")
     s = S.schedule(c.lowered.code[0], c.regions, c.hw, 0)
     assert s.units == 1 and s.reused == 0
+
+
+def test_compile_json_says_how_many_stages_reused_a_schedule(tmp_path, capsys):
+    """`lpu compile --json` reports, per bucket, the pipeline stages scheduled and how many of them took an
+    earlier stage's schedule, the seconds of every pass and the process's peak memory: what the compile-at-scale
+    figures of the README are read from."""
+    from lpu import cli
+
+    p = tmp_path / "llama8.json"
+    p.write_text(json.dumps(dict(BASE, num_hidden_layers=8)))
+    assert cli.main(["compile", str(p), "-o", str(tmp_path / "a.lpu"), "--chips", "8", "--partition", "pp",
+                     "--max-context", "320", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stages"] == 8 and out["stages_scheduled"] == [8] * out["buckets"]
+    assert all(0 < r < 8 for r in out["stages_reused"])  # the first stage (and the last, with the head) are fresh
+    assert {"import", "lower", "place", "schedule", "emit"} <= set(out["pass_seconds"])
+    assert all(v >= 0 for v in out["pass_seconds"].values())
+    assert out["peak_rss_bytes"] > 50 * 2**20  # numpy and the compiler alone take more
+    assert cli.main(["compile", str(p), "-o", str(tmp_path / "b.lpu"), "--chips", "8", "--partition", "pp",
+                     "--max-context", "320"]) == 0
+    assert "pipeline stages (all buckets) took an earlier identical stage's schedule" in capsys.readouterr().out
+    tp = tmp_path / "tp.json"
+    tp.write_text(json.dumps(dict(BASE, num_hidden_layers=2)))
+    assert cli.main(["compile", str(tp), "-o", str(tmp_path / "c.lpu"), "--chips", "2", "--partition", "tp",
+                     "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stages_scheduled"] == [0] * out["buckets"] and out["stages_reused"] == [0] * out["buckets"]
