@@ -79,7 +79,7 @@ class Val:
         return k * self.tlen
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One instruction before scheduling: region ids are buffer ids; `queue` is fixed for units bound to
     data (MXM, SXM, links, ICU) and None for VXM/MEM, whose queues are interchangeable."""

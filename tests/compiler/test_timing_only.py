@@ -346,3 +346,19 @@ def test_llama_2_70b_imports_in_seconds_and_without_weights():
     assert g.meta["num_layers"] == 80 and g.meta["kv_heads"] == 8 and ctx == 1024
     assert peak < 64 << 20, peak  # the weights would be 138 GB at fp16
     assert secs < 30, secs
+
+
+def test_more_regions_than_the_instruction_fields_name_is_one_line(tmp_path, monkeypatch, capsys):
+    """Region ids are program-wide and an instruction's region fields are REGION_BITS wide: a program that
+    needs more regions is refused in one line before any instruction names one it cannot encode (with the
+    field 4 bits wide here, so that a small config reaches it; the real width is 18 bits)."""
+    from compiler.backend.lower import core
+    from lpu import cli
+
+    cfg = FIX / "configs" / "llama_optimum.json"
+    out = tmp_path / "x.lpu"
+    monkeypatch.setattr(core, "REGION_BITS", 4)
+    assert cli.main(["compile", str(cfg), "-o", str(out), "--chips", "2"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "more than 16 regions" in err and "4-bit region field" in err
+    assert not out.exists()

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from isa import Hardware, Instr
+from isa.fields import REGION_BITS
 from isa.table import MODE_GRP, MODE_IMM, MODE_REP, MODE_SEQ, SXM_BY_NAME, VXM_BY_NAME
 
 from ...errors import CompileError, UnsupportedError
@@ -50,6 +51,11 @@ class BufferPool:
             return self.shared[key]
         if data is not None and dtype == "fp16":
             data = data.astype(np.float16)  # kept in the region's type: half the compiler's memory for weights
+        if len(self.bufs) >= 1 << REGION_BITS:
+            raise CompileError(
+                f"the program needs more than {1 << REGION_BITS:,} regions, the most an instruction's "
+                f"{REGION_BITS}-bit region field names (region ids are program-wide; every chip and context bucket "
+                f"adds its own): compile fewer context buckets (a smaller --max-context) or fewer chips")
         b = Buf(len(self.bufs), chip, name, rows, row_vectors, dtype, kind, data, zone, width, shared=key is not None)
         self.bufs.append(b)
         if key is not None:
@@ -206,6 +212,22 @@ class Emitter:
         return self.pool.new(chip, "zeros", 1, self.wdtype, "const", key=("zeros", chip, self.wdtype))
 
 
+class _Vals(dict):
+    """A chip's values by variable name, which can record the names written while `log` is a set (what an
+    equation lowered once adds, for its replay in the other buckets)."""
+
+    __slots__ = ("log",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: set | None = None
+
+    def __setitem__(self, key, value) -> None:
+        if self.log is not None:
+            self.log.add(key)
+        dict.__setitem__(self, key, value)
+
+
 class Lowerer(Emitter):
     """Lowers one context bucket of a partitioned graph: the prims' lowerings (REGISTRY) called for
     every equation, once per chip that holds its output."""
@@ -217,7 +239,7 @@ class Lowerer(Emitter):
         self.ctx = ctx  # positions visible in this bucket (a multiple of 320)
         self.max_context = max_context
         self.kv_cols = vecs(max_context) * LANES
-        self.vals: list[dict[str, Val]] = [dict() for _ in range(self.chips)]
+        self.vals: list[_Vals] = [_Vals() for _ in range(self.chips)]
         self.f16 = self._mxm_only_vars()
         self.pending_allreduce: dict = {}  # var -> {chip: (partial, out, vectors)} until every chip joined
         self.v_index_memo: dict = {}
@@ -292,13 +314,18 @@ class Lowerer(Emitter):
                 self._slot, self._load, self._sxm = [list(x) for x in counters[0]], [list(x) for x in counters[1]], list(counters[2])
                 continue
             before = [len(cd) for cd in self.code]
-            seen = [dict(v) for v in self.vals] if invariant else None
+            if invariant:
+                for v in self.vals:
+                    v.log = set()
             self._invariant = invariant
             self._lower_eqn(e)
             self._invariant = False
             if invariant:
-                cache[i] = ([list(self.code[c][before[c]:]) for c in range(self.chips)],
-                            [{k: v for k, v in self.vals[c].items() if seen[c].get(k) is not v} for c in range(self.chips)],
+                written = []
+                for v in self.vals:
+                    written.append({k: v[k] for k in v.log})
+                    v.log = None
+                cache[i] = ([list(self.code[c][before[c]:]) for c in range(self.chips)], written,
                             ([list(x) for x in self._slot], [list(x) for x in self._load], list(self._sxm)))
 
     def duplicate_shared_inputs(self) -> None:
@@ -317,6 +344,7 @@ class Lowerer(Emitter):
                         if n.instr.op in ("SCATTER", "SCATCOL") or k == "dst_reg":
                             writer.setdefault(a[k], []).append(n)
             dup = {}
+            copies_of: dict[int, list] = {}  # id of a writer node -> the copies it also writes
             for reg, us in units_of.items():
                 ws = writer.get(reg, [])
                 if len(us) < 2 or len(ws) != 1 or ws[0].instr.op != "VXM" or ws[0].instr["dst_off"] != 0:
@@ -328,6 +356,7 @@ class Lowerer(Emitter):
                                      key=("dup", reg, chip)) if src.shared or src.id not in self.pool.bucket_of \
                     else self.pool.new(chip, src.name + ".u1", src.rows, src.dtype, "act", bucket=self.pool.bucket_of[src.id])
                 dup[reg] = (ws[0], copy)
+                copies_of.setdefault(id(ws[0]), []).append(copy)
             if not dup:
                 continue
             out = []
@@ -336,10 +365,9 @@ class Lowerer(Emitter):
                 if n.instr.op == "ACC" and a["x_reg"] in dup and self.hw.mxm_hemisphere(a["unit"]) == 1:
                     n = Node(n.chip, n.family, n.instr.replace(x_reg=dup[a["x_reg"]][1].id), n.queue, n.tag, uid=n.uid, grp=n.grp, xfer=n.xfer)
                 out.append(n)
-                for reg, (w, copy) in dup.items():
-                    if n is w:
-                        out.append(Node(n.chip, n.family, n.instr.replace(dst_reg=copy.id), n.queue, n.tag + ".u1",
-                                        uid=n.uid + 0.5, grp=None))
+                for copy in copies_of.get(id(n), ()):
+                    out.append(Node(n.chip, n.family, n.instr.replace(dst_reg=copy.id), n.queue, n.tag + ".u1",
+                                    uid=n.uid + 0.5, grp=None))
             self.code[chip] = out
 
     def _lower_eqn(self, e) -> None:
