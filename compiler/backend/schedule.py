@@ -606,7 +606,6 @@ def _periodic_deskews(nodes, prof, issue, qname, why, tail, hw, mach):
                 if t < end:
                     top += 1
                     n = Node(c, "c2ct", _I("DESKEW", link=l), q, tag=f"deskew {k}", uid=top)
-                    n.deskew_k = k
                     add_n.append(n)
                     add_t.append(t)
                     iv = sorted(iv + [(t, t + dp.busy)])

@@ -97,3 +97,27 @@ def test_compile_json_says_how_many_stages_reused_a_schedule(tmp_path, capsys):
                      "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["stages_scheduled"] == [0] * out["buckets"] and out["stages_reused"] == [0] * out["buckets"]
+
+
+def test_periodic_deskews_every_interval_on_every_link(tmp_path):
+    """A program longer than the deskew interval gets a DESKEW on each connected link's send queue at or
+    after every whole interval before its end (the interval cut to 2,000 cycles so a small pipeline has some)."""
+    import dataclasses
+
+    c = _placed(tmp_path, 2, 2, "pp")
+    hw = c.hw
+    interval = 2000
+    hw2 = dataclasses.replace(hw, chip=dataclasses.replace(hw.chip, c2c=dataclasses.replace(
+        hw.chip.c2c, deskew_interval_cycles=interval)))
+    s = S.schedule(c.lowered.code[0], c.regions, hw2, c.mapping.plan.per_stage)
+    assert s.cycles > 2 * interval
+    got: dict = {}
+    for i, n in enumerate(s.nodes):
+        if n.instr.op == "DESKEW" and n.tag.startswith("deskew "):
+            k = int(n.tag.split()[1])
+            assert int(s.issue[i]) >= k * interval
+            got.setdefault((n.chip, n.instr["link"]), []).append(k)
+    links = [(ch, l) for ch in range(2) for l in range(hw.links_per_chip) if hw.topology.connected(ch, l)]
+    assert links and set(got) == set(links)
+    for ks in got.values():
+        assert sorted(ks) == list(range(1, len(ks) + 1)) and len(ks) >= 1
