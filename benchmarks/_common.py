@@ -133,3 +133,13 @@ def machine() -> str:
     except (OSError, AttributeError):
         pass
     return f"{cpu_model()}, {cores()} cores{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def write_table(name: str, title: str, columns: list[str], rows: list[str]) -> None:
+    """build/bench/NAME: a title line and a markdown table of the given columns and (already formatted) rows;
+    nothing when no row was measured."""
+    if not rows:
+        return
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    head = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    (BENCH_DIR / name).write_text(f"{title}\n\n" + "\n".join(head + rows) + "\n")

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from _common import BENCH_DIR, model_path
+from _common import model_path, write_table
 
 PROMPT = [464, 2068, 7586]
 N = 12
@@ -117,10 +117,6 @@ def test_llama3_8b_config_fp8_on_the_fewest_lp30_chips_compiles_in_two_minutes(t
 
 
 def teardown_module(module):
-    if not _ROWS:
-        return
-    BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    head = ["| model | chips | precision | mapping | cycles/token (last bucket) | lower bound | forwarding buffers | "
-            "compile s |", "|---|---|---|---|---|---|---|---|"]
-    (BENCH_DIR / "scale.md").write_text("Beyond one node (`make bench`, benchmarks/test_scale.py):\n\n"
-                                        + "\n".join(head + _ROWS) + "\n")
+    write_table("scale.md", "Beyond one node (`make bench`, benchmarks/test_scale.py):",
+                ["model", "chips", "precision", "mapping", "cycles/token (last bucket)", "lower bound",
+                 "forwarding buffers", "compile s"], _ROWS)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from _common import BENCH_DIR
+from _common import write_table
 
 LLAMA2_70B = {"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672, "num_attention_heads": 64,
               "num_key_value_heads": 8, "num_hidden_layers": 80, "vocab_size": 32000,
@@ -61,11 +61,7 @@ def test_llama2_70b_int8_on_576_chips_compile_targets(context, tmp_path):
 
 
 def teardown_module(module):
-    if not _ROWS:
-        return
-    BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    head = ["| context | mapping | cycles/token (last bucket) | lower bound | ratio | stages reusing a schedule | "
-            "compile s (passes >= 1 s) | peak GiB |", "|---|---|---|---|---|---|---|---|"]
-    (BENCH_DIR / "scale70b.md").write_text(
-        f"Llama-2-70B config, int8, timing-only, {CHIPS} `groqchip1` chips (benchmarks/test_scale_70b.py):\n\n"
-        + "\n".join(head + _ROWS) + "\n")
+    write_table("scale70b.md", f"Llama-2-70B config, int8, timing-only, {CHIPS} `groqchip1` chips "
+                "(benchmarks/test_scale_70b.py):",
+                ["context", "mapping", "cycles/token (last bucket)", "lower bound", "ratio",
+                 "stages reusing a schedule", "compile s (passes >= 1 s)", "peak GiB"], _ROWS)
