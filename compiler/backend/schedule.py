@@ -46,6 +46,9 @@ class Scheduled:
         self.cycles = cycles
         self.why = why  # per node: the predecessor that decided its earliest start (-1: none)
         self.tail = tail  # per node: cycles from issue to its last effect
+        self.units = 1  # units scheduled one after another (see schedule())
+        self.reused = 0  # of them, pipeline stages that took an earlier identical stage's schedule
+        self.stages = 0  # of them, pipeline stages (0: not a pipeline)
 
     def critical_path(self) -> list[int]:
         """Node indices from the first to the one that finishes last, following deciding predecessors."""
