@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from isa import VECTOR_LANES as LANES
-from isa import Hardware, Program
+from isa import Hardware, Program, RegionNumbering
 
 from . import verify as V
 from .backend.alloc import place, sram_bytes
@@ -222,6 +222,7 @@ def _place(c: Compilation) -> list:
 def _schedule(c: Compilation) -> Schedules:
     g, plan, rep = c.folded.graph, c.mapping.plan, c.report
     scheds, bounds, streams = [], [], {}
+    numbering = RegionNumbering.of(c.regions, c.hw.system.chips)  # how the words name regions (chip-locally)
     for b, code in enumerate(c.lowered.code):
         s = schedule(code, c.regions, c.hw, plan.per_stage if plan.staged else 0)
         # the lower bound for the smallest context this bucket serves: valid for all its tokens
@@ -232,7 +233,7 @@ def _schedule(c: Compilation) -> Schedules:
         rep.instructions += len(s.nodes)
         rep.stages_scheduled.append(s.stages)
         rep.stages_reused.append(s.reused)
-        streams.update(streams_for(b, s, c.hw.chip.icu.nop_max_repeat))
+        streams.update(streams_for(b, s, c.hw.chip.icu.nop_max_repeat, numbering))
         scheds.append(s)
         bounds.append(lb)
     return Schedules(tuple(scheds), tuple(bounds), streams)

@@ -20,9 +20,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from isa import BY_MNEMONIC, MODE_IMM, VECTOR_LANES, IsaError, parse_queue
+from isa import BY_MNEMONIC, VECTOR_LANES, IsaError, parse_queue
 from isa.program import np_dtype
-from isa.table import VXM_BY_CODE
+from isa.table import region_used
 
 from .errors import IrError
 
@@ -138,18 +138,8 @@ def buffers(pass_name: str, lowered, hw) -> None:
 
 # ------------------------------------------------------------------------------------------- instructions
 def _operands(ins) -> list[str]:
-    """The region fields an instruction really reads or writes."""
-    a = ins.args
-    op = ins.op
-    if op == "VXM":
-        fn = VXM_BY_CODE.get(a["fn"])
-        ops = ["dst_reg", "a_reg"]
-        if fn is not None and fn.arity >= 2 and a.get("b_mode") != MODE_IMM:
-            ops.append("b_reg")
-        return ops
-    if op == "SXM":
-        return ["dst_reg", "src_reg"] + (["map_reg"] if a["fn"] == 1 else [])
-    return [k for k in ("dst_reg", "src_reg", "table_reg", "idx_reg", "x_reg") if k in a]
+    """The region fields an instruction really reads or writes (isa.table.region_used says which)."""
+    return [f.name for f in ins.spec.fmt.fields if f.region and region_used(ins.op, f.name, ins.args)]
 
 
 def instructions(pass_name: str, lowered, hw) -> None:

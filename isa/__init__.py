@@ -4,7 +4,7 @@ timing is computed from, timing and the program file.
 Imports nothing from the rest of the toolchain; the compiler and the emulator both build on it.
 """
 from .asm import asm_instr, assemble, disasm_instr, disassemble
-from .encoding import Instr, decode, decode_fields, decode_many, encode, encode_many
+from .encoding import Instr, RegionNumbering, decode, decode_fields, decode_many, encode, encode_many
 from .errors import HardwareError, IsaError, ProgramError
 from .fields import WORD_BITS, WORD_BYTES, Field, Format
 from .program import FORMAT_VERSION, Program, Region, Shard, Symbol, dtype_bytes, hw_hash

@@ -10,7 +10,9 @@ when not finite. A program's text also carries its header, regions and symbols (
     .stream bucket=B chip=C queue=Q
         VXM fn=add queue=0 dst_reg=4 ...
 
-Assembling a disassembly gives back the same instruction words, regions, symbols and header.
+Region operands print as program-wide region ids (the .region lines' ids); the words hold them
+chip-locally (isa.encoding), and assembling converts back. Assembling a disassembly gives back the same
+instruction words, regions, symbols and header.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import struct
 
 import numpy as np
 
-from .encoding import Instr, decode_many, encode_many
+from .encoding import Instr, RegionNumbering, encode_many
 from .errors import IsaError
 from .program import Program, Region, Shard, Symbol
 from .table import BY_MNEMONIC, SXM_BY_CODE, SXM_BY_NAME, VXM_BY_CODE, VXM_BY_NAME
@@ -97,9 +99,10 @@ def disassemble(program: Program) -> str:
         d = {"name": s.name, "kind": s.kind, "dtype": s.dtype, "shape": list(s.shape),
              "shards": [{k: getattr(x, k) for k in x.__slots__} for x in s.shards]}
         out.append(".symbol " + json.dumps(d, separators=(",", ":")))
+    numbering = program.numbering()
     for (b, c, q) in sorted(program.streams):
         out.append(f".stream bucket={b} chip={c} queue={q}")
-        out.extend("    " + disasm_instr(i) for i in decode_many(program.streams[(b, c, q)]))
+        out.extend("    " + disasm_instr(i) for i in program.instrs((b, c, q), numbering))
     return "\n".join(out) + "\n"
 
 
@@ -108,9 +111,11 @@ def assemble(text: str) -> Program:
     header, regions, symbols, streams = None, [], {}, {}
     current, body = None, []
 
+    bodies = {}
+
     def flush():
         if current is not None:
-            streams[current] = encode_many(body) if body else np.zeros((0, 4), dtype=np.uint64)
+            bodies[current] = body
 
     for no, raw in enumerate(text.splitlines(), 1):
         line = raw.split(";", 1)[0].strip()
@@ -141,4 +146,13 @@ def assemble(text: str) -> Program:
     flush()
     if header is None:
         raise IsaError("no .header line")
+    try:
+        numbering = RegionNumbering.of(regions, int(header["chips"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IsaError(f"malformed .header ({exc})") from None
+    for key, body in bodies.items():
+        try:
+            streams[key] = encode_many(body, key[1], numbering) if body else np.zeros((0, 4), dtype=np.uint64)
+        except IsaError as exc:
+            raise IsaError(f".stream bucket={key[0]} chip={key[1]} queue={key[2]}: {exc}") from None
     return Program(header, regions, symbols, streams, [])

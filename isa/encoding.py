@@ -2,6 +2,12 @@
 
 `Instr` is the in-memory instruction; `encode`/`decode` convert single instructions; `encode_many`
 and `decode_fields` convert whole streams (the latter vectorised with numpy, for the emulator).
+
+Region operands are program-wide region ids in an `Instr` and chip-local in a word: a chip's stream
+names the k-th region of that chip (in id order) as k, as a real chip addresses only its own SRAM. So
+the region fields bound the regions of one chip, not of the whole system (a 576-chip program has
+millions of regions, no chip more than a few thousand). `RegionNumbering` converts; the functions below
+take one (and the stream's chip) to convert, and without one work on the words' own numbers.
 """
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import numpy as np
 
 from .errors import IsaError
 from .fields import OPCODE_BITS, WORD_U64
-from .table import BY_MNEMONIC, BY_OPCODE, OPS, OpSpec
+from .table import BY_MNEMONIC, BY_OPCODE, OPS, OpSpec, region_used
 
 _MASK64 = (1 << 64) - 1
 
@@ -55,16 +61,79 @@ class Instr:
         return f"Instr({self.op!r}, " + ", ".join(f"{k}={v!r}" for k, v in self.args.items()) + ")"
 
 
-def encode(ins: Instr) -> int:
-    """The instruction as one 256-bit integer."""
+class RegionNumbering:
+    """Program-wide region ids <-> chip-local ones: region k of a chip is its k-th region in id order."""
+
+    def __init__(self, region_chips, chips: int) -> None:
+        chip = np.asarray(region_chips, dtype=np.int64).reshape(-1)
+        n = chip.size
+        if n and (chip.min() < 0 or chip.max() >= chips):
+            raise IsaError(f"a region is on chip {int(chip.max() if chip.max() >= chips else chip.min())}; "
+                           f"the program has chips 0..{chips - 1}")
+        order = np.argsort(chip, kind="stable")
+        counts = np.bincount(chip, minlength=chips)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.chip = chip
+        self.local = np.empty(n, dtype=np.int64)
+        self.local[order] = np.arange(n, dtype=np.int64) - np.repeat(starts, counts)
+        self.by_chip = [order[s:s + c] for s, c in zip(starts.tolist(), counts.tolist())]
+
+    @classmethod
+    def of(cls, regions, chips: int) -> "RegionNumbering":
+        return cls([r.chip for r in regions], chips)
+
+    def most_on_a_chip(self) -> int:
+        return max((a.size for a in self.by_chip), default=0)
+
+    def to_local(self, chip: int, rid: int, field: str = "") -> int:
+        if not 0 <= rid < self.chip.size:
+            raise IsaError(f"{field}: region {rid} does not exist (the program has regions 0..{self.chip.size - 1})")
+        if self.chip[rid] != chip:
+            raise IsaError(f"{field}: region {rid} is on chip {int(self.chip[rid])}; a stream of chip {chip} "
+                           f"can only name regions of its own chip")
+        return int(self.local[rid])
+
+    def table(self, chip: int) -> np.ndarray:
+        """The program-wide ids of a chip's regions: entry k is its region k."""
+        return self.by_chip[chip] if 0 <= chip < len(self.by_chip) else np.zeros(0, dtype=np.int64)
+
+    def missing(self, chip: int, local: int) -> str:
+        n = self.table(chip).size
+        return f"names region {local} of chip {chip}, which has {'regions 0..' + str(n - 1) if n else 'no regions'}"
+
+    def to_global(self, chip: int, local: int, field: str = "") -> int:
+        table = self.table(chip)
+        if not 0 <= local < table.size:
+            raise IsaError(f"{field} {self.missing(chip, local)}")
+        return int(table[local])
+
+
+def _region_fields(spec: OpSpec):
+    return [f for f in spec.fmt.fields if f.region]
+
+
+def encode(ins: Instr, chip: int = 0, numbering: RegionNumbering | None = None) -> int:
+    """The instruction as one 256-bit integer (region operands made chip-local when given a numbering)."""
     spec = ins.spec
     word = spec.opcode
     for f, pos in spec.fmt.layout():
-        word |= f.to_raw(ins.args[f.name]) << pos
+        v = ins.args[f.name]
+        if f.region and numbering is not None and region_used(spec.mnemonic, f.name, ins.args):
+            v = numbering.to_local(chip, v, f"{spec.mnemonic} {f.name}")
+        word |= f.to_raw(v) << pos
     return word
 
 
-def decode(word: int) -> Instr:
+def _globalize(ins: Instr, chip: int, numbering: RegionNumbering | None) -> Instr:
+    if numbering is None:
+        return ins
+    for f in _region_fields(ins.spec):
+        if region_used(ins.op, f.name, ins.args):
+            ins.args[f.name] = numbering.to_global(chip, ins.args[f.name], f"{ins.op} {f.name}")
+    return ins
+
+
+def decode(word: int, chip: int = 0, numbering: RegionNumbering | None = None) -> Instr:
     opcode = word & ((1 << OPCODE_BITS) - 1)
     spec = BY_OPCODE.get(opcode)
     if spec is None:
@@ -75,7 +144,7 @@ def decode(word: int) -> Instr:
     used = spec.fmt.used_bits
     if word >> used:
         raise IsaError(f"{spec.mnemonic}: bits above {used} are set in an encoded word (corrupt stream)")
-    return Instr(spec.mnemonic, **args)
+    return _globalize(Instr(spec.mnemonic, **args), chip, numbering)
 
 
 def word_to_u64(word: int) -> list[int]:
@@ -89,17 +158,17 @@ def u64_to_word(row) -> int:
     return w
 
 
-def encode_many(instrs) -> np.ndarray:
-    """A stream of instructions as a uint64 array [n, 4]."""
+def encode_many(instrs, chip: int = 0, numbering: RegionNumbering | None = None) -> np.ndarray:
+    """A stream of instructions (of `chip`, when given a numbering) as a uint64 array [n, 4]."""
     instrs = list(instrs)
     out = np.zeros((len(instrs), WORD_U64), dtype=np.uint64)
     for i, ins in enumerate(instrs):
-        out[i] = word_to_u64(encode(ins))
+        out[i] = word_to_u64(encode(ins, chip, numbering))
     return out
 
 
-def decode_many(words: np.ndarray) -> list[Instr]:
-    return [decode(u64_to_word(row)) for row in np.asarray(words, dtype=np.uint64)]
+def decode_many(words: np.ndarray, chip: int = 0, numbering: RegionNumbering | None = None) -> list[Instr]:
+    return [decode(u64_to_word(row), chip, numbering) for row in np.asarray(words, dtype=np.uint64)]
 
 
 def _extract(words: np.ndarray, pos: int, bits: int) -> np.ndarray:
@@ -113,11 +182,13 @@ def _extract(words: np.ndarray, pos: int, bits: int) -> np.ndarray:
     return lo
 
 
-def decode_fields(words: np.ndarray) -> dict[str, np.ndarray]:
+def decode_fields(words: np.ndarray, chip: int = 0, numbering: RegionNumbering | None = None) -> dict[str, np.ndarray]:
     """Vectorised decode of a stream: 'opcode' plus every field name of every format, as arrays.
 
-    Integer fields are int64, float fields float32; a field absent from an instruction's format is 0.
-    Raises IsaError on an unknown opcode or on stray bits above a format's used width.
+    Integer fields are int64, float fields float32; a field absent from an instruction's format is 0;
+    region fields are program-wide ids when given a numbering (and the stream's chip).
+    Raises IsaError on an unknown opcode, on stray bits above a format's used width or on a region
+    number the chip does not have.
     """
     words = np.ascontiguousarray(words, dtype=np.uint64).reshape(-1, WORD_U64)
     n = words.shape[0]
@@ -152,6 +223,17 @@ def decode_fields(words: np.ndarray) -> dict[str, np.ndarray]:
                 vals = raw.astype(np.int64)
                 arr = out.setdefault(f.name, np.zeros(n, dtype=np.int64))
             arr[sel] = vals
+        if numbering is not None:  # chip-local region numbers -> program-wide ids, where the field names one
+            table = numbering.table(chip)
+            mine = {f.name: out[f.name][sel] for f in spec.fmt.fields}
+            for f in _region_fields(spec):
+                vals = mine[f.name]
+                used = np.broadcast_to(region_used(spec.mnemonic, f.name, mine), vals.shape)
+                bad = np.nonzero(used & (vals >= table.size))[0]
+                if bad.size:
+                    raise IsaError(f"word {int(sel[bad[0]])}: {spec.mnemonic} {f.name} "
+                                   f"{numbering.missing(chip, int(vals[bad[0]]))}")
+                out[f.name][sel[used]] = table[vals[used]]
     if not known.all():
         bad = int(np.nonzero(~known)[0][0])
         raise IsaError(f"word {bad}: unknown opcode {int(opcode[bad]):#04x}")

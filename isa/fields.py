@@ -25,6 +25,7 @@ class Field:
     bits: int
     kind: str = "u"  # "u" unsigned, "s" two's-complement signed, "f" IEEE float32 (bits must be 32)
     doc: str = ""
+    region: bool = False  # names a region: chip-local in an encoded word (see encoding.RegionNumbering)
 
     def __post_init__(self) -> None:
         if self.kind not in ("u", "s", "f"):
@@ -94,13 +95,17 @@ class Format:
         return tuple(out)
 
 
-REGION_BITS = 18  # region ids: up to 262,144 regions per program
+REGION_BITS = 18  # region operands are chip-local: up to 262,144 regions on each chip
+
+
+def region_field(name: str, doc: str) -> Field:
+    return Field(name, REGION_BITS, doc=doc, region=True)
 
 
 def vref(prefix: str, doc: str, mode: bool = False) -> tuple[Field, ...]:
     """An SRAM operand: a region and a vector offset within it, optionally with an index mode."""
     fields = [
-        Field(f"{prefix}_reg", REGION_BITS, doc=f"{doc}: region id"),
+        region_field(f"{prefix}_reg", f"{doc}: region"),
         Field(f"{prefix}_off", 20, doc=f"{doc}: first vector within the region"),
     ]
     if mode:

@@ -10,6 +10,7 @@ Layout (all integers little-endian):
         REGN  JSON: the regions (tensor placements: chip, first bank, stripe width, address, shape, type)
         SYMB  JSON: the symbols (named tensors -> shards on chips)
         STRM  u64 index length, JSON index [(bucket, chip, queue, words)], then the 32-byte words
+              (region operands chip-local: region k of a chip's stream is that chip's k-th region in id order)
         IMAG  u64 index length, JSON index [(region, vector offset, vectors)], then the element bytes
     b"SHA2" + SHA-256 of every byte before it
 
@@ -29,12 +30,13 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from .encoding import Instr, RegionNumbering, decode_many, encode_many
 from .errors import ProgramError
 from .fields import WORD_BYTES, WORD_U64
 from .table import DTYPE_CODE, DTYPES, VECTOR_LANES
 
 MAGIC = b"LPUPROG\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: region operands in the words are chip-local (1: program-wide)
 _TAGS = ("HEAD", "REGN", "SYMB", "STRM", "IMAG")
 _NP_DTYPE = {"fp32": np.float32, "fp16": np.float16, "i32": np.int32, "i8": np.int8, "fp8": ml_dtypes.float8_e4m3fn}
 
@@ -158,6 +160,19 @@ class Program:
             reg = self.regions[reg_id]
             if off < 0 or data.size % VECTOR_LANES or off + data.size // VECTOR_LANES > reg.n_vectors:
                 raise ProgramError(f"image chunk for region {reg.name!r} exceeds the region")
+
+    # ---------------------------------------------------------------- streams
+    def numbering(self) -> RegionNumbering:
+        """How this program's streams number regions (chip-locally); see isa.encoding."""
+        return RegionNumbering.of(self.regions, int(self.header["chips"]))
+
+    def instrs(self, key: tuple[int, int, str], numbering: RegionNumbering | None = None) -> list[Instr]:
+        """The instructions of stream (bucket, chip, queue), region operands as program-wide ids."""
+        return decode_many(self.streams[key], key[1], numbering or self.numbering())
+
+    def set_instrs(self, key: tuple[int, int, str], instrs, numbering: RegionNumbering | None = None) -> None:
+        """Replace stream (bucket, chip, queue) by `instrs` (region operands program-wide ids)."""
+        self.streams[key] = encode_many(instrs, key[1], numbering or self.numbering())
 
     @property
     def timing_only(self) -> bool:

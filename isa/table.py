@@ -18,8 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import IsaError
-from .fields import REGION_BITS, Field, Format, OPCODE_BITS, vref
+from .fields import Field, Format, OPCODE_BITS, region_field, vref
 
 VECTOR_LANES = 320
 
@@ -83,6 +85,19 @@ def _fns_by(fns):
 
 VXM_BY_NAME, VXM_BY_CODE = _fns_by(VXM_FNS)
 SXM_BY_NAME, SXM_BY_CODE = _fns_by(SXM_FNS)
+_VXM_READS_B = np.array(sorted(f.code for f in VXM_FNS if f.arity >= 2), dtype=np.int64)
+
+
+def region_used(op: str, field: str, args):
+    """Whether a region field of an instruction names a region it reads or writes (the others are
+    unused, and keep their raw value through a chip-local numbering): VXM's b only for a function of two
+    or more operands and a b that is not the immediate, SXM's map only for shuf. `args` maps field names
+    to values, scalars (an Instr's) or arrays (a decoded stream's); the answer has their shape."""
+    if op == "VXM" and field == "b_reg":
+        return np.isin(args["fn"], _VXM_READS_B) & (np.asarray(args["b_mode"]) != MODE_IMM)
+    if op == "SXM" and field == "map_reg":
+        return np.asarray(args["fn"]) == SXM_BY_NAME["shuf"].code
+    return True
 
 # ---------------------------------------------------------------------------------------------
 # Formats
@@ -120,7 +135,7 @@ F_LW = Format(
     "lw",
     (
         Field("unit", 3, doc="MXM unit"),
-        Field("src_reg", REGION_BITS, doc="weight region"),
+        region_field("src_reg", "weight region"),
         Field("row0", 20, doc="first row of the tile"),
         Field("col", 12, doc="vector column within each row"),
         Field("rows", 9, doc="tile rows (<= the unit's tile rows)"),
@@ -154,7 +169,7 @@ F_GATHER = Format(
     (
         Field("queue", 4, doc="MEM queue"),
         *vref("dst", "destination"),
-        Field("table_reg", REGION_BITS, doc="table region (one row is gathered)"),
+        region_field("table_reg", "table region (one row is gathered)"),
         *vref("idx", "index vector"),
         Field("idx_lane", 9, doc="lane holding the index"),
         Field("base", 32, kind="s", doc="row = index - base"),
@@ -166,7 +181,7 @@ F_SCATTER = Format(
     "scatter",
     (
         Field("queue", 4, doc="MEM queue"),
-        Field("table_reg", REGION_BITS, doc="table region (one row is written)"),
+        region_field("table_reg", "table region (one row is written)"),
         *vref("src", "source vectors (one row)"),
         *vref("idx", "index vector"),
         Field("idx_lane", 9, doc="lane holding the row index"),
@@ -177,7 +192,7 @@ F_SCATCOL = Format(
     "scatcol",
     (
         Field("queue", 4, doc="MEM queue"),
-        Field("table_reg", REGION_BITS, doc="table region; each row is a run of vectors over columns"),
+        region_field("table_reg", "table region; each row is a run of vectors over columns"),
         *vref("src", "source elements, one per row"),
         *vref("idx", "index vector"),
         Field("idx_lane", 9, doc="lane holding the column index"),

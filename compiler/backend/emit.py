@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from isa import FORMAT_VERSION, Hardware, Instr, Program, encode_many, hw_hash
+from isa import FORMAT_VERSION, Hardware, Instr, Program, RegionNumbering, encode_many, hw_hash
 from isa.program import np_dtype
 from isa.table import parse_queue
 
 from .buffers import LANES
 
 
-def streams_for(bucket: int, sched, nop_max: int) -> dict:
-    """(bucket, chip, queue) -> uint64 words, each queue's instructions in issue order with NOP padding."""
+def streams_for(bucket: int, sched, nop_max: int, numbering: RegionNumbering) -> dict:
+    """(bucket, chip, queue) -> uint64 words, each queue's instructions in issue order with NOP padding,
+    their region operands numbered chip-locally by `numbering` (the program's regions)."""
     byq: dict = {}
     for i, n in enumerate(sched.nodes):
         byq.setdefault((n.chip, sched.queue[i]), []).append(i)
@@ -31,7 +32,7 @@ def streams_for(bucket: int, sched, nop_max: int) -> dict:
                 ins = ins.replace(queue=qi)
             seq.append(ins)
             t = int(sched.issue[i]) + sched.profiles[i].busy
-        out[(bucket, chip, q)] = encode_many(seq)
+        out[(bucket, chip, q)] = encode_many(seq, chip, numbering)
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from isa import Hardware, Shard, Symbol
+from isa import Hardware, RegionNumbering, Shard, Symbol
 
 from .alloc import place
 from .buffers import LANES
@@ -56,7 +56,7 @@ def gemm(hw: Hardware, M: int, K: int, N: int, precision: str = "fp16", x: np.nd
     regions = place(list(lowered.buffers), list(lowered.code), hw)
     s = schedule(em.code, regions, hw)
     bucket = [{"first_position": 0, "last_position": 0, "context": LANES, "cycles": s.cycles}]
-    prog = build_program(hw, lowered, regions, streams_for(0, s, hw.chip.icu.nop_max_repeat), bucket,
+    prog = build_program(hw, lowered, regions, streams_for(0, s, hw.chip.icu.nop_max_repeat, RegionNumbering.of(regions, hw.system.chips)), bucket,
                          {"kernel": "gemm", "M": M, "K": K, "N": N})
     macs = M * K * N
     peak = hw.mxm_units * tr * LANES  # fp16 MACs per cycle per chip

@@ -3,7 +3,8 @@ gives what the timed hardware would compute. Run once per bucket program, before
 
 From the timing profiles of isa.timing (see schedule.py) it rejects, naming chip, cycle, queue,
 instruction and the other party:
-1. structure: a region on another chip than the stream, an access outside its region, an i32 index/map
+1. structure (a region the stream's chip does not have is a decode error: words name regions chip-locally):
+   an access outside its region, an i32 index/map
    region of another type, a GATHER with more rows than its table, an EMIT slot past the accumulators,
    ACC with x_lane + tile rows > VECTOR_LANES, IW/ACC with no tile, MXM state read before it is written;
 2. links: SEND vectors matched in order to RECV vectors on each directed link; a RECV that stores a
@@ -374,12 +375,6 @@ class Checker:
 
         sram = np.nonzero(r["region"] >= 0)[0]
         reg = r["region"][sram]
-        instr = r["instr"][sram]
-        bad = np.nonzero(regs[reg, K.R_CHIP] != s.chip[instr])[0]
-        if bad.size:
-            k = sram[bad[0]]
-            g = self.regions[int(r["region"][k])]
-            note(int(r["instr"][k]), f"names region {g.name!r}, which is on chip {g.chip}, not on this chip")
         # highest vector index of each run (runs are monotone; rep runs cover off..off+count-1)
         off, cnt, stride, mode, m = (r[x][sram] for x in ("off", "count", "stride", "mode", "m"))
         idx = np.where(mode == 2, (cnt - 1) // np.maximum(m, 1), cnt - 1)

@@ -202,9 +202,10 @@ class Schedule:
         return self.queues[int(self.qidx[i])]
 
     def disasm(self, i: int) -> str:
-        words = self.program.streams[(self.bucket, int(self.chip[i]), self.queue(i))]
+        chip = int(self.chip[i])
+        words = self.program.streams[(self.bucket, chip, self.queue(i))]
         p = int(self.pos[i])
-        return disasm_instr(decode_many(words[p:p + 1])[0])
+        return disasm_instr(decode_many(words[p:p + 1], chip, self.program.numbering())[0])
 
     def where(self, i: int) -> str:
         return (f"chip {int(self.chip[i])}, cycle {int(self.issue[i])}, queue {self.queue(i)}, "
@@ -231,6 +232,7 @@ def build_schedule(program: Program, profiler: Profiler, bucket: int, topo: np.n
     queues_by_family = {f: 0 for f in FAMILIES}
     for q in queues:
         queues_by_family[parse_queue(q)[0]] += 1
+    numbering = program.numbering()  # the words name regions chip-locally; the emulator works on program-wide ids
     for chip, queue in keys:
         words = program.streams[(bucket, chip, queue)]
         if queue not in qindex:
@@ -238,7 +240,7 @@ def build_schedule(program: Program, profiler: Profiler, bucket: int, topo: np.n
                                  f"queues ({', '.join(queues)})", chip=chip, queue=queue, kind="structure")
         try:
             fam = parse_queue(queue)[0]
-            fields = decode_fields(words)
+            fields = decode_fields(words, chip, numbering)
         except IsaError as exc:
             raise EmulationError(f"bucket {bucket}: chip {chip}, queue {queue}: {exc}", chip=chip, queue=queue,
                                  kind="decode") from None
@@ -258,7 +260,7 @@ def build_schedule(program: Program, profiler: Profiler, bucket: int, topo: np.n
         pbusy = np.array(profiler.busy, dtype=np.int64)
         if first_bad < n:
             cyc = int(pbusy[pids[:first_bad]].sum())
-            ins = decode_many(words[first_bad:first_bad + 1])[0]
+            ins = decode_many(words[first_bad:first_bad + 1], chip, numbering)[0]
             text = disasm_instr(ins)
             raise EmulationError(f"bucket {bucket}: chip {chip}, cycle {cyc}, queue {queue}, instruction #{first_bad} "
                                  f"`{text}`: {bad_msg}", chip=chip, cycle=cyc, queue=queue, index=first_bad, instr=text,

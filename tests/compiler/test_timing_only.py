@@ -349,9 +349,9 @@ def test_llama_2_70b_imports_in_seconds_and_without_weights():
 
 
 def test_more_regions_than_the_instruction_fields_name_is_one_line(tmp_path, monkeypatch, capsys):
-    """Region ids are program-wide and an instruction's region fields are REGION_BITS wide: a program that
-    needs more regions is refused in one line before any instruction names one it cannot encode (with the
-    field 4 bits wide here, so that a small config reaches it; the real width is 18 bits)."""
+    """An instruction's region fields are REGION_BITS wide and name a region of the instruction's chip: a
+    chip that needs more regions is refused in one line before any instruction names one it cannot encode
+    (with the field 4 bits wide here, so that a small config reaches it; the real width is 18 bits)."""
     from compiler.backend.lower import core
     from lpu import cli
 
@@ -360,5 +360,6 @@ def test_more_regions_than_the_instruction_fields_name_is_one_line(tmp_path, mon
     monkeypatch.setattr(core, "REGION_BITS", 4)
     assert cli.main(["compile", str(cfg), "-o", str(out), "--chips", "2"]) != 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "more than 16 regions" in err and "4-bit region field" in err
+    assert len(err.splitlines()) == 1 and "needs more than 16 regions" in err and "4-bit region field" in err
+    assert err.startswith("lpu: error: chip ")
     assert not out.exists()

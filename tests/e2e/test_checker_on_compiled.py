@@ -27,7 +27,7 @@ def program(chips: int) -> isa.Program:
 def issue_cycles(prog, key):
     m = isa.Machine(prog.header["hw"], prog.regions)
     t, out = 0, []
-    for ins in isa.decode_many(prog.streams[key]):
+    for ins in prog.instrs(key):
         out.append(t)
         t += m.profile(ins, key[2]).busy
     return out
@@ -42,7 +42,7 @@ def test_an_instruction_moved_before_its_operand_is_ready():
     # an instruction whose queue waited (NOP) for its operands: shorten the wait by 40 cycles; the
     # checker must object that it reads before its producer's result is ready
     for key in sorted(base.streams):
-        instrs = isa.decode_many(base.streams[key])
+        instrs = base.instrs(key)
         times = issue_cycles(base, key)
         for k in range(1, len(instrs)):
             if instrs[k - 1].op != "NOP" or instrs[k - 1]["count"] <= 40 or instrs[k].op in ("NOP", "DESKEW", "SYNC"):
@@ -50,7 +50,7 @@ def test_an_instruction_moved_before_its_operand_is_ready():
             prog = program(1)
             broken = list(instrs)
             broken[k - 1] = broken[k - 1].replace(count=broken[k - 1]["count"] - 40)
-            prog.streams[key] = isa.encode_many(broken)
+            prog.set_instrs(key, broken)
             with pytest.raises(EmulationError) as e:
                 Emulator(prog).check(0)
             err = e.value
@@ -70,7 +70,7 @@ def test_a_bank_booked_twice():
     for key in sorted(prog.streams):
         if not key[2].endswith("w"):
             continue
-        instrs = isa.decode_many(prog.streams[key])
+        instrs = prog.instrs(key)
         lw = next((k for k, i in enumerate(instrs) if i.op == "LW" and i["rows"] >= 64), None)
         if lw is None:
             continue
@@ -82,7 +82,7 @@ def test_a_bank_booked_twice():
         extra.append(isa.Instr("COPY", queue=3, dst_reg=scratch.id, src_reg=w["src_reg"],
                                src_off=w["row0"] * prog.regions[w["src_reg"]].row_vectors + w["col"], n=1))
         assert mem_key not in prog.streams or not len(prog.streams[mem_key])
-        prog.streams[mem_key] = isa.encode_many(extra)
+        prog.set_instrs(mem_key, extra)
         with pytest.raises(EmulationError) as e:
             Emulator(prog).check(0)
         err = e.value
@@ -100,13 +100,13 @@ def test_a_receive_before_its_transfer_arrives():
     for key in sorted(prog.streams):
         if not key[2].endswith("t"):
             continue
-        instrs = isa.decode_many(prog.streams[key])
+        instrs = prog.instrs(key)
         k = next((k for k, i in enumerate(instrs) if i.op == "SEND"), None)
         if k is None:
             continue
         t_send = issue_cycles(prog, key)[k]
         instrs.insert(k, isa.Instr("NOP", count=500))
-        prog.streams[key] = isa.encode_many(instrs)
+        prog.set_instrs(key, instrs)
         with pytest.raises(EmulationError) as e:
             Emulator(prog).check(0)
         err = e.value
@@ -133,7 +133,7 @@ def forwarding_hop(prog):
     for key in sorted(prog.streams):
         if not key[2].endswith("t"):
             continue
-        for k, i in enumerate(isa.decode_many(prog.streams[key])):
+        for k, i in enumerate(prog.instrs(key)):
             if i.op == "SEND" and i["src_reg"] in fwd:
                 return key, k, fwd[i["src_reg"]]
     pytest.fail("no forwarding SEND found")
@@ -145,11 +145,11 @@ def test_a_multi_hop_route_is_checked_hop_by_hop():
     key, k, region = forwarding_hop(prog)
     assert region.chip == key[1]  # the forwarding chip sends from a buffer of its own
     # delay the forwarding chip's SEND: the next chip on the route receives before the data arrives
-    instrs = isa.decode_many(prog.streams[key])
+    instrs = prog.instrs(key)
     t_send = issue_cycles(prog, key)[k]
     link = instrs[k]["link"]
     instrs.insert(k, isa.Instr("NOP", count=500))
-    prog.streams[key] = isa.encode_many(instrs)
+    prog.set_instrs(key, instrs)
     with pytest.raises(EmulationError) as e:
         Emulator(prog).check(0)
     err = e.value
@@ -161,11 +161,30 @@ def test_a_multi_hop_route_is_checked_hop_by_hop():
 def test_a_second_transfer_on_a_hop_of_a_route_is_refused():
     prog = isa.Program.from_bytes(compiled_pp16())
     key, k, region = forwarding_hop(prog)
-    instrs = isa.decode_many(prog.streams[key])
+    instrs = prog.instrs(key)
     instrs.insert(k + 1, instrs[k])  # the hop's link carries the value twice; the next chip receives it once
-    prog.streams[key] = isa.encode_many(instrs)
+    prog.set_instrs(key, instrs)
     with pytest.raises(EmulationError) as e:
         Emulator(prog).check(0)
     err = e.value
     assert err.kind == "link" and err.chip == key[1] and err.queue == key[2] and "never received" in str(err)
     assert f"the link from chip {key[1]} link {instrs[k]['link']}" in str(err)
+
+
+def test_a_chips_words_number_its_own_regions_only():
+    """The words of a 16-chip program name regions chip-locally: no region field holds a number as large as
+    the most regions on one chip, although the program has many times more; the emulator's decode gives
+    program-wide ids on the stream's own chip (and the program checks, above, and decodes, in
+    test_decode_vs_ort, with them)."""
+    prog = isa.Program.from_bytes(compiled_pp16())
+    numbering = prog.numbering()
+    most = numbering.most_on_a_chip()
+    assert len(prog.regions) > 4 * most
+    top = 0
+    for key in prog.streams:
+        for raw, ins in zip(isa.decode_many(prog.streams[key]), prog.instrs(key, numbering)):
+            for f in ins.spec.fmt.fields:
+                if f.region and isa.table.region_used(ins.op, f.name, ins.args):
+                    top = max(top, raw[f.name])
+                    assert prog.regions[ins[f.name]].chip == key[1]
+    assert 0 < top < most

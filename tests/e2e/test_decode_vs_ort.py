@@ -129,11 +129,10 @@ def test_tables_in_row_blocks_give_onnxruntime_tokens(chips, monkeypatch):
 
 def forwarded(prog) -> int:
     """RECVs into a chip's forwarding buffer: the hops inside routes of more than one hop."""
-    import isa
-
     fwd = {r.id for r in prog.regions if r.name.startswith("fwd ")}
-    return sum(1 for key, words in prog.streams.items() if key[2].endswith("r")
-               for i in isa.decode_many(words) if i.op == "RECV" and i["dst_reg"] in fwd)
+    numbering = prog.numbering()
+    return sum(1 for key in prog.streams if key[2].endswith("r")
+               for i in prog.instrs(key, numbering) if i.op == "RECV" and i["dst_reg"] in fwd)
 
 
 @pytest.mark.parametrize("chips, partition", [(16, "pp"), (64, "auto")])

@@ -250,7 +250,7 @@ def raw_stream_program(queue: str, ins: Instr, chips: int = 1, regions=(("a", 0,
     for name, chip, dt in regions:
         b.region(name, chip=chip, bank=2 * len(b.regions), rows=2, dtype=dt)
     p = b.build()
-    p.streams[(0, 0, queue)] = isa.encode_many([Instr("NOP", count=3), ins])
+    p.set_instrs((0, 0, queue), [Instr("NOP", count=3), ins])
     return p
 
 
@@ -264,7 +264,6 @@ def test_wrong_queue_instruction():
 
 @pytest.mark.parametrize("ins,regions,match", [
     (Instr("COPY", queue=0, dst_reg=0, src_reg=1, src_off=1, n=2), None, r"reads vectors 1..2 of region 'b', which has vectors 0..1"),
-    (Instr("COPY", queue=0, dst_reg=0, src_reg=1, n=1), (("a", 0, "fp32"), ("b", 1, "fp32")), "region 'b', which is on chip 1"),
     (Instr("GATHER", queue=0, dst_reg=0, table_reg=0, idx_reg=1, rows=2), None, "index region 'b' is fp32; it must be i32"),
     (Instr("GATHER", queue=0, dst_reg=0, table_reg=0, idx_reg=1, rows=3), (("a", 0, "fp32"), ("b", 0, "i32")), "GATHER rows 3 exceeds the 2 rows"),
     (Instr("SCATTER", queue=0, table_reg=0, src_reg=0, idx_reg=1, idx_lane=320), (("a", 0, "fp32"), ("b", 0, "i32")), "idx_lane 320 is not a lane"),
@@ -274,6 +273,24 @@ def test_structural_errors(ins, regions, match):
     with pytest.raises(EmulationError, match=match) as ei:
         Emulator(p).check(0)
     assert ei.value.kind == "structure" and (ei.value.chip, ei.value.cycle, ei.value.queue) == (0, 3, "mem0")
+
+
+def test_a_stream_names_only_its_own_chips_regions():
+    """Region operands are chip-local: chip 0 holds region a only, so a word naming its region 1 is refused
+    (where an id of the whole program would have reached b on chip 1), and the encoder refuses an
+    instruction of chip 0 that names b."""
+    ins = Instr("COPY", queue=0, dst_reg=0, src_reg=1, n=1)
+    with pytest.raises(isa.IsaError, match="region 1 is on chip 1; a stream of chip 0 can only name regions of its own chip"):
+        raw_stream_program("mem0", ins, chips=2, regions=(("a", 0, "fp32"), ("b", 1, "fp32")))
+    b = ProgramBuilder(chips=2)
+    b.region("a", chip=0, rows=2, dtype="fp32")
+    b.region("b", chip=1, rows=2, dtype="fp32")
+    p = b.build()
+    p.streams[(0, 0, "mem0")] = isa.encode_many([Instr("NOP", count=3), ins])  # the word says chip 0's region 1
+    with pytest.raises(EmulationError, match=r"chip 0, queue mem0: word 1: COPY src_reg names region 1 of chip 0, "
+                                             r"which has regions 0..0") as ei:
+        Emulator(p).check(0)
+    assert ei.value.kind == "decode" and (ei.value.chip, ei.value.queue) == (0, "mem0")
 
 
 def test_unknown_bucket_and_bad_header():

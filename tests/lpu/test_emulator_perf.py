@@ -70,7 +70,9 @@ def synthetic(chips: int = 8, per_queue: int = 800, accs: int = 3000, link_vecto
             streams[(0, peer, f"c2c{pl}r")] = [Instr("NOP", count=300)] + [
                 Instr("RECV", link=pl, dst_reg=regions[("r", peer)][pl], dst_off=k, n=1) for k in range(link_vectors)]
     p = b.build()
-    p.streams.update({k: isa.encode_many(v) for k, v in streams.items()})
+    numbering = p.numbering()
+    for k, v in streams.items():
+        p.set_instrs(k, v, numbering)
     return p
 
 

@@ -105,6 +105,7 @@ class ProgramBuilder:
 
     def streams(self) -> dict[tuple[int, int, str], np.ndarray]:
         nop_max = int(self.hw["chip"]["icu"]["nop_max_repeat"])
+        numbering = isa.RegionNumbering.of(self.regions, self.chips)
         out = {}
         for key in sorted(self.placed):
             t = 0
@@ -117,7 +118,7 @@ class ProgramBuilder:
                     gap -= c
                 body.append(ins)
                 t = cycle + self.machine.profile(ins, key[2]).busy
-            out[key] = isa.encode_many(body)
+            out[key] = isa.encode_many(body, key[1], numbering)
         return out
 
     def build(self) -> Program:
@@ -132,7 +133,7 @@ def cycles_of(program: Program, bucket: int = 0) -> dict[tuple[int, str], list[i
         if b != bucket:
             continue
         t, cyc = 0, []
-        for ins in isa.decode_many(words):
+        for ins in isa.decode_many(words, c, program.numbering()):
             cyc.append(t)
             t += m.profile(ins, q).busy
         out[(c, q)] = cyc

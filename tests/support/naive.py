@@ -145,11 +145,16 @@ class NaiveMachine:
         """Instructions sorted by (issue + commit cycle, chip, queue index, position): the execution order."""
         queues = self.p.header["queues"]
         items = []
+        # the words name region k of their chip for the chip's k-th region in id order
+        of_chip: dict[int, list[int]] = {}
+        for r in sorted(self.p.regions, key=lambda r: r.id):
+            of_chip.setdefault(r.chip, []).append(r.id)
         for (b, c, q), words in self.p.streams.items():
             if b != bucket:
                 continue
             t = 0
-            for pos, ins in enumerate(isa.decode_many(words)):
+            for pos, raw in enumerate(isa.decode_many(words)):
+                ins = raw.replace(**{f.name: of_chip[c][raw[f.name]] for f in raw.spec.fmt.fields if f.region})
                 prof = self.m.profile(ins, q)
                 items.append((t + getattr(prof, "commit", 0), c, queues.index(q), pos, q, ins))
                 t += prof.busy

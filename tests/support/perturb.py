@@ -44,18 +44,19 @@ def placement(program: Program, bucket: int = 0) -> list[Placed]:
     """A program's bucket as placed instructions (NOPs become gaps)."""
     m = Machine(program.header["hw"], program.regions)
     out = []
+    numbering = program.numbering()
     for (b, chip, queue), words in sorted(program.streams.items()):
         if b != bucket:
             continue
         t = 0
-        for ins in isa.decode_many(words):
+        for ins in isa.decode_many(words, chip, numbering):
             if ins.op != "NOP":
                 out.append(Placed(chip, queue, t, ins, len(out)))
             t += m.profile(ins, queue).busy
     return out
 
 
-def streams(placed: list[Placed], m: Machine, nop_max: int, bucket: int = 0) -> dict:
+def streams(placed: list[Placed], m: Machine, nop_max: int, numbering, bucket: int = 0) -> dict:
     """NOP-padded streams: per queue in (cycle, order) order, each instruction at its cycle or when its
     queue frees up, whichever is later."""
     by_queue: dict[tuple[int, str], list[Placed]] = {}
@@ -71,7 +72,7 @@ def streams(placed: list[Placed], m: Machine, nop_max: int, bucket: int = 0) -> 
                 gap -= min(gap, nop_max)
             body.append(p.ins)
             free = max(p.cycle, free) + m.profile(p.ins, queue).busy
-        out[(bucket, chip, queue)] = isa.encode_many(body)
+        out[(bucket, chip, queue)] = isa.encode_many(body, chip, numbering)
     return out
 
 
@@ -80,7 +81,7 @@ def with_placement(program: Program, placed: list[Placed], bucket: int = 0) -> P
     m = Machine(program.header["hw"], program.regions)
     nop_max = int(program.header["hw"]["chip"]["icu"]["nop_max_repeat"])
     kept = {k: v for k, v in program.streams.items() if k[0] != bucket}
-    kept.update(streams(placed, m, nop_max, bucket))
+    kept.update(streams(placed, m, nop_max, program.numbering(), bucket))
     return Program(program.header, program.regions, program.symbols, kept, program.image)
 
 

@@ -180,11 +180,12 @@ class SteppedMachine:
     def issued(self, bucket: int) -> list[Issued]:
         """Every non-NOP instruction of a bucket with its issue cycle, from the streams alone."""
         out = []
+        numbering = self.p.numbering()
         for (b, chip, queue), words in sorted(self.p.streams.items()):
             if b != bucket:
                 continue
             t = 0
-            for pos, ins in enumerate(isa.decode_many(words)):
+            for pos, ins in enumerate(isa.decode_many(words, chip, numbering)):
                 try:
                     prof = self.m.profile(ins, queue)
                 except (IsaError, IndexError) as exc:

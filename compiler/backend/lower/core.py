@@ -37,6 +37,7 @@ class BufferPool:
 
     def __init__(self) -> None:
         self.bufs: list[Buf] = []
+        self.on_chip: dict[int, int] = {}  # chip -> buffers on it (an instruction names a region of its chip)
         self.shared: dict = {}
         self.bucket_of: dict[int, int] = {}
         self._uid = 0
@@ -51,11 +52,13 @@ class BufferPool:
             return self.shared[key]
         if data is not None and dtype == "fp16":
             data = data.astype(np.float16)  # kept in the region's type: half the compiler's memory for weights
-        if len(self.bufs) >= 1 << REGION_BITS:
+        mine = self.on_chip.get(chip, 0)
+        if mine >= 1 << REGION_BITS:
             raise CompileError(
-                f"the program needs more than {1 << REGION_BITS:,} regions, the most an instruction's "
-                f"{REGION_BITS}-bit region field names (region ids are program-wide; every chip and context bucket "
-                f"adds its own): compile fewer context buckets (a smaller --max-context) or fewer chips")
+                f"chip {chip} needs more than {1 << REGION_BITS:,} regions, the most an instruction's "
+                f"{REGION_BITS}-bit region field names (every context bucket adds its own): compile fewer "
+                f"context buckets (a smaller --max-context) or spread the model over more chips")
+        self.on_chip[chip] = mine + 1
         b = Buf(len(self.bufs), chip, name, rows, row_vectors, dtype, kind, data, zone, width, shared=key is not None)
         self.bufs.append(b)
         if key is not None:
