@@ -198,16 +198,13 @@ def _bank_scan(order, bank, start, end, instr, loc, write, out):
 
 
 @njit(cache=True)
-def _hazard_pass(run_start, r_region, r_off, r_count, r_t0, r_write, r_stride, r_mode, r_m, r_num, r_den, r_ready,
-                 r_whole, r_unit, chip, opcode, last_acc, last_acc_t, regs, bank_base, nbanks, nsram, units, slots,
+def _hazard_pass(idx, run_start, r_region, r_off, r_count, r_t0, r_write, r_stride, r_mode, r_m, r_num, r_den, r_ready,
+                 r_whole, r_unit, opcode, last_acc, last_acc_t, regs, bank_base, nbanks, row0, nrows, units, slots,
                  out):
-    """RAW / WAR / WAW per location in execution order; each instruction's reads come before its writes."""
-    n = opcode.size
-    nchips = 0
-    for i in range(n):
-        if chip[i] + 1 > nchips:
-            nchips = chip[i] + 1
-    nloc = nsram + nchips * units * (2 + slots)
+    """RAW / WAR / WAW per location, over one chip's instructions `idx` in execution order; each
+    instruction's reads come before its writes. Locations are the chip's: its physical rows
+    row0..row0+nrows-1 as 0..nrows-1, then its MXM units' pseudo-locations (out[3] is such a location)."""
+    nloc = nrows + units * (2 + slots)
     lw_ready = np.full(nloc, _NEVER, dtype=np.int64)
     lw_time = np.full(nloc, _NEVER, dtype=np.int64)
     lw_instr = np.full(nloc, -1, dtype=np.int64)
@@ -217,7 +214,8 @@ def _hazard_pass(run_start, r_region, r_off, r_count, r_t0, r_write, r_stride, r
     pin_by = np.full(nloc, -1, dtype=np.int64)
     own_t = np.full(nloc, _NEVER, dtype=np.int64)
     own_i = np.full(nloc, -1, dtype=np.int64)
-    for i in range(n):
+    for ii in range(idx.size):
+        i = idx[ii]
         is_lw = opcode[i] == 0x30 and last_acc[i] >= 0
         # phase 0: reads (RAW against earlier writes); 1: writes (WAR, tile pins, WAW); 2: reads join the
         # read record. A write may share its cycle with the instruction's own read (read-modify-write of an
@@ -230,7 +228,7 @@ def _hazard_pass(run_start, r_region, r_off, r_count, r_t0, r_write, r_stride, r
                 cnt = r_count[ri]
                 lo = 0
                 if reg < 0:
-                    base = nsram + (chip[i] * units + r_unit[ri]) * (2 + slots)
+                    base = nrows + r_unit[ri] * (2 + slots)
                     if reg == -1:
                         lo = base
                     elif reg == -2:
@@ -250,16 +248,16 @@ def _hazard_pass(run_start, r_region, r_off, r_count, r_t0, r_write, r_stride, r
                         tf = t_first
                         tl = t_first
                     elif r_whole[ri]:
-                        L = _vec_row(regs, bank_base, nbanks, reg, k)
+                        L = _vec_row(regs, bank_base, nbanks, reg, k) - row0
                         tf = t_first
                         tl = t_last
                     else:
-                        L = _vec_row(regs, bank_base, nbanks, reg, _run_vector(r_off[ri], r_stride[ri], r_mode[ri], r_m[ri], k))
+                        L = _vec_row(regs, bank_base, nbanks, reg, _run_vector(r_off[ri], r_stride[ri], r_mode[ri], r_m[ri], k)) - row0
                         tf = r_t0[ri] + (k * r_num[ri]) // r_den[ri]
                         tl = tf
                     if phase == 0:
                         if lw_instr[L] < 0:
-                            if L >= nsram:
+                            if L >= nrows:
                                 out[0] = H_UNINIT
                                 out[1] = i
                                 out[2] = -1
@@ -505,41 +503,79 @@ class Checker:
                 raise s.error(i, f"sends vector {nr} of {link}, which is never received ({nr} vectors are received)",
                               "link")
 
+    # ------------------------------------------------- banks and locations: chip by chip
+    def per_chip(self):
+        """(chip, its instructions in execution order, their runs): banks and locations belong to one chip,
+        so the bank and hazard checks look at one chip at a time (their memory is one chip's, not the
+        system's: a 576-chip program has 250 million SRAM rows in use)."""
+        s = self.s
+        by_chip = np.argsort(s.chip, kind="stable")
+        bounds = np.searchsorted(s.chip[by_chip], np.arange(self.chips + 1))
+        lay = self.layout
+        for c in range(self.chips):
+            idx = by_chip[bounds[c]:bounds[c + 1]]
+            if not idx.size:
+                continue
+            nr = s.run_start[idx + 1] - s.run_start[idx]
+            first = np.concatenate([[0], np.cumsum(nr)[:-1]]).astype(np.int64)
+            runs = np.repeat(s.run_start[idx] - first, nr) + np.arange(int(nr.sum()), dtype=np.int64)
+            row0 = int(lay.bank_base[c * lay.banks])
+            nrows = int(lay.bank_rows[c * lay.banks:(c + 1) * lay.banks].sum())
+            yield c, idx, runs, row0, nrows
+
     # ---------------------------------------------------------------- 3. banks
     def banks(self) -> None:
         s, r, lay = self.s, self.s.runs, self.layout
-        bank, start, end, instr, loc, write = _bookings(
-            r["region"], r["off"], r["count"], r["t0"], r["write"], r["stride"], r["mode"], r["m"], r["num"], r["den"],
-            r["hold"], r["whole"], r["instr"], lay.table, lay.bank_base, lay.banks)
-        if bank.size == 0:
+        best = None  # the conflict that starts earliest, over the chips (the first chip's on a tie)
+        for c, _, runs, _, _ in self.per_chip():
+            rr = {k: r[k][runs] for k in ("region", "off", "count", "t0", "write", "stride", "mode", "m", "num", "den",
+                                          "hold", "whole", "instr")}
+            got = _bookings(rr["region"], rr["off"], rr["count"], rr["t0"], rr["write"], rr["stride"], rr["mode"],
+                            rr["m"], rr["num"], rr["den"], rr["hold"], rr["whole"], rr["instr"], lay.table, lay.bank_base,
+                            lay.banks)
+            bank, start, _, instr, _, _ = got
+            if bank.size == 0:
+                continue
+            order = np.lexsort((instr, start, bank))
+            out = np.zeros(4, dtype=np.int64)
+            _bank_scan(order, *got, out)
+            if out[0] and (best is None or out[3] < best[0][3]):
+                best = (out, got)
+        if best is None:
             return
-        order = np.lexsort((instr, start, bank))
-        out = np.zeros(4, dtype=np.int64)
-        _bank_scan(order, bank, start, end, instr, loc, write, out)
-        if out[0]:
-            j, o = int(out[1]), int(out[2])
-            chip, b = divmod(int(bank[j]), lay.banks)
-            i, io = int(instr[j]), int(instr[o])
-            if io > i:  # name the later instruction in execution order, the earlier as the other party
-                i, io, j, o = io, i, o, j
-            what = lambda x: (self.layout.describe_row(int(loc[x])) if loc[x] >= 0
-                              else f"region {self.regions[-1 - int(loc[x])].name!r} (whole)")
-            holder = "it already" if io == i else s.where(io)
-            msg = (f"books bank {b} of chip {chip} over cycles {int(start[j])}..{int(end[j]) - 1} "
-                   f"({'writing' if write[j] else 'reading'} {what(j)}), but {holder} holds it over cycles "
-                   f"{int(start[o])}..{int(end[o]) - 1} ({'writing' if write[o] else 'reading'} {what(o)})")
-            raise s.error(i, msg, "bank", io)
+        out, (bank, start, end, instr, loc, write) = best
+        j, o = int(out[1]), int(out[2])
+        chip, b = divmod(int(bank[j]), lay.banks)
+        i, io = int(instr[j]), int(instr[o])
+        if io > i:  # name the later instruction in execution order, the earlier as the other party
+            i, io, j, o = io, i, o, j
+        what = lambda x: (self.layout.describe_row(int(loc[x])) if loc[x] >= 0
+                          else f"region {self.regions[-1 - int(loc[x])].name!r} (whole)")
+        holder = "it already" if io == i else s.where(io)
+        msg = (f"books bank {b} of chip {chip} over cycles {int(start[j])}..{int(end[j]) - 1} "
+               f"({'writing' if write[j] else 'reading'} {what(j)}), but {holder} holds it over cycles "
+               f"{int(start[o])}..{int(end[o]) - 1} ({'writing' if write[o] else 'reading'} {what(o)})")
+        raise s.error(i, msg, "bank", io)
 
     # ---------------------------------------------------------------- 4. hazards
     def hazards(self, last_acc, last_acc_t) -> None:
         s, r, lay = self.s, self.s.runs, self.layout
-        out = np.zeros(9, dtype=np.int64)
-        _hazard_pass(s.run_start, r["region"], r["off"], r["count"], r["t0"], r["write"], r["stride"], r["mode"], r["m"],
-                     r["num"], r["den"], r["ready"], r["whole"], r["unit"], s.chip, s.opcode, last_acc, last_acc_t,
-                     lay.table, lay.bank_base, lay.banks, lay.vectors, self.m.mxm_units, self.m.acc_slots, out)
-        code = int(out[0])
-        if code == H_OK:
+        per = 2 + self.m.acc_slots
+        out, first = np.zeros(9, dtype=np.int64), None  # the hazard earliest in execution order, over the chips
+        for c, idx, _, row0, nrows in self.per_chip():
+            out[:] = 0
+            _hazard_pass(idx, s.run_start, r["region"], r["off"], r["count"], r["t0"], r["write"], r["stride"],
+                         r["mode"], r["m"], r["num"], r["den"], r["ready"], r["whole"], r["unit"], s.opcode, last_acc,
+                         last_acc_t, lay.table, lay.bank_base, lay.banks, row0, nrows, self.m.mxm_units,
+                         self.m.acc_slots, out)
+            if out[0] != H_OK and (first is None or out[1] < first[1]):
+                first = out.copy()
+                L = int(first[3])  # the chip's location as the system's
+                first[3] = row0 + L if L < nrows else lay.vectors + c * self.m.mxm_units * per + (L - nrows)
+        if first is None:
             return
+        out = first
+        code = int(out[0])
         i, o, L, t, t_o, t_o2 = (int(x) for x in out[1:7])
         loc = self.describe_loc(L, int(s.chip[i]))
         if code == H_UNINIT:

@@ -299,8 +299,8 @@ class Emulator:
         C._mxm_pass(i64, i64, i64, i64, i64, i64, 1, 1, np.zeros(4, np.int64))
         C._bookings(i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, regs, np.zeros(1, np.int64), 1)
         C._bank_scan(i64, i64, i64, i64, i64, i64, i64, np.zeros(4, np.int64))
-        C._hazard_pass(np.zeros(1, np.int64), i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64,
-                       i64, i64, regs, np.zeros(1, np.int64), 1, 1, 1, 1, np.zeros(9, np.int64))
+        C._hazard_pass(i64, np.zeros(1, np.int64), i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64,
+                       i64, i64, regs, np.zeros(1, np.int64), 1, 0, 1, 1, 1, np.zeros(9, np.int64))
 
     def _load_image(self) -> None:
         lay = self.layout
