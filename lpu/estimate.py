@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
 
@@ -29,7 +30,7 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
     """estimate() and the program's header (`lpu estimate`'s text also prints the max context and the mapping)."""
     from isa import Program
 
-    from .cli import UsageError, _check_model_path, _compile, _is_program
+    from .cli import UsageError, _check_model_path, _compile, _is_program, _peak_rss_bytes
     from .emulator import Emulator
 
     model = Path(model_path)
@@ -59,7 +60,9 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
         buckets = [(b, bk) for b, bk in buckets if bk["first_position"] <= context - 1 <= bk["last_position"]]
     em = Emulator(prog)
     clock = int(h["hw"]["clock_hz"])
+    t = time.perf_counter()
     cycles = [int(em.check(b).cycles) for b, _ in buckets]
+    check_secs = time.perf_counter() - t
     bounds = [int(bk.get("lower_bound_cycles", 0)) for _, bk in buckets]
     out = {"model": model.name, "chips": int(h["chips"]), "partition": h.get("partition"),
            "stages": h.get("stages", 1), "clock_hz": clock, "precision": h.get("precision"),
@@ -73,4 +76,6 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
         out["bucket_only"] = True
     if compile_secs is not None:
         out["compile_seconds"] = round(compile_secs, 3)
+    out["check_seconds"] = round(check_secs, 3)
+    out["peak_rss_bytes"] = _peak_rss_bytes()  # the whole command's: compile (when it compiles) and checks
     return out, h

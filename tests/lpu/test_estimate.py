@@ -39,6 +39,9 @@ def test_estimate_equals_the_schedule_and_the_decode(program, tmp_path, capsys):
     assert est["tokens_per_second"] == [900_000_000 / c for c in est["cycles_per_token"]]
     assert est["bound_ratio"] == [round(c / b, 4) for c, b in zip(est["cycles_per_token"], est["lower_bound_cycles"])]
     assert est["sram_bytes_per_chip"] == [int(v) for v in comp["sram_bytes_per_chip"].values()]
+    assert "compile_seconds" not in est and est["check_seconds"] > 0  # a program file: checked, not compiled
+    import resource  # this process ran it: a process with numpy and numba loaded holds well over 64 MiB
+    assert 64 << 20 < est["peak_rss_bytes"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     # decode: tokens at positions 318..321 run in bucket 0 (318, 319) and bucket 1 (320, 321)
     dec = run(["decode", str(program), "--json", "--prompt", ",".join(["1"] * 318), "--tokens", "4"], capsys)
     assert dec["cycles_per_token"] == [est["cycles_per_token"][0]] * 2 + [est["cycles_per_token"][1]] * 2
