@@ -92,14 +92,22 @@ def plan(pass_name: str, g, p) -> None:
                 src = p.transfers.get((v, c))
                 if src is None:
                     _fail(pass_name, f"{e!r} runs on chip {c}, which neither holds {v!r} nor receives it (no transfer)")
-                if v not in p.hold[src]:
-                    _fail(pass_name, f"the transfer of {v!r} to chip {c} comes from chip {src}, which does not hold it")
+                if v not in p.hold[src] and (v, src) not in p.transfers:
+                    _fail(pass_name, f"the transfer of {v!r} to chip {c} comes from chip {src}, which neither holds "
+                                     f"it nor receives it")
                 if p.staged and not p.owner.get(v, -1) < p.owner[out]:
                     _fail(pass_name, f"the transfer of {v!r} to chip {c} goes from stage {p.owner.get(v)} to stage "
                           f"{p.owner[out]}: a value only moves to a later stage")
     for (v, c), src in sorted(p.transfers.items()):
         if not (0 <= c < p.chips and 0 <= src < p.chips) or src == c:
             _fail(pass_name, f"the transfer of {v!r} from chip {src} to chip {c} names no pair of chips")
+        seen = {c}
+        while v not in p.hold[src]:  # a gateway: it receives v itself, from a chip that has it in the end
+            if src in seen or (v, src) not in p.transfers:
+                _fail(pass_name, f"the transfer of {v!r} to chip {c} passes gateways {sorted(seen)} that never reach "
+                                 f"a chip holding it")
+            seen.add(src)
+            src = p.transfers[(v, src)]
 
 
 # ------------------------------------------------------------------------------------------- buffers

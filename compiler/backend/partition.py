@@ -590,7 +590,7 @@ def stage_transfers(g: Graph, plan: Plan, topo=None) -> dict[tuple[str, int], in
     chip at the same position), the one the topology's route reaches in the fewest hops (ties: the
     counterpart, then the lowest chip), so a value replicated over a stage leaves from the chip nearest
     its receiver."""
-    out: dict[tuple[str, int], int] = {}
+    needs: dict[str, list[int]] = {}  # value -> the chips that receive it, in the order they first need it
     for e in g.eqns:
         for c in lowered_on(plan, e.outputs[0]):
             for k, v in enumerate(e.inputs):
@@ -599,16 +599,22 @@ def stage_transfers(g: Graph, plan: Plan, topo=None) -> dict[tuple[str, int], in
                 if k == 0 and e.prim == "linear" and e.outputs[0] in plan.rowsplit and \
                         not (v in plan.owner and v in plan.hold[plan.source_chip(v, c)]):
                     continue  # a row-split linear whose part of the input is nowhere contributes zeros
-                if v in plan.owner and plan.owner[v] < plan.owner[e.outputs[0]] and (v, c) not in out:
-                    out[(v, c)] = _nearest_source(plan, v, c, topo)
+                if v in plan.owner and plan.owner[v] < plan.owner[e.outputs[0]] and c not in needs.get(v, ()):
+                    needs.setdefault(v, []).append(c)
+    out: dict[tuple[str, int], int] = {}
+    for v, cs in needs.items():
+        for c in cs:
+            out[(v, c)] = _nearest_source(plan, v, c, topo, cs)
     return out
 
 
-def _nearest_source(plan: Plan, v: str, c: int, topo) -> int:
+def _nearest_source(plan: Plan, v: str, c: int, topo, receivers=()) -> int:
     """The chip that sends v to c: the nearest chip of v's stage holding what c's counterpart holds; or, when
-    that is more than one hop away, a chip of c's own stage (its gateway: the one nearest v's stage, which
-    receives v first) that is one hop from c, so a value replicated over a stage crosses between nodes
-    once and fans out over the local links instead of every chip taking a route of its own."""
+    that is more than one hop away, a chip of c's own stage that receives v itself (`receivers`) and is one
+    hop from c (its gateway: the one nearest v's stage, which receives v first), so a value replicated over a
+    stage crosses between nodes once and fans out over the local links instead of every chip taking a route
+    of its own. A gateway no farther than c's own route is taken: a route through it would carry v over the
+    same inter-node link once more for every chip behind it."""
     cp = plan.source_chip(v, c)
     if topo is None or plan.per_stage == 1:
         return cp
@@ -625,11 +631,12 @@ def _nearest_source(plan: Plan, v: str, c: int, topo) -> int:
     if topo.hops(src, c) <= 1 or want is None:
         return src
     here = plan.stage_chips(c // plan.per_stage)
-    gates = [b for b in here if b != c and topo.port_to(b, c) is not None
+    gates = [b for b in here if b != c and b in receivers and topo.port_to(b, c) is not None
              and np.array_equal(plan.hold[plan.source_chip(v, b)].get(v, np.empty(0, np.int64)), want)]
     if not gates:
         return src
-    gate = min(gates, key=lambda b: (min(topo.hops(o, b) for o in owners), b))
-    if min(topo.hops(o, gate) for o in owners) + 1 >= topo.hops(src, c):
+    # a gateway strictly nearer v's stage than c (by its own source's route): gateways never form a cycle
+    gate = min(gates, key=lambda b: (topo.hops(nearest(b, want), b), b))
+    if topo.hops(nearest(gate, want), gate) + 1 > topo.hops(src, c):
         return src
     return gate

@@ -95,6 +95,25 @@ def test_plan_names_a_missing_pipeline_transfer_and_an_equation_without_a_home()
         V.plan("map", g, homeless)
 
 
+def test_plan_names_gateways_that_never_reach_a_holder():
+    """A transfer may come from a gateway (a chip of the receiver's stage that receives the value itself);
+    two chips each naming the other as their gateway get the value from nowhere."""
+    hw = config.load("groqchip1", chips=4)
+    c = Compilation(hw, Options(chips=4, max_context=320, partition="hybrid", stages=2, verify=True), Report(),
+                    canonical=llama_like())
+    run_passes(c, "decompose", "map")
+    g, p = c.folded.graph, c.mapping.plan
+    (v, a), b = next((k, s) for k, s in sorted(p.transfers.items())
+                     if any((k[0], o) in p.transfers for o in p.stage_chips(k[1] // p.per_stage) if o != k[1]))
+    other = next(o for o in p.stage_chips(a // p.per_stage) if o != a and (v, o) in p.transfers)
+    broken = copy.deepcopy(p)
+    broken.transfers[(v, a)], broken.transfers[(v, other)] = other, a
+    with pytest.raises(V.VerifyError, match=rf"after pass map: the transfer of '{v}' to chip {a} passes gateways "
+                                            rf".* that never reach a chip holding it"):
+        V.plan("map", g, broken)
+    V.plan("map", g, p)  # the plan as mapped passes
+
+
 # ------------------------------------------------------------------------------------------- lowering
 def _lowered_copy(c):
     low = c.lowered
