@@ -11,6 +11,7 @@ import pytest
 from compiler.driver import Options, compile_model
 from lpu import config
 from lpu.decode import Decoder
+from lpu.facts import relays
 from lpu.reference import OrtDecoder
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -127,30 +128,6 @@ def test_tables_in_row_blocks_give_onnxruntime_tokens(chips, monkeypatch):
     assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
 
 
-def forwarded(prog) -> int:
-    """RECVs into a chip's forwarding buffer: the hops inside routes of more than one hop."""
-    fwd = {r.id for r in prog.regions if r.name.startswith("fwd ")}
-    numbering = prog.numbering()
-    return sum(1 for key in prog.streams if key[2].endswith("r")
-               for i in prog.instrs(key, numbering) if i.op == "RECV" and i["dst_reg"] in fwd)
-
-
-def fanned_out(prog) -> int:
-    """RECVs of a pipeline value (not an all-reduce partial, not a forwarding buffer) from a chip of the
-    receiver's own stage: a gateway passing on what it received from the stage before."""
-    hw = config.load(prog.header["hw"]["name"], chips=prog.header["chips"])
-    per = prog.header["chips"] // prog.header.get("stages", 1)
-    names = {r.id: r.name for r in prog.regions}
-    numbering = prog.numbering()
-    n = 0
-    for (b, c, q) in prog.streams:
-        if q.startswith("c2c") and q.endswith("r"):
-            peer, _ = hw.topology.peer(c, int(q[3:-1]))
-            n += sum(1 for i in prog.instrs((b, c, q), numbering) if i.op == "RECV" and peer // per == c // per
-                     and not names[i["dst_reg"]].startswith(("ar", "fwd ")))
-    return n
-
-
 def test_a_value_crosses_a_link_once():
     """A value replicated over a stage goes to the next stage once per link: a chip the previous stage
     cannot reach in one hop gets it from a gateway of its own stage that received it, not on a route of its
@@ -172,7 +149,7 @@ def test_nodes_joined_by_routes_give_onnxruntime_tokens(chips, partition):
     tokens, logits = ort(name)
     prog, res = run(name, chips, "fp32", partition)
     assert prog.header["chips"] == chips and prog.header["partition"] in ("hybrid", "pp")
-    assert (forwarded(prog) if partition == "pp" else fanned_out(prog)) > 0
+    assert relays(prog)["forwarded" if partition == "pp" else "gateway"] > 0
     assert res.tokens == tokens
     assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
     assert all(0 < lb <= c for lb, c in zip(res.lower_bound_cycles, res.cycles_per_token))
@@ -191,5 +168,5 @@ def test_racks_give_onnxruntime_tokens(hw, chips):
     prog, _ = compile_model(FIX / f"{name}.onnx", config.load(hw, chips=chips),
                             Options(chips=chips, precision="fp32", max_context=CTX))
     res = Decoder(prog).generate(PROMPT, N)
-    assert forwarded(prog) > 0 and res.tokens == tokens
+    assert relays(prog)["forwarded"] > 0 and res.tokens == tokens
     assert np.abs(res.logits - logits).max() / np.abs(logits).max() < 1e-3
