@@ -83,7 +83,8 @@ def test_llama2_70b_int8_estimate_at_context_4096(chips, tmp_path):
                 f"{out['tokens_per_second'][0]:.0f} | {b:,} | {c / b:.2f} | {out['compile_seconds']:.0f} + "
                 f"{out['check_seconds']:.0f} | {gib:.1f} |")
     print(f"\n{_EST[-1]}")
-    assert out["compile_seconds"] <= TARGET_SECONDS and gib <= TARGET_GIB, f"{out['compile_seconds']:.0f} s, {gib:.1f} GiB"
+    if chips == CHIPS:  # the targets are for 576 chips; the other counts are for the table
+        assert out["compile_seconds"] <= TARGET_SECONDS and gib <= TARGET_GIB, f"{out['compile_seconds']:.0f} s, {gib:.1f} GiB"
 
 
 def teardown_module(module):
