@@ -51,7 +51,8 @@ def test_gpt2_small_across_nodes_gives_onnxruntime_tokens(chips, gpt2_ort):
         t = time.perf_counter()
         prog, rep = compile_model(model_path("gpt2-small"), hw, Options(chips=chips, precision=prec, max_context=128))
         secs = time.perf_counter() - t
-        fwd, gated = relays(prog)["forwarded"], relays(prog)["gateway"]
+        r = relays(prog)
+        fwd, gated = r["forwarded"], r["gateway"]
         res = Decoder(prog).generate(PROMPT, N)
         out[prec] = res
         _ROWS.append(f"| gpt2-small | {chips} | {prec} | {prog.header['partition']} {prog.header['stages']} | "
