@@ -182,7 +182,7 @@ def instructions(pass_name: str, lowered, hw) -> None:
                         _fail(pass_name, f"{where}: queue {n.queue!r} is not a {n.family} queue of this chip "
                               f"(queues: {', '.join(q for q in hw.queues if parse_queue(q)[0] == n.family)})")
                 for k in _operands(ins):
-                    r = ins.args[k]
+                    r = ins[k]
                     if not 0 <= r < len(bufs):
                         _fail(pass_name, f"{where}: {k} = {r} names no buffer (buffers 0..{len(bufs) - 1})")
                     buf = bufs[r]
@@ -262,10 +262,10 @@ def schedule(pass_name: str, scheduled) -> None:
             key = (s.nodes[i].chip, s.queue[i])
             if key in last:
                 j = last[key]
-                if s.issue[j] + s.profiles[j].busy > s.issue[i]:
+                if s.issue[j] + int(s.busy[j]) > s.issue[i]:
                     _fail(pass_name, f"bucket {b} chip {key[0]} queue {key[1]}: {s.nodes[i].instr.op} issues at cycle "
                           f"{int(s.issue[i])}, before the previous {s.nodes[j].instr.op} (cycle {int(s.issue[j])}, "
-                          f"busy {s.profiles[j].busy}) frees the queue")
+                          f"busy {int(s.busy[j])}) frees the queue")
             last[key] = i
 
 

@@ -46,7 +46,7 @@ def disasm_instr(ins: Instr) -> str:
     parts = [ins.op]
     by_code = _FN_TABLES.get(ins.op, (None, None))[0]
     for f in ins.spec.fmt.fields:
-        v = ins.args[f.name]
+        v = ins[f.name]
         if f.name == "fn" and by_code is not None and v in by_code:
             parts.append(f"fn={by_code[v].name}")
         elif f.kind == "f":

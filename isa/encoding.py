@@ -20,42 +20,66 @@ from .table import BY_MNEMONIC, BY_OPCODE, OPS, OpSpec, region_used
 _MASK64 = (1 << 64) - 1
 
 
-class Instr:
-    """One instruction: a mnemonic and its field values (every field of its format, defaults 0)."""
+# per mnemonic: its fields' names in format order, and each name's position in an instruction's values
+_NAMES = {op: tuple(f.name for f in spec.fmt.fields) for op, spec in BY_MNEMONIC.items()}
+_INDEX = {op: {n: i for i, n in enumerate(names)} for op, names in _NAMES.items()}
 
-    __slots__ = ("op", "args")
+
+class Instr:
+    """One instruction: a mnemonic and its field values (every field of its format, defaults 0).
+
+    The values are a tuple in format order (`vals`): a compile at scale holds millions of instructions, and a
+    tuple is a third of a dict's memory. `args` is a fresh dict of them (changing it changes nothing)."""
+
+    __slots__ = ("op", "vals")
 
     def __init__(self, op: str, **args) -> None:
         spec = BY_MNEMONIC.get(op)
         if spec is None:
             raise IsaError(f"unknown instruction {op!r}; valid: {', '.join(sorted(BY_MNEMONIC))}")
-        names = {f.name for f in spec.fmt.fields}
-        extra = sorted(set(args) - names)
-        if extra:
+        index = _INDEX[op]
+        if len(args) > len(index) or any(k not in index for k in args):
+            extra = sorted(set(args) - set(index))
             raise IsaError(f"{op}: unknown field(s) {', '.join(extra)}; fields are {', '.join(f.name for f in spec.fmt.fields)}")
-        full = {}
+        vals = []
         for f in spec.fmt.fields:
             v = args.get(f.name, 0.0 if f.kind == "f" else 0)
             f.to_raw(v)  # range check now, with the field's name in the message
-            full[f.name] = float(np.float32(v)) if f.kind == "f" else int(v)
+            vals.append(float(np.float32(v)) if f.kind == "f" else int(v))
         self.op = op
-        self.args = full
+        self.vals = tuple(vals)
 
     @property
     def spec(self) -> OpSpec:
         return BY_MNEMONIC[self.op]
 
+    @property
+    def args(self) -> dict:
+        return dict(zip(_NAMES[self.op], self.vals))
+
     def __getitem__(self, name: str):
-        return self.args[name]
+        i = _INDEX[self.op].get(name)
+        if i is None:
+            raise KeyError(name)
+        return self.vals[i]
+
+    def __contains__(self, name: str) -> bool:
+        return name in _INDEX[self.op]
 
     def replace(self, **changes) -> "Instr":
         return Instr(self.op, **{**self.args, **changes})
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Instr) and self.op == other.op and self.args == other.args
+        return isinstance(other, Instr) and self.op == other.op and self.vals == other.vals
 
     def __hash__(self) -> int:
-        return hash((self.op, tuple(self.args.items())))
+        return hash((self.op, self.vals))
+
+    def __getstate__(self):
+        return (self.op, self.vals)
+
+    def __setstate__(self, state) -> None:
+        self.op, self.vals = state
 
     def __repr__(self) -> str:
         return f"Instr({self.op!r}, " + ", ".join(f"{k}={v!r}" for k, v in self.args.items()) + ")"
@@ -116,9 +140,10 @@ def encode(ins: Instr, chip: int = 0, numbering: RegionNumbering | None = None) 
     """The instruction as one 256-bit integer (region operands made chip-local when given a numbering)."""
     spec = ins.spec
     word = spec.opcode
+    args = ins.args
     for f, pos in spec.fmt.layout():
-        v = ins.args[f.name]
-        if f.region and numbering is not None and region_used(spec.mnemonic, f.name, ins.args):
+        v = args[f.name]
+        if f.region and numbering is not None and region_used(spec.mnemonic, f.name, args):
             v = numbering.to_local(chip, v, f"{spec.mnemonic} {f.name}")
         word |= f.to_raw(v) << pos
     return word
@@ -127,10 +152,10 @@ def encode(ins: Instr, chip: int = 0, numbering: RegionNumbering | None = None) 
 def _globalize(ins: Instr, chip: int, numbering: RegionNumbering | None) -> Instr:
     if numbering is None:
         return ins
-    for f in _region_fields(ins.spec):
-        if region_used(ins.op, f.name, ins.args):
-            ins.args[f.name] = numbering.to_global(chip, ins.args[f.name], f"{ins.op} {f.name}")
-    return ins
+    args = ins.args
+    changes = {f.name: numbering.to_global(chip, args[f.name], f"{ins.op} {f.name}")
+               for f in _region_fields(ins.spec) if region_used(ins.op, f.name, args)}
+    return ins.replace(**changes) if changes else ins
 
 
 def decode(word: int, chip: int = 0, numbering: RegionNumbering | None = None) -> Instr:

@@ -31,7 +31,7 @@ def streams_for(bucket: int, sched, nop_max: int, numbering: RegionNumbering) ->
             if ins.op in ("VXM",) or (ins.op in ("COPY", "GATHER", "SCATTER", "SCATCOL")):
                 ins = ins.replace(queue=qi)
             seq.append(ins)
-            t = int(sched.issue[i]) + sched.profiles[i].busy
+            t = int(sched.issue[i]) + int(sched.busy[i])
         out[(bucket, chip, q)] = encode_many(seq, chip, numbering)
     return out
 

@@ -38,11 +38,13 @@ _DESKEW0 = Instr("DESKEW", link=0)
 
 
 class Scheduled:
-    def __init__(self, nodes, issue, queue, profiles, cycles, why=None, tail=None) -> None:
+    def __init__(self, nodes, issue, queue, busy, cycles, why=None, tail=None) -> None:
         self.nodes = nodes
         self.issue = issue
         self.queue = queue
-        self.profiles = profiles
+        # per node: the cycles its queue is held from issue (what the emitter pads with NOPs); the timing
+        # profiles themselves are the scheduler's own, dropped at its end (millions of objects at scale)
+        self.busy = busy
         self.cycles = cycles
         self.why = why  # per node: the predecessor that decided its earliest start (-1: none)
         self.tail = tail  # per node: cycles from issue to its last effect
@@ -234,7 +236,9 @@ def schedule(code: list[list], regions, hw: Hardware, stage_chips: int = 0, reus
     nodes, prof, issue, qname, why, tail = _periodic_deskews(nodes, prof, issue, qname, why, tail, hw, mach)
     N = len(nodes)
     cycles = int(max((issue + tail).max(), 0)) if N else 0
-    out = Scheduled(nodes, issue, qname, prof, cycles, why, tail)
+    busy = np.fromiter((p.busy for p in prof), dtype=np.int64, count=N)
+    del prof, templates, booked
+    out = Scheduled(nodes, issue, qname, busy, cycles, why, tail)
     out.units, out.reused = n_units, reused
     out.stages = sum(1 for u in range(n_units) if not boundary[u]) if stage_chips else 0
     return out

@@ -42,6 +42,19 @@ class BufferPool:
         self.bucket_of: dict[int, int] = {}
         self._uid = 0
         self.replay: dict = {}  # eqn index -> (nodes per chip, vals per chip) of context-independent equations
+        self._blobs: dict = {}  # initial contents several chips' regions hold alike (see blob)
+
+    def blob(self, key, dtype: str, make) -> np.ndarray:
+        """The read-only initial contents `make()` gives, in the region type dtype, made once for every chip
+        whose region holds the same (a table or a tile on each of 576 chips: one array, not 576)."""
+        a = self._blobs.get((key, dtype))
+        if a is None:
+            a = make()
+            if dtype == "fp16":
+                a = a.astype(np.float16)
+            a.setflags(write=False)
+            self._blobs[(key, dtype)] = a
+        return a
 
     def next_uid(self) -> int:
         self._uid += 1
@@ -51,7 +64,7 @@ class BufferPool:
         if key is not None and key in self.shared:
             return self.shared[key]
         if data is not None and dtype == "fp16":
-            data = data.astype(np.float16)  # kept in the region's type: half the compiler's memory for weights
+            data = data.astype(np.float16, copy=False)  # kept in the region's type: half the compiler's memory for weights
         mine = self.on_chip.get(chip, 0)
         if mine >= 1 << REGION_BITS:
             raise CompileError(

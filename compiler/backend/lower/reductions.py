@@ -4,6 +4,8 @@ maxima by two rounds of SXM shuffles and VXM maxima; small groups inside a vecto
 ones tile and stay expanded in place."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ...errors import UnsupportedError
@@ -54,19 +56,28 @@ def reduce(L, chip, e):
                            f"(supported: groups that are multiples of {LANES}, one group, or sums over divisors of {LANES})")
 
 
+@functools.lru_cache(maxsize=None)
+def _ones_half(g: int, h: int, tr: int, wdtype: str) -> np.ndarray:
+    """Rows h*tr.. of the block-ones matrix, flat, in the tile's type: one read-only array every chip's
+    copy of the tile shares (on 576 chips, a copy each was about 1 GiB of the compiler's memory)."""
+    r = np.arange(LANES)
+    full = (r[:, None] // g == r[None, :] // g)[h * tr:(h + 1) * tr]
+    t = full.astype(np.float16 if wdtype == "fp16" else np.float32).reshape(-1)
+    t.setflags(write=False)
+    return t
+
+
 def ones_tiles(L, chip, g: int, u: int) -> list[Buf]:
     """The two halves (rows 0..159, 160..319) of the 320x320 block-diagonal ones matrix with blocks
     of g lanes: x @ M gives every lane the sum of its block. One copy next to each MXM unit."""
     key = ("ones", chip, g, L.wdtype, u)
     if key in L.pool.shared:
         return [L.pool.shared[key], L.pool.shared[key + ("b",)]]
-    r = np.arange(LANES)
-    full = (r[:, None] // g == r[None, :] // g).astype(np.float32)
     tr = L.tile_rows
     tiles = []
     for h, sub in ((0, ()), (1, ("b",))):
-        t = full[h * tr:(h + 1) * tr]
-        tiles.append(L.pool.new(chip, f"ones{g}{'ab'[h]}", t.shape[0], L.wdtype, "const", data=t.reshape(-1),
+        t = _ones_half(g, h, tr, L.wdtype)
+        tiles.append(L.pool.new(chip, f"ones{g}{'ab'[h]}", t.size // LANES, L.wdtype, "const", data=t,
                                 zone="weight", width=16, key=key + sub))
         tiles[-1].hemi = L.hw.mxm_hemisphere(u)
     return tiles

@@ -37,9 +37,11 @@ def gather(L, chip, e):
         if tb is None:
             data = None  # a timing-only compile's table: its region, no contents
             if not is_shaped(flat):
-                data = np.zeros((b1 - b0, rv * LANES), np.float32)
-                data[:, :width] = flat[b0:b1]
-                data = data.reshape(-1)
+                def block(b0=b0, b1=b1):
+                    d = np.zeros((b1 - b0, rv * LANES), np.float32)
+                    d[:, :width] = flat[b0:b1]
+                    return d.reshape(-1)
+                data = L.pool.blob(("table", tname, id(table), b0, b1), L.wdtype, block)
             # embeddings are weights (fp16 on the hardware)
             tb = L.pool.new(chip, tname if b1 - b0 == hi - lo else f"{tname}[{b0}:{b1}]", b1 - b0, L.wdtype,
                             "weight", row_vectors=rv, data=data, zone="table", width=8, key=key)
