@@ -1037,6 +1037,9 @@ EXPORTER_DOC = {
 }
 
 
+TRAINED_MARKER = "<!-- trained fixtures: written by tools/train_fixtures.py from trained.json -->"
+
+
 def write_readme(out_dir: Path, records: list[dict], vers: dict) -> None:
     lines = [
         "# ONNX decoder fixtures",
@@ -1055,7 +1058,8 @@ def write_readme(out_dir: Path, records: list[dict], vers: dict) -> None:
         "decoders (`input_ids` is `[batch, 1]`) with dynamic batch and past.",
         "",
         "Every file is written by the one command `python tools/make_fixtures.py`; the last column gives",
-        "the command that regenerates that file alone.",
+        "the command that regenerates that file alone. The trained fixtures (`trained_*`, at the end) are made",
+        "by `python tools/train_fixtures.py` instead.",
         "",
         "| file | family | exporter | config | params | size (bytes) | seed | command |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -1081,7 +1085,12 @@ def write_readme(out_dir: Path, records: list[dict], vers: dict) -> None:
               "Generated with " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".",
               "The exports are byte-reproducible with these versions (`--check-reproducible`); "
               "other versions may produce different bytes (and graphs).", ""]
-    (out_dir / "README.md").write_text("\n".join(lines))
+    readme = out_dir / "README.md"
+    tail = ""  # the trained fixtures' section (tools/train_fixtures.py writes it from trained.json): kept
+    if readme.exists() and TRAINED_MARKER in readme.read_text():
+        old = readme.read_text()
+        tail = "\n" + old[old.index(TRAINED_MARKER):]
+    readme.write_text("\n".join(lines) + tail)
 
 
 def main(argv=None) -> int:
