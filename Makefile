@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
 DEVSTAMP := $(VENV)/.installed-dev
 # The decode `make run` performs: the bundled default model, compiled for 8 chips.
-RUN_ARGS ?= --prompt 1,2,3 --tokens 16
+RUN_ARGS ?= --text "Return the number of" --tokens 16
 
 .PHONY: install run test test-slow bench fixtures clean
 

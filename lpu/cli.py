@@ -3,7 +3,7 @@
     lpu compile MODEL.onnx|CONFIG.json -o OUT.lpu [--chips N] [--hw PRESET|FILE] [--max-context T]
                 [--precision fp16|fp32] [--weights fp16|int8|fp8] [--partition tp|pp|hybrid|auto] [--stages K]
                 [--timing-only]
-    lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15 --tokens N [--json] [--logits FILE.npy]
+    lpu decode [OUT.lpu|MODEL.onnx] --prompt 3,14,15|--text "..." --tokens N [--json] [--logits FILE.npy]
     lpu estimate OUT.lpu|MODEL.onnx [--context N] [--json] [compile options]
     lpu sweep GRID.toml -o RESULTS.csv [--address ADDR] [--workers N]
     lpu disasm OUT.lpu
@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print a JSON summary")
     d = sub.add_parser("decode", help="decode greedily on the emulated chips (compiles an ONNX model first)")
     d.add_argument("model", nargs="?", default=None, help="program (.lpu) or ONNX model; default: the bundled model")
-    d.add_argument("--prompt", default="1,2,3", help="comma-separated token ids (default 1,2,3)")
+    d.add_argument("--prompt", default=None, help="comma-separated token ids (default 1,2,3)")
+    d.add_argument("--text", default=None, help="the prompt as text, for a model that ships a tokenizer (a tokenizer.json "
+                                                "beside the ONNX file, carried into its program); instead of --prompt")
     d.add_argument("--tokens", type=int, default=16, help="tokens to generate (default 16)")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.add_argument("--logits", default=None, help="save the logits of each generated token as float32 [N, vocab] .npy")
@@ -132,6 +134,13 @@ def _parse_prompt(text: str) -> list[int]:
     return toks
 
 
+def _prompt_of_text(tok, text: str) -> list[int]:
+    ids = tok.encode(text)
+    if not ids:
+        raise UsageError(f"--text {text!r} encodes to no tokens")
+    return ids
+
+
 def _load_hw(args):
     from lpu import config
 
@@ -154,7 +163,19 @@ def _compile(model: Path, args, max_context: int | None, quiet: bool, default_co
                    only_context=getattr(args, "only_context", None))
     t0 = time.perf_counter()
     prog, rep = (compile_config if config else compile_model)(model, hw, opts)
+    _attach_tokenizer(prog, model)
     return prog, rep, time.perf_counter() - t0, hw
+
+
+def _attach_tokenizer(prog, model: Path) -> None:
+    """A model that ships a tokenizer.json gives it to its program (lpu/text.py)."""
+    from . import text
+
+    path = None if _is_config(model) else text.tokenizer_file(model)
+    if path is not None:
+        raw = text.read_tokenizer_json(path)
+        text.check_fits(text.Tokenizer(raw, path.name), int(prog.header.get("vocab_size", 0)), path.name)
+        prog.header[text.HEADER_KEY] = raw
 
 
 def _check_model_path(path: Path) -> None:
@@ -382,7 +403,11 @@ def cmd_decode(args) -> int:
 
     from .decode import DecodeError, Decoder
 
-    prompt = _parse_prompt(args.prompt)
+    if args.text is not None and args.prompt is not None:
+        raise UsageError("--text and --prompt both give the prompt: use one")
+    if args.text is not None and not args.text:
+        raise UsageError("--text is empty: give the prompt's text, e.g. --text \"Return the number of\"")
+    prompt = _parse_prompt(args.prompt or "1,2,3") if args.text is None else None
     if args.tokens < 1:
         raise UsageError(f"--tokens {args.tokens}: generate at least 1 token")
     model = Path(args.model) if args.model else default_model()
@@ -402,6 +427,14 @@ def cmd_decode(args) -> int:
         if _is_config(model):
             raise UsageError(f"{model.name}: a config.json has no weights to decode with; `lpu estimate` gives its "
                              "cycles per token")
+        if prompt is None:  # the tokenizer is beside the model: encode before compiling, to size the context
+            from . import text as _text
+
+            where = _text.tokenizer_file(model)
+            if where is None:
+                raise UsageError(f"--text: {model.name} ships no tokenizer (a {model.stem}.tokenizer.json or "
+                                 "tokenizer.json beside it); give token ids with --prompt")
+            prompt = _prompt_of_text(_text.Tokenizer(_text.read_tokenizer_json(where), where.name), args.text)
         need = len(prompt) + args.tokens
         prog, _, compile_secs, _ = _compile(model, args, args.max_context, args.json, default_context=context_for(need))
         deq = _dequantised_note(prog, prog.header.get("precision"))
@@ -410,8 +443,17 @@ def cmd_decode(args) -> int:
         if args.max_context is None and prog.header["max_context"] < need:
             raise UsageError(f"{len(prompt)} prompt tokens + {args.tokens} new tokens need {need} positions; "
                              f"{model.name} supports at most {prog.header['max_context']}")
+    from . import text as _text
+
+    tok = _text.of_program(prog.header)
+    if prompt is None:
+        if tok is None:
+            raise UsageError(f"--text: {model.name} carries no tokenizer (compile a model that ships a tokenizer.json); "
+                             "give token ids with --prompt")
+        prompt = _prompt_of_text(tok, args.text)
     dec = Decoder(prog)
     res = dec.generate(prompt, args.tokens)
+    texts = (tok.decode(prompt), tok.decode(res.tokens)) if tok is not None else None
     if args.logits:
         _save_npy_atomic(args.logits, res.logits)
     if args.json:
@@ -421,6 +463,8 @@ def cmd_decode(args) -> int:
                    dequantised=prog.header.get("model", {}).get("dequantised", ""),
                    max_context=prog.header.get("max_context"), partition=prog.header.get("partition"),
                    stages=prog.header.get("stages", 1))
+        if texts is not None:
+            out.update(prompt_text=texts[0], text=texts[1])
         if compile_secs is not None:
             out["compile_seconds"] = round(compile_secs, 3)
         print(json.dumps(out))
@@ -431,6 +475,8 @@ def cmd_decode(args) -> int:
           + (f" (compiled in {compile_secs:.2f} s)" if compile_secs is not None else ""))
     print(f"prompt   {','.join(map(str, prompt))}  prefill {res.prefill_cycles:,} cycles")
     print(f"tokens   {','.join(map(str, res.tokens))}")
+    if texts is not None:  # quoted as JSON strings: newlines and other control characters stay on the line
+        print(f"text     {json.dumps(texts[0], ensure_ascii=False)} -> {json.dumps(texts[1], ensure_ascii=False)}")
     print(f"cycles   per token: {', '.join(f'{c:,}' for c in res.cycles_per_token)}")
     print(f"         mean {mean:,.0f} cycles = {mean / res.clock_hz * 1e6:.2f} us at {res.clock_hz / 1e6:.0f} MHz "
           f"-> {res.tokens_per_second:,.0f} tokens/s")
@@ -487,7 +533,8 @@ def _known_errors() -> tuple[type[Exception], ...]:
 
         from .decode import DecodeError
         from .emulator import EmulationError
-        known += [CompileError, ConfigError, DecodeError, EmulationError]
+        from .text import TextError
+        known += [CompileError, ConfigError, DecodeError, EmulationError, TextError]
     except ImportError:  # pragma: no cover
         pass
     return tuple(known)

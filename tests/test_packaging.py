@@ -125,7 +125,12 @@ def _modules(files: list[str]) -> list[str]:
 
 
 def _manifest(name: str) -> dict:
+    """A fixture's record; "default" is the bundled model's, a copy of a trained fixture (tests/fixtures/trained.json)."""
     fixtures = json.loads((ROOT / "tests" / "fixtures" / "manifest.json").read_text())["fixtures"]
+    trained = json.loads((ROOT / "tests" / "fixtures" / "trained.json").read_text())
+    if name == "default":
+        rec = next(f for f in trained["fixtures"] if f["name"] == trained["default"]["from"])
+        return dict(rec, file=trained["default"]["file"])
     return next(f for f in fixtures if f["name"] == name)
 
 
@@ -170,7 +175,8 @@ def test_every_package_directory_is_a_regular_package():
 
 def test_the_installed_copy_has_every_module_and_data_file(installed):
     files = _package_files()
-    assert {"lpu/data/default.onnx", "lpu/presets/groqchip1.toml", "lpu/presets/lp30.toml"} <= set(files)
+    assert {"lpu/data/default.onnx", "lpu/data/default.tokenizer.json", "lpu/presets/groqchip1.toml",
+            "lpu/presets/lp30.toml"} <= set(files)
     missing = [f for f in files if not (installed.site / f).is_file()]
     assert not missing, f"not installed: {missing}"
     differ = [f for f in files if not filecmp.cmp(ROOT / f, installed.site / f, shallow=False)]

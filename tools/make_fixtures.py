@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
-"""Generate the small ONNX decoder fixtures and the bundled default model (dev-only).
+"""Generate the small ONNX decoder fixtures (dev-only; the bundled default model is tools/train_fixtures.py's).
 
 Run from the repository root:
 
     python tools/make_fixtures.py                      # everything, default paths
-    python tools/make_fixtures.py --out tests/fixtures --default-model lpu/data/default.onnx
     python tools/make_fixtures.py --check-reproducible # export everything twice, compare bytes
 
 Needs the ``dev`` extra (torch, transformers, optimum-onnx, onnxscript); the test suite does not.
@@ -80,11 +79,6 @@ GPT2 = dict(n_layer=2, n_embd=128, n_head=4, vocab_size=500, n_positions=256)
 LLAMA = dict(num_hidden_layers=2, hidden_size=192, num_attention_heads=6, num_key_value_heads=2,
              intermediate_size=352, vocab_size=700, max_position_embeddings=512, rope_theta=10000.0,
              tie_word_embeddings=False)
-# Bundled default: Llama family with GQA and tied embeddings, 4 layers; intermediate 224 keeps it < 3 MB.
-DEFAULT = dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
-               intermediate_size=224, vocab_size=1000, max_position_embeddings=512, rope_theta=10000.0,
-               tie_word_embeddings=True)
-
 # The other families Optimum exports (tiny: hidden 64, 2 layers, vocab 320; each file well under 1 MB).
 TINY = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128, vocab_size=320,
             max_position_embeddings=512)
@@ -221,9 +215,7 @@ FIXTURES += [
     Spec("gpt_oss_moe_e16", "gpt_oss", "moe_plain", dict(GPT_OSS, num_local_experts=16), seed=2, init_range=0.25,
          notes="gpt_oss_moe with 16 experts (still top-2): the cycles per token must not grow with the experts"),
 ]
-DEFAULT_SPEC = Spec("default", "llama", "optimum", DEFAULT, seed=3, init_range=0.25,
-                    notes="bundled default model; tied embed_tokens/lm_head: the lm_head MatMul reads "
-                          "`Transpose(model.embed_tokens.weight)`")
+# The bundled default model (lpu/data/default.onnx) is a trained decoder: tools/train_fixtures.py makes it.
 
 
 # --------------------------------------------------------------------------- helpers
@@ -928,7 +920,7 @@ CONFIG_FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "phi3", "gpt_neox", "opt
 
 def write_configs(out_dir: Path) -> list[Path]:
     """configs/<fixture>.json: the Hugging Face config.json of each Optimum fixture of CONFIG_FAMILIES (and of the
-    bundled default model), as `save_pretrained` writes it (only what differs from the class defaults, plus
+    bundled default model: tools/train_fixtures.py writes configs/default.json), as `save_pretrained` writes it (only what differs from the class defaults, plus
     model_type). Needs transformers only: no model is built or exported."""
     import transformers
 
@@ -936,7 +928,7 @@ def write_configs(out_dir: Path) -> list[Path]:
     cdir.mkdir(parents=True, exist_ok=True)
     written = []
     for spec in [s for s in FIXTURES if s.exporter == "optimum" and s.family in CONFIG_FAMILIES
-                                and not s.extdata_of] + [DEFAULT_SPEC]:
+                                and not s.extdata_of]:
         cls = getattr(transformers, FAMILY_CLASSES[spec.family][0])
         cfg = cls(**spec.config, initializer_range=spec.init_range)
         text = cfg.to_json_string(use_diff=True)
@@ -948,7 +940,7 @@ def write_configs(out_dir: Path) -> list[Path]:
     return written
 
 
-def generate(out_dir: Path, default_path: Path | None, only: set[str] | None) -> list[dict]:
+def generate(out_dir: Path, only: set[str] | None) -> list[dict]:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -957,11 +949,10 @@ def generate(out_dir: Path, default_path: Path | None, only: set[str] | None) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     models: dict[tuple, tuple] = {}
     records = []
-    specs = list(FIXTURES) + ([DEFAULT_SPEC] if default_path is not None else [])
-    for spec in specs:
+    for spec in FIXTURES:
         if only and spec.name not in only:
             continue
-        path = default_path if spec is DEFAULT_SPEC else out_dir / f"{spec.name}.onnx"
+        path = out_dir / f"{spec.name}.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
         key = (spec.family, json.dumps(spec.config, sort_keys=True), spec.seed, spec.init_range)
         if key not in models:
@@ -1071,8 +1062,9 @@ def write_readme(out_dir: Path, records: list[dict], vers: dict) -> None:
         lines.append(f"| {files} | {r['family']} | {EXPORTER_DOC[r['exporter']]} | `{r['config']}` | "
                      f"{r['params']:,} | {size} | {r['seed']} | `python tools/make_fixtures.py --only {r['name']}` |")
     lines += ["", "`configs/<name>.json` is the Hugging Face config.json the Optimum fixtures of the families the "
-              f"config compile builds ({', '.join(CONFIG_FAMILIES)}) and the default model were made from "
-              "(`python tools/make_fixtures.py --configs-only` writes them alone)."]
+              f"config compile builds ({', '.join(CONFIG_FAMILIES)}) were made from "
+              "(`python tools/make_fixtures.py --configs-only` writes them alone; `configs/default.json`, the bundled "
+              "default model's, is written by `tools/train_fixtures.py`)."]
     lines += ["", f"Greedy decode of prompt {PROMPT} for {N_TOKENS} tokens with ONNX Runtime "
               "(`lpu.reference.OrtDecoder`, one token per step), and the smallest top-1/top-2 logit gap "
               "over those steps:", "", "| file | tokens | min gap |", "| --- | --- | --- |"]
@@ -1096,10 +1088,7 @@ def write_readme(out_dir: Path, records: list[dict], vers: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures", help="fixture directory")
-    ap.add_argument("--default-model", type=Path, default=REPO / "lpu" / "data" / "default.onnx",
-                    help="where to write the bundled default model")
-    ap.add_argument("--no-default", action="store_true", help="do not (re)generate the default model")
-    ap.add_argument("--only", nargs="*", help="only these fixture names (e.g. gpt2_optimum default)")
+    ap.add_argument("--only", nargs="*", help="only these fixture names (e.g. gpt2_optimum llama_optimum)")
     ap.add_argument("--configs-only", action="store_true",
                     help="only write <out>/configs/*.json (the config.json of the Optimum fixtures the config compile "
                          "builds); no export")
@@ -1112,18 +1101,17 @@ def main(argv=None) -> int:
         for path in write_configs(out_dir):
             print(f"wrote {path}")
         return 0
-    default_path = None if args.no_default else args.default_model.resolve()
     only = set(args.only) if args.only else None
-    records = generate(out_dir, default_path, only)
+    records = generate(out_dir, only)
     write_configs(out_dir)
     vers = versions()
-    # merge into the existing manifest (--only / --no-default regenerate a subset), keep the spec order
+    # merge into the existing manifest (--only regenerates a subset), keep the spec order
     manifest_path = out_dir / "manifest.json"
     by_name = {}
     if manifest_path.exists():
         by_name = {r["name"]: r for r in json.loads(manifest_path.read_text()).get("fixtures", [])}
     by_name.update({r["name"]: r for r in records})
-    order = [s.name for s in FIXTURES] + [DEFAULT_SPEC.name]
+    order = [s.name for s in FIXTURES]
     merged = [by_name[n] for n in order if n in by_name]
     write_readme(out_dir, merged, vers)
     manifest = {"generator": "tools/make_fixtures.py", "versions": vers, "fixtures": merged}
@@ -1133,7 +1121,7 @@ def main(argv=None) -> int:
     if args.check_reproducible:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            again = generate(tmp / "fixtures", tmp / "default.onnx" if default_path else None, only)
+            again = generate(tmp / "fixtures", only)
         bad = [(a["name"], n) for a, b in zip(records, again) for n in a["sha256"] if a["sha256"][n] != b["sha256"][n]]
         if bad:
             print(f"NOT byte-reproducible: {bad}")

@@ -6,6 +6,7 @@ Run from the repository root:
     python tools/train_fixtures.py                      # every trained fixture, into tests/fixtures
     python tools/train_fixtures.py --only trained_gpt2  # one of them (the tokenizer is retrained: same bytes)
     python tools/train_fixtures.py --readme-only        # rewrite tests/fixtures/README.md's section from trained.json
+    python tools/train_fixtures.py --default-only       # copy trained_qwen2 to lpu/data/default.onnx (+ tokenizer)
 
 Needs the ``dev`` extra (torch, transformers, optimum-onnx; ``tokenizers`` comes with transformers); the test
 suite does not. The random-weight fixtures of tools/make_fixtures.py (``initializer_range`` 0.25, randomised
@@ -86,6 +87,37 @@ TRAINED = [
     mf.Spec("trained_qwen2", "qwen2", "optimum", dict(SMALL, tie_word_embeddings=True), seed=SEED,
             init_range=INIT_RANGE, notes="tied embed_tokens/lm_head (as the small Qwen2 checkpoints); q/k/v biases"),
 ]
+
+
+# The bundled default model (`lpu decode`'s and `make run`'s): this trained fixture and its tokenizer, copied
+# to lpu/data/ (so an installed `lpu` has them), with its config.json in <out>/configs/default.json. Qwen2 for
+# its margins: its greedy decodes have the widest top-1/top-2 gaps of the three (fp16 keeps ONNX Runtime's tokens).
+DEFAULT_FROM = "trained_qwen2"
+DATA = REPO / "lpu" / "data"
+
+
+def install_default(out_dir: Path, manifest: dict, data_dir: Path = DATA) -> dict:
+    """Copy DEFAULT_FROM's model and tokenizer to data_dir/default.onnx and default.tokenizer.json, write its
+    config.json (as `save_pretrained` writes it: what differs from the class defaults) to configs/default.json."""
+    import shutil
+
+    import transformers
+
+    rec = next(r for r in manifest["fixtures"] if r["name"] == DEFAULT_FROM)
+    spec = next(s for s in TRAINED if s.name == DEFAULT_FROM)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files = {"default.onnx": out_dir / f"{DEFAULT_FROM}.onnx", "default.tokenizer.json": out_dir / rec["tokenizer"]}
+    for name, src in files.items():
+        shutil.copyfile(src, data_dir / name)
+    cfg = getattr(transformers, mf.FAMILY_CLASSES[spec.family][0])(**spec.config, initializer_range=spec.init_range)
+    d = json.loads(cfg.to_json_string(use_diff=True))
+    d.pop("transformers_version", None)  # the file should not change with the library's version
+    (out_dir / "configs").mkdir(parents=True, exist_ok=True)
+    (out_dir / "configs" / "default.json").write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    rel = (lambda p: str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p))
+    return {"from": DEFAULT_FROM, "file": rel(data_dir / "default.onnx"),
+            "tokenizer": rel(data_dir / "default.tokenizer.json"), "config": rel(out_dir / "configs" / "default.json"),
+            "sha256": {n: mf._sha256(data_dir / n) for n in files}}
 
 
 # --------------------------------------------------------------------------- corpus and tokenizer
@@ -374,6 +406,10 @@ def readme_section(manifest: dict) -> list[str]:
                      f"{tr['steps']} steps x {tr['batch']} x {tr['seq']} tokens, seed {r['seed']}, "
                      f"{tr['seconds']:.0f} s on {tr['threads']} thread | "
                      f"{tr['final_train_loss']:.3f} / {tr['heldout_loss']:.3f} |")
+    if manifest.get("default"):
+        d = manifest["default"]
+        lines += ["", f"The bundled default model `{d['file']}` (with `{d['tokenizer']}`; config `{d['config']}`) is a "
+                      f"copy of `{d['from']}` (`--default-only` reinstalls it)."]
     first = manifest["fixtures"][0] if manifest["fixtures"] else None
     if first:
         lines += ["", f"Optimizer: {first['training']['optimizer']}; {first['training']['schedule']}.",
@@ -404,11 +440,20 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="only these fixtures (e.g. trained_llama)")
     ap.add_argument("--steps", type=int, default=STEPS, help=f"training steps (default {STEPS}; recorded)")
     ap.add_argument("--readme-only", action="store_true", help="only rewrite <out>/README.md's section")
+    ap.add_argument("--default-only", action="store_true",
+                    help=f"only (re)install the bundled default model from {DEFAULT_FROM} (no training)")
     args = ap.parse_args(argv)
     out_dir = args.out.resolve()
     manifest_path = out_dir / "trained.json"
     if args.readme_only:
         write_readme_section(out_dir, json.loads(manifest_path.read_text()))
+        return 0
+    if args.default_only:
+        manifest = json.loads(manifest_path.read_text())
+        manifest["default"] = install_default(out_dir, manifest)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        write_readme_section(out_dir, manifest)
+        print(f"installed {manifest['default']['file']} (from {DEFAULT_FROM}); wrote {manifest_path}")
         return 0
     records, meta = generate(out_dir, set(args.only) if args.only else None, args.steps)
     by_name = {}
@@ -419,6 +464,8 @@ def main(argv=None) -> int:
     by_name.update({r["name"]: r for r in records})
     manifest = {"generator": "tools/train_fixtures.py", "versions": versions(), **meta,
                 "fixtures": [by_name[s.name] for s in TRAINED if s.name in by_name]}
+    if any(r["name"] == DEFAULT_FROM for r in manifest["fixtures"]):
+        manifest["default"] = install_default(out_dir, manifest)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     write_readme_section(out_dir, manifest)
     print(f"wrote {manifest_path} and {out_dir / 'README.md'}")

@@ -86,8 +86,10 @@ def test_imported_graph_structure(path):
     for exporter in ("optimum", "dynamo"):
         if exporter in path.stem:
             assert g.meta["exporter"] == exporter
-    family = "llama" if path == DEFAULT_MODEL else path.stem.split("_")[0]
-    if family in ("gpt2", "llama"):
+    family = "qwen2" if path == DEFAULT_MODEL else path.stem.split("_")[0]  # the default: trained_qwen2
+    if family == "trained":
+        family = path.stem.split("_")[1]
+    if family in ("gpt2", "llama") or path == DEFAULT_MODEL:
         assert g.meta["family"] == family
     # GroupQueryAttention reads the mask only as lengths: one unpadded decode step needs none of it
     has_mask = ref.input_names["attention_mask"] is not None and not uses_gqa(path)

@@ -29,14 +29,14 @@ MODELS = {
 }
 # Optimum exports take any sequence length: they can recompute a whole sequence with past length 0.
 FULL_SEQUENCE_MODELS = ["gpt2_optimum", "llama_optimum", "llama_optimum_extdata", "default"]
-# (num_layers, num_kv_heads, head_dim, vocab_size) from the configs in tools/make_fixtures.py
+# (num_layers, num_kv_heads, head_dim, vocab_size) from the configs in tools/make_fixtures.py (train_fixtures.py)
 GEOMETRY = {
     "gpt2_optimum": (2, 4, 32, 500),
     "gpt2_dynamo": (2, 4, 32, 500),
     "llama_optimum": (2, 2, 32, 700),
     "llama_dynamo": (2, 2, 32, 700),
     "llama_optimum_extdata": (2, 2, 32, 700),
-    "default": (4, 2, 32, 1000),
+    "default": (2, 2, 32, 512),  # tools/train_fixtures.py's trained_qwen2
 }
 
 
@@ -53,7 +53,10 @@ def greedy_runs(decoders) -> dict[str, tuple[list[int], np.ndarray]]:
 @pytest.fixture(scope="module")
 def manifest() -> dict[str, dict]:
     data = json.loads((FIXTURES / "manifest.json").read_text())
-    return {r["name"]: r for r in data["fixtures"]}
+    out = {r["name"]: r for r in data["fixtures"]}
+    trained = json.loads((FIXTURES / "trained.json").read_text())  # the default model is a trained fixture's copy
+    out["default"] = next(r for r in trained["fixtures"] if r["name"] == trained["default"]["from"])
+    return out
 
 
 def _full_recompute_last_logits(sess: ort.InferenceSession, dec: OrtDecoder, ids: list[int]) -> np.ndarray:
