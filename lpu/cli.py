@@ -70,6 +70,23 @@ def _compile_opts(p: argparse.ArgumentParser, decode: bool) -> None:
                             "implied for a Hugging Face config.json")
 
 
+def _trace_opts(p: argparse.ArgumentParser, decode: bool) -> None:
+    what = "the decoded tokens" if decode else "one token of the first context bucket reported"
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help=f"write an instruction-level trace of {what} (Trace Event Format JSON: open it in Perfetto or "
+                        "chrome://tracing)")
+    if decode:
+        p.add_argument("--trace-tokens", default=None, metavar="A:B",
+                       help="trace generated tokens A..B-1 only (numbered from 0; A: or A also work)")
+    p.add_argument("--trace-chips", default=None, metavar="LIST", help="trace these chips only, e.g. 0,3,8:16")
+    p.add_argument("--trace-layers", default=None, metavar="LIST",
+                   help="trace only instructions on these layers' tensors, e.g. 0 or 2:4")
+    p.add_argument("--trace-cycles", default=None, metavar="A:B",
+                   help="trace the cycle window A..B-1 of the trace's time line (token 0 starts at cycle 0)")
+    p.add_argument("--trace-limit", type=float, default=200.0, metavar="MB",
+                   help="refuse to write a trace bigger than this (default 200 MB, which Perfetto opens comfortably)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lpu import __version__
 
@@ -91,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.add_argument("--logits", default=None, help="save the logits of each generated token as float32 [N, vocab] .npy")
     _compile_opts(d, decode=True)
+    _trace_opts(d, decode=True)
     k = sub.add_parser("check", help="what an ONNX model is and whether it is supported, or the size of a Hugging "
                                      "Face config.json and the chips it needs (no compile)")
     k.add_argument("model", help="ONNX decoder, or a Hugging Face config.json")
@@ -111,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "program for that context alone (SRAM placed for its buckets only), not of the whole program")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _compile_opts(e, decode=False)
+    _trace_opts(e, decode=False)
     w = sub.add_parser("sweep", help="estimate every cell of a grid (models x presets x chips x weights x contexts) "
                                      "as Ray tasks, one CSV row per cell")
     w.add_argument("grid", help="grid file (.toml) with the lists models, presets, chips, weights, contexts")
@@ -268,9 +287,26 @@ def cmd_estimate(args) -> int:
     """Per context bucket: the cycles the schedule checker proves, the lower bound, tokens/s (lpu/estimate.py)."""
     from .estimate import estimate_with_header
 
+    traced = {}
+    if args.trace is not None:
+        from . import trace as T
+
+        _trace_limit(args)
+        T.check_path(args.trace)
+
+    def trace(prog, em, buckets, cycles):
+        from . import trace as T
+
+        if args.trace is not None:
+            sel = T.selection(prog, args.trace_chips, args.trace_cycles, args.trace_layers)
+            traced.update(T.trace_tokens(prog, em, buckets[:1], cycles[:1], args.trace, sel,
+                                         limit_bytes=_trace_limit(args), labels=[f"token (bucket {buckets[0]})"]))
+
     out, h = estimate_with_header(args.model, args.hw, args.chips, args.precision, args.context, args.max_context,
                                   args.partition, args.stages, args.verify, args.timing_only, args.weights,
-                                  args.topology, args.bucket_only)
+                                  args.topology, args.bucket_only, on_checked=trace)
+    if traced:
+        out["trace"] = traced
     if args.json:
         print(json.dumps(out))
         return 0
@@ -283,10 +319,23 @@ def cmd_estimate(args) -> int:
               f"lower bound {lb:,}" + (f", ratio {br:.3f}" if br else ""))
     if out["sram_bytes_per_chip"]:
         print(f"sram     up to {max(out['sram_bytes_per_chip']) / 2**20:.1f} MiB per chip")
+    if traced:
+        _print_trace(traced)
     if out.get("bucket_only"):
         print("note     --bucket-only: a program for this context alone; the whole program's bucket (SRAM placed "
               "for every bucket) may take a few percent more cycles")
     return 0
+
+
+def _trace_limit(args) -> int:
+    if not args.trace_limit > 0:
+        raise UsageError(f"--trace-limit {args.trace_limit}: give a size in MB above 0")
+    return int(args.trace_limit * 2**20)
+
+
+def _print_trace(t: dict) -> None:
+    print(f"trace    {t['path']}: {t['tokens']} token(s), {t['slices']:,} slices, {t['flows']:,} SEND->RECV arrows, "
+          f"{t['bytes'] / 2**20:.1f} MB (open in https://ui.perfetto.dev or chrome://tracing)")
 
 
 def cmd_sweep(args) -> int:
@@ -451,8 +500,26 @@ def cmd_decode(args) -> int:
             raise UsageError(f"--text: {model.name} carries no tokenizer (compile a model that ships a tokenizer.json); "
                              "give token ids with --prompt")
         prompt = _prompt_of_text(tok, args.text)
+    if args.trace is not None:  # bad selections fail before the decode
+        from . import trace as T
+
+        sel = T.selection(prog, args.trace_chips, args.trace_cycles, args.trace_layers)
+        tok_range = None if args.trace_tokens is None else T.parse_range(args.trace_tokens, "--trace-tokens")
+        _trace_limit(args)
+        T.check_path(args.trace)
+        if tok_range is not None and tok_range[0] >= args.tokens:
+            raise UsageError(f"--trace-tokens {args.trace_tokens}: only {args.tokens} token(s) are generated, "
+                             "numbered from 0")
+    elif any(v is not None for v in (args.trace_tokens, args.trace_chips, args.trace_cycles, args.trace_layers)):
+        raise UsageError("--trace-tokens, --trace-chips, --trace-layers and --trace-cycles select what --trace FILE "
+                         "writes: give --trace FILE")
     dec = Decoder(prog)
     res = dec.generate(prompt, args.tokens)
+    traced = None
+    if args.trace is not None:
+        buckets = [dec.bucket_of(p) for p in res.positions[: len(res.cycles_per_token)]]
+        traced = T.trace_tokens(prog, dec.em, buckets, res.cycles_per_token, args.trace, sel, tok_range,
+                                limit_bytes=_trace_limit(args), labels=[f"token {i} (position {p})" for i, p in enumerate(res.positions)])
     texts = (tok.decode(prompt), tok.decode(res.tokens)) if tok is not None else None
     if args.logits:
         _save_npy_atomic(args.logits, res.logits)
@@ -467,6 +534,8 @@ def cmd_decode(args) -> int:
             out.update(prompt_text=texts[0], text=texts[1])
         if compile_secs is not None:
             out["compile_seconds"] = round(compile_secs, 3)
+        if traced:
+            out["trace"] = traced
         print(json.dumps(out))
         return 0
     mean = sum(res.cycles_per_token) / len(res.cycles_per_token)
@@ -483,6 +552,8 @@ def cmd_decode(args) -> int:
     if res.lower_bound_cycles and res.lower_bound_cycles[-1]:
         print(f"bound    lower bound {res.lower_bound_cycles[-1]:,} cycles; bound ratio {res.bound_ratio[-1]:.3f}")
     print(f"emulator {res.emulator_seconds:.2f} s wall ({res.warmup_seconds:.2f} s JIT warm-up)")
+    if traced:
+        _print_trace(traced)
     return 0
 
 
@@ -534,7 +605,8 @@ def _known_errors() -> tuple[type[Exception], ...]:
         from .decode import DecodeError
         from .emulator import EmulationError
         from .text import TextError
-        known += [CompileError, ConfigError, DecodeError, EmulationError, TextError]
+        from .trace import TraceError
+        known += [CompileError, ConfigError, DecodeError, EmulationError, TextError, TraceError]
     except ImportError:  # pragma: no cover
         pass
     return tuple(known)

@@ -26,8 +26,10 @@ def estimate(model_path: str | os.PathLike, hw: str = "groqchip1", chips: int | 
 
 def estimate_with_header(model_path, hw, chips, precision, context, max_context, partition, stages,
                          verify, timing_only=False, weights="fp16", topology=None,
-                         bucket_only=False) -> tuple[dict, dict]:
-    """estimate() and the program's header (`lpu estimate`'s text also prints the max context and the mapping)."""
+                         bucket_only=False, on_checked=None) -> tuple[dict, dict]:
+    """estimate() and the program's header (`lpu estimate`'s text also prints the max context and the mapping).
+    `on_checked(program, emulator, buckets, cycles)`, when given, is called once every bucket is checked (the
+    CLI's --trace reads the checked schedules there)."""
     from isa import Program
 
     from .cli import UsageError, _check_model_path, _compile, _is_program, _peak_rss_bytes
@@ -63,6 +65,8 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
     t = time.perf_counter()
     cycles = [int(em.check(b).cycles) for b, _ in buckets]
     check_secs = time.perf_counter() - t
+    if on_checked is not None:
+        on_checked(prog, em, [b for b, _ in buckets], cycles)
     bounds = [int(bk.get("lower_bound_cycles", 0)) for _, bk in buckets]
     out = {"model": model.name, "chips": int(h["chips"]), "partition": h.get("partition"),
            "stages": h.get("stages", 1), "clock_hz": clock, "precision": h.get("precision"),

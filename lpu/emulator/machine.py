@@ -395,6 +395,11 @@ class Emulator:
         self._buckets[int(bucket)] = b
         return b
 
+    def schedule(self, bucket: int) -> Schedule:
+        """A bucket's checked schedule: every instruction's chip, queue, stream position, issue and busy cycles
+        (NOPs dropped), and its SENDs and RECVs (what traces and reports read; the access runs are gone)."""
+        return self._bucket(bucket).sched
+
     def check(self, bucket: int) -> C.CheckReport:
         """Check a bucket program's schedule (once; the report is cached)."""
         return self._bucket(bucket).report
