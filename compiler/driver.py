@@ -35,6 +35,7 @@ from .backend.alloc import place, sram_bytes
 from .backend.bound import bound
 from .backend.decompose import Folded, decompose, fold, split_linears
 from .backend.emit import build_program, streams_for
+from .backend.provenance import Table as ProvenanceTable
 from .backend.lower import Lowered, lower, lowered_prims
 from .backend.partition import Plan, find_regions, plan as make_plan, plan_hybrid, plan_pp
 from .backend.schedule import Scheduled, schedule
@@ -132,6 +133,8 @@ class Schedules:
     schedules: tuple[Scheduled, ...]
     bounds: tuple  # bound.Bound per bucket
     streams: dict  # (bucket, chip, queue) -> uint64 words
+    provenance: dict = field(default_factory=dict)  # (bucket, chip, queue) -> int32 per word: its entry of ops
+    ops: tuple = ()  # the operation table (header "ops"; compiler/backend/provenance)
 
 
 @dataclass
@@ -159,6 +162,7 @@ class Compilation:
     # mappings whose program did not fit SRAM (the next fastest is tried), and the mappings' estimates of the
     # fold's graph with and without the permuted linears (permute_linears -> estimates)
     excluded: set = field(default_factory=set)
+    progress: object = None  # called with each pass's name as it starts (the CLI's progress bar), or None
     estimates: dict = field(default_factory=dict)
 
 
@@ -221,7 +225,8 @@ def _place(c: Compilation) -> list:
 
 def _schedule(c: Compilation) -> Schedules:
     g, plan, rep = c.folded.graph, c.mapping.plan, c.report
-    scheds, bounds, streams = [], [], {}
+    scheds, bounds, streams, provenance = [], [], {}, {}
+    table = ProvenanceTable(c.lowered.ops)
     numbering = RegionNumbering.of(c.regions, c.hw.system.chips)  # how the words name regions (chip-locally)
     for b, code in enumerate(c.lowered.code):
         s = schedule(code, c.regions, c.hw, plan.per_stage if plan.staged else 0)
@@ -233,10 +238,10 @@ def _schedule(c: Compilation) -> Schedules:
         rep.instructions += len(s.nodes)
         rep.stages_scheduled.append(s.stages)
         rep.stages_reused.append(s.reused)
-        streams.update(streams_for(b, s, c.hw.chip.icu.nop_max_repeat, numbering))
+        streams.update(streams_for(b, s, c.hw.chip.icu.nop_max_repeat, numbering, table, provenance))
         scheds.append(s)
         bounds.append(lb)
-    return Schedules(tuple(scheds), tuple(bounds), streams)
+    return Schedules(tuple(scheds), tuple(bounds), streams, provenance, tuple(table.entries))
 
 
 def _emit(c: Compilation) -> Program:
@@ -263,7 +268,12 @@ def _emit(c: Compilation) -> Program:
     used = sum(1 for h in plan.hold if h)
     if used < plan.chips:  # more stages than the graph has places to cut: the last chips idle
         meta["chips_used"] = used
-    return build_program(c.hw, c.lowered, c.regions, c.scheduled.streams, c.buckets, meta)
+    meta["ops"] = list(c.scheduled.ops)
+    o = c.opts  # how it was compiled (`lpu info`): the options as given, before the compiler's choices
+    meta["options"] = {"chips": o.chips, "precision": o.precision, "weights": o.weights, "max_context": o.max_context,
+                       "default_context": o.default_context, "partition": o.partition, "stages": o.stages,
+                       "timing_only": o.timing_only, "only_context": o.only_context}
+    return build_program(c.hw, c.lowered, c.regions, c.scheduled.streams, c.buckets, meta, c.scheduled.provenance)
 
 
 def _verify_program(c: Compilation) -> None:
@@ -305,6 +315,8 @@ def run_passes(c: Compilation, first: str, last: str = "emit") -> Compilation:
     for p in PASSES:
         if p.name not in names:
             continue
+        if c.progress is not None:
+            c.progress(p.name)
         t0 = time.perf_counter()
         setattr(c, p.product, p.run(c))
         t1 = time.perf_counter()
@@ -439,29 +451,34 @@ def buckets_for(max_context: int) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------- entry points
-def compile_graph(graph: Graph, hw: Hardware, opts: Options, source: dict | None = None):
-    """IR graph (as the frontend gives it) -> (Program, Report): the passes from decompose on."""
+def compile_graph(graph: Graph, hw: Hardware, opts: Options, source: dict | None = None, progress=None):
+    """IR graph (as the frontend gives it) -> (Program, Report): the passes from decompose on. `progress`, when
+    given, is called with each pass's name as it starts."""
     if opts.max_context is None:
         opts = replace(opts, max_context=opts.default_context)
     c = Compilation(hw, opts, Report(), source=source or {}, canonical=graph)
+    c.progress = progress
     return _compile(c, "decompose")
 
 
-def compile_model(path: str | os.PathLike, hw: Hardware, opts: Options):
-    """ONNX file -> (Program, Report): every pass. Raises CompileError (and subclasses) with one clear line."""
+def compile_model(path: str | os.PathLike, hw: Hardware, opts: Options, progress=None):
+    """ONNX file -> (Program, Report): every pass. Raises CompileError (and subclasses) with one clear line.
+    `progress`, when given, is called with each pass's name as it starts."""
     p = Path(path)
     c = Compilation(hw, opts, Report(), path=os.fspath(path))
+    c.progress = progress
     c.opts.check(hw)
     c.source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
     return _compile(c, "import")
 
 
-def compile_config(path: str | os.PathLike, hw: Hardware, opts: Options):
+def compile_config(path: str | os.PathLike, hw: Hardware, opts: Options, progress=None):
     """Hugging Face config.json -> (timing-only Program, Report): the graph of one decode step built from the
     config (compiler/frontend/from_config.py), then every pass from canonicalise on, as for an ONNX file."""
     p = Path(path)
     opts = replace(opts, timing_only=True)
     c = Compilation(hw, opts, Report(), path=os.fspath(path), from_config=True)
+    c.progress = progress
     c.opts.check(hw)
     c.source = {"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
     return _compile(c, "import")

@@ -118,6 +118,9 @@ class Program:
     symbols: dict[str, Symbol]
     streams: dict[tuple[int, int, str], np.ndarray]  # (bucket, chip, queue) -> uint64 [n, 4]
     image: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (region, vector offset, flat elements)
+    # (bucket, chip, queue) -> int32 per stream word: the entry of header["ops"] it belongs to (-1: none, a NOP);
+    # optional (the PROV section): tools read it, execution never does
+    provenance: dict[tuple[int, int, str], np.ndarray] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
@@ -173,6 +176,8 @@ class Program:
     def set_instrs(self, key: tuple[int, int, str], instrs, numbering: RegionNumbering | None = None) -> None:
         """Replace stream (bucket, chip, queue) by `instrs` (region operands program-wide ids)."""
         self.streams[key] = encode_many(instrs, key[1], numbering or self.numbering())
+        if key in self.provenance and self.provenance[key].shape[0] != self.streams[key].shape[0]:
+            del self.provenance[key]  # no longer word for word the stream's
 
     @property
     def timing_only(self) -> bool:
@@ -245,7 +250,8 @@ class _Writer:
             self.put(p)
 
     def write(self, p: Program) -> None:
-        self.put(MAGIC + struct.pack("<II", FORMAT_VERSION, len(_TAGS)))
+        prov = sorted(k for k in p.provenance if k in p.streams)
+        self.put(MAGIC + struct.pack("<II", FORMAT_VERSION, len(_TAGS) + (1 if prov else 0)))
         self.section("HEAD", [_json(p.header)])
         self.section("REGN", [_json([asdict(r) for r in p.regions])])
         syms = {n: {"kind": s.kind, "dtype": s.dtype, "shape": list(s.shape), "shards": [asdict(x) for x in s.shards]}
@@ -265,6 +271,10 @@ class _Writer:
             datas.append(arr.view(np.uint8))
         idx = _json(index)
         self.section("IMAG", [struct.pack("<Q", len(idx)), idx] + datas)
+        if prov:
+            idx = _json([[b, c, q, int(p.provenance[(b, c, q)].shape[0])] for (b, c, q) in prov])
+            self.section("PROV", [struct.pack("<Q", len(idx)), idx]
+                         + [np.ascontiguousarray(p.provenance[k], dtype="<i4") for k in prov])
         self.f.write(b"SHA2" + self.h.digest())
 
 
@@ -353,7 +363,26 @@ def _read(buf: np.ndarray, where: str, verify: bool) -> Program:
             fail("image data runs past its section")
         image.append((reg_id, off, buf[p0:p0 + nbytes].view(dt)))
         p0 += nbytes
-    prog = Program(header, regions, symbols, streams, image)
+    provenance = {}
+    if "PROV" in sections:
+        index, p0, end = indexed("PROV")
+        for entry in index:
+            try:
+                b, c, q, count = entry
+                key = (int(b), int(c), str(q))
+            except (TypeError, ValueError):
+                fail("malformed provenance index")
+            nbytes = int(count) * 4
+            if count < 0 or p0 + nbytes > end:
+                fail("provenance data runs past its section")
+            if key not in streams or streams[key].shape[0] != count:
+                fail(f"provenance of stream {key} does not match the stream")
+            provenance[key] = np.frombuffer(buf[p0:p0 + nbytes], dtype="<i4").astype(np.int32)
+            p0 += nbytes
+            n_ops = len(header.get("ops", ())) if isinstance(header, dict) else 0
+            if count and (provenance[key].min() < -1 or provenance[key].max() >= n_ops):
+                fail(f"provenance of stream {key} names an operation outside the header's {n_ops}")
+    prog = Program(header, regions, symbols, streams, image, provenance)
     try:
         prog.validate()
     except ProgramError as exc:

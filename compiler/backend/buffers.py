@@ -93,3 +93,4 @@ class Node:
     grp: tuple | None = None  # MXM: (chip, unit, n) of the tile group (an LW and what uses its tile)
     # a SEND or RECV of a pipeline transfer (any hop of its route): the chip the value is going to
     xfer: int | None = None
+    op: int = -1  # the operation it lowers (an id of the pool's operation table; -1: none, e.g. a barrier)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Builder, Eqn, Graph, T, Var, contiguous, is_shaped
+from .provenance import origin_of
 
 MACHINE_UNARY = ("neg", "abs", "relu", "exp", "tanh", "rsqrt", "recip", "isnan")
 MACHINE_BINARY = ("add", "sub", "mul", "max", "min", "gt", "ge", "eq")
@@ -156,10 +157,14 @@ class _Rewriter:
         for e in self.src.eqns:
             ins = [self.name(i) for i in e.inputs]
             handler = getattr(self, "_" + e.prim, None)
+            first = len(self.out.eqns)
             if handler is None:
                 self.copy(e, ins)
             else:
                 handler(e, ins)
+            origin = origin_of(e)  # each primitive made remembers the operation it came from (provenance)
+            for q in self.out.eqns[first:]:
+                q.params.setdefault("origin", origin)
         self.out.outputs = {k: self.name(v) for k, v in self.out.outputs.items()}
         # variables of the source that were rewritten away stay declared but unused: drop them
         used = set(self.out.inputs) | {o for q in self.out.eqns for o in q.outputs}

@@ -232,3 +232,45 @@ def test_a_region_of_another_chip_cannot_be_encoded_nor_a_missing_one_decoded():
         isa.decode(word, 1, numbering)
     with pytest.raises(IsaError, match="word 0: COPY dst_reg names region 1 of chip 1, which has regions 0..0"):
         isa.decode_fields(isa.encode_many([Instr("COPY", dst_reg=2, src_reg=0, n=1)], 0, numbering), 1, numbering)
+
+
+def test_provenance_section_roundtrips_and_is_optional(hw):
+    p = _tiny_program(hw)
+    p.header["ops"] = [{"name": "x", "prim": "binary", "kind": "other", "layer": None}]
+    p.provenance = {(0, 0, "vxm0"): np.array([0, -1], dtype=np.int32)}
+    data = p.to_bytes()
+    q = isa.Program.from_bytes(data)
+    assert q.provenance[(0, 0, "vxm0")].tolist() == [0, -1] and q.to_bytes() == data
+    p.provenance = {}
+    assert isa.Program.from_bytes(p.to_bytes()).provenance == {}  # older files have no PROV section
+    # replacing a stream by one of another length drops its provenance (it no longer names its words)
+    q.set_instrs((0, 0, "vxm0"), [Instr("NOP", count=1)])
+    assert q.provenance == {}
+
+
+@pytest.mark.parametrize("ids, needle", [([0], "does not match the stream"), ([0, 5], "names an operation outside")])
+def test_bad_provenance_is_refused(hw, ids, needle):
+    import hashlib
+    import struct
+
+    p = _tiny_program(hw)
+    p.header["ops"] = [{"name": "x", "prim": "binary", "kind": "other", "layer": None}]
+    key = (0, 0, "vxm0")
+    p.streams = dict(p.streams)
+    p.provenance = {key: np.array(ids, dtype=np.int32)}
+    if len(ids) != p.streams[key].shape[0]:
+        # the writer only writes provenance of a stream's own length: build the bad file by hand
+        good = _tiny_program(hw)
+        good.header["ops"] = p.header["ops"]
+        good.provenance = {key: np.array([0, 0], dtype=np.int32)}
+        data = bytearray(good.to_bytes()[:-36])
+        i = bytes(data).index(b"PROV")
+        idx = b'[[0,0,"vxm0",1]]'
+        sec = struct.pack("<Q", len(idx)) + idx + np.array(ids, dtype="<i4").tobytes()
+        data = data[:i] + b"PROV" + struct.pack("<Q", len(sec)) + sec
+        data += b"SHA2" + hashlib.sha256(bytes(data)).digest()
+        blob = bytes(data)
+    else:
+        blob = p.to_bytes()
+    with pytest.raises(ProgramError, match=needle):
+        isa.Program.from_bytes(blob)

@@ -62,6 +62,7 @@ class Lowered:
     buffers: tuple
     bucket_of: dict
     symbols: dict
+    ops: tuple = ()  # operation id -> (primitive, name, function, layer, kind): what each Node.op names
 
 
 def lower(g, plan, hw: Hardware, precision: str, buckets: list[dict], max_context: int, weights: str = "fp16") -> Lowered:
@@ -76,7 +77,7 @@ def lower(g, plan, hw: Hardware, precision: str, buckets: list[dict], max_contex
         if first is None:
             first = low
     symbols = _symbols(g, pool, first.vals, plan.chips)
-    return Lowered(tuple(code), tuple(pool.bufs), dict(pool.bucket_of), symbols)
+    return Lowered(tuple(code), tuple(pool.bufs), dict(pool.bucket_of), symbols, tuple(pool.ops))
 
 
 def _symbols(g, pool: BufferPool, vals_by_chip, chips: int) -> dict[str, Symbol]:

@@ -19,6 +19,7 @@ from ...errors import CompileError, UnsupportedError
 from ...ir import Graph, T, is_shaped
 from ..buffers import LANES, Buf, Node, Val
 from ..partition import Plan
+from ..provenance import annotate
 
 _IR_TO_VXM = {"gt": "cmpgt", "ge": "cmpge", "eq": "cmpeq"}
 
@@ -43,6 +44,15 @@ class BufferPool:
         self._uid = 0
         self.replay: dict = {}  # eqn index -> (nodes per chip, vals per chip) of context-independent equations
         self._blobs: dict = {}  # initial contents several chips' regions hold alike (see blob)
+        self.ops: list[tuple] = []  # operation id -> (primitive, name, function, layer, kind) (provenance.annotate)
+        self._op_ids: dict[tuple, int] = {}
+
+    def op_id(self, origin: tuple) -> int:
+        i = self._op_ids.get(origin)
+        if i is None:
+            i = self._op_ids[origin] = len(self.ops)
+            self.ops.append(origin)
+        return i
 
     def blob(self, key, dtype: str, make) -> np.ndarray:
         """The read-only initial contents `make()` gives, in the region type dtype, made once for every chip
@@ -101,6 +111,7 @@ class Emitter:
         self._grp = [[0] * self.units for _ in range(chips)]
         self._sxm = [0] * chips
         self._invariant = False
+        self._op = -1  # the operation being lowered (BufferPool.op_id)
         # buffer -> the buffers whose sum it stands for (never written itself): a linear reading it
         # streams each through its tiles into one accumulator, which adds them for free
         self.parts: dict[tuple[int, int], list[tuple[Buf, int]]] = {}
@@ -112,7 +123,7 @@ class Emitter:
         return self.pool.new(chip, name, max(1, vectors), dtype, kind, bucket=self.bucket, **kw)
 
     def emit(self, chip, family, ins: Instr, queue=None, tag="") -> Node:
-        n = Node(chip, family, ins, queue, tag, uid=self.pool.next_uid())
+        n = Node(chip, family, ins, queue, tag, uid=self.pool.next_uid(), op=self._op)
         self.code[chip].append(n)
         return n
 
@@ -317,6 +328,7 @@ class Lowerer(Emitter):
         self.fuse = {e.outputs[0]: g for g in groups.values() if len(g) > 1 for e in g}
         self.fused_done: set = set()
         cache = self.pool.replay  # equations that do not depend on the context length are lowered once
+        annot = annotate(self.g)  # each equation's operation, layer and kind (the program's provenance)
         for i, e in enumerate(self.g.eqns):
             invariant = not any(T in self.g.vars[v].shape for v in list(e.inputs) + list(e.outputs) if v in self.g.vars)
             if invariant and i in cache:
@@ -324,7 +336,7 @@ class Lowerer(Emitter):
                 for c, lst in enumerate(nodes):
                     for n in lst:
                         self.code[c].append(Node(n.chip, n.family, n.instr, n.queue, n.tag, uid=self.pool.next_uid(),
-                                                 grp=n.grp, xfer=n.xfer))
+                                                 grp=n.grp, xfer=n.xfer, op=n.op))
                     self.vals[c].update(vals[c])
                 # unit and slot choices continue exactly as in the bucket that lowered it
                 self._slot, self._load, self._sxm = [list(x) for x in counters[0]], [list(x) for x in counters[1]], list(counters[2])
@@ -334,7 +346,9 @@ class Lowerer(Emitter):
                 for v in self.vals:
                     v.log = set()
             self._invariant = invariant
+            self._op = self.pool.op_id(annot[i])
             self._lower_eqn(e)
+            self._op = -1
             self._invariant = False
             if invariant:
                 written = []
@@ -379,11 +393,12 @@ class Lowerer(Emitter):
             for n in nodes:
                 a = n.instr.args
                 if n.instr.op == "ACC" and a["x_reg"] in dup and self.hw.mxm_hemisphere(a["unit"]) == 1:
-                    n = Node(n.chip, n.family, n.instr.replace(x_reg=dup[a["x_reg"]][1].id), n.queue, n.tag, uid=n.uid, grp=n.grp, xfer=n.xfer)
+                    n = Node(n.chip, n.family, n.instr.replace(x_reg=dup[a["x_reg"]][1].id), n.queue, n.tag, uid=n.uid, grp=n.grp, xfer=n.xfer,
+                             op=n.op)
                 out.append(n)
                 for copy in copies_of.get(id(n), ()):
                     out.append(Node(n.chip, n.family, n.instr.replace(dst_reg=copy.id), n.queue, n.tag + ".u1",
-                                    uid=n.uid + 0.5, grp=None))
+                                    uid=n.uid + 0.5, grp=None, op=n.op))
             self.code[chip] = out
 
     def _lower_eqn(self, e) -> None:
