@@ -16,6 +16,8 @@ instruction words, regions, symbols and header.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import json
 import math
 import struct
@@ -104,6 +106,37 @@ def disassemble(program: Program) -> str:
         out.append(f".stream bucket={b} chip={c} queue={q}")
         out.extend("    " + disasm_instr(i) for i in program.instrs((b, c, q), numbering))
     return "\n".join(out) + "\n"
+
+
+def listing(program: Program, buckets=None, chips=None, queues=None, cycles=None) -> Iterator[str]:
+    """A timed listing of some streams (`lpu disasm` with --bucket/--chip/--queue/--cycles): per instruction
+    its issue cycle (each queue issues back to back: the running sum of busy cycles, NOPs included), chip,
+    queue and disassembly, and the operation it belongs to when the program records provenance. `cycles`
+    (lo, hi) keeps the instructions busy in [lo, hi). Not a form `assemble` reads."""
+    from .timing import Machine
+
+    m = Machine(program.header["hw"], program.regions)
+    numbering = program.numbering()
+    ops = program.header.get("ops") or []
+    lo, hi = cycles or (0, 1 << 62)
+    yield "; bucket chip queue    cycle  busy  instruction  ; operation"
+    for (b, c, q) in sorted(program.streams):
+        if (buckets is not None and b not in buckets) or (chips is not None and c not in chips) or \
+                (queues is not None and q not in queues):
+            continue
+        prov = program.provenance.get((b, c, q))
+        t = 0
+        for k, ins in enumerate(program.instrs((b, c, q), numbering)):
+            busy = m.profile(ins, q).busy
+            if t >= hi:
+                break
+            if t + busy > lo:
+                note = ""
+                if prov is not None and prov[k] >= 0 and int(prov[k]) < len(ops):
+                    o = ops[int(prov[k])]
+                    note = f"  ; {o['kind']}: {o['name']}"
+                yield f"{b:>6} {c:>4} {q:<6} {t:>8} {busy:>5}  {disasm_instr(ins)}{note}"
+            t += busy
 
 
 def assemble(text: str) -> Program:

@@ -130,14 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _compile_opts(e, decode=False)
     _trace_opts(e, decode=False)
+    r = sub.add_parser("report", help="where the cycles of one token go: by layer and kind, the critical path, "
+                                      "unit utilisation, SRAM per chip, link bytes, the lower bound's terms")
+    r.add_argument("model", help="program (.lpu), ONNX model or Hugging Face config.json (compiled first, with the "
+                                 "compile options below)")
+    r.add_argument("--context", type=int, default=None,
+                   help="report the bucket serving this many positions (default: the program's last bucket)")
+    r.add_argument("--steps", type=int, default=12, help="critical-path steps to print, the longest (default 12)")
+    r.add_argument("--json", action="store_true", help="print one JSON object (every step, chip and bank)")
+    _compile_opts(r, decode=False)
     w = sub.add_parser("sweep", help="estimate every cell of a grid (models x presets x chips x weights x contexts) "
                                      "as Ray tasks, one CSV row per cell")
     w.add_argument("grid", help="grid file (.toml) with the lists models, presets, chips, weights, contexts")
     w.add_argument("-o", "--output", required=True, help="CSV to append to; cells already ok in it are skipped")
     w.add_argument("--address", default=None, help="Ray cluster to run on (default: a local Ray for this run)")
     w.add_argument("--workers", type=int, default=None, help="cells run at once (default: the CPU count)")
-    s = sub.add_parser("disasm", help="print a program as text")
+    s = sub.add_parser("disasm", help="the program as text (the assembler's form), or with --bucket/--chip/--queue/"
+                                      "--cycles a timed listing of those streams")
     s.add_argument("program", help="program file (.lpu)")
+    s.add_argument("--bucket", default=None, metavar="LIST", help="context buckets to list, e.g. 0 or 0,2")
+    s.add_argument("--chip", default=None, metavar="LIST", help="chips to list, e.g. 0 or 0,3,8:16")
+    s.add_argument("--queue", default=None, metavar="NAMES", help="queues to list, e.g. vxm0,mxm1a or a family: mxm, c2c")
+    s.add_argument("--cycles", default=None, metavar="A:B", help="instructions busy in cycles A..B-1 of the token")
+    g = sub.add_parser("plot", help="PNGs (matplotlib) of a program (cycles against context, SRAM per chip, unit "
+                                    "utilisation, the critical path) or of a sweep's CSV (cycles against chips and context)")
+    g.add_argument("input", help="program (.lpu), ONNX model or config.json (compiled first), or a CSV of `lpu sweep`")
+    g.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write the PNGs to (made if absent)")
+    g.add_argument("--context", type=int, default=None, help="the bucket the utilisation and critical path are of")
+    _compile_opts(g, decode=False)
+    n = sub.add_parser("info", help="what a program file is: model, hardware, chips, topology, mapping, weights, "
+                                    "buckets, sizes, how it was compiled")
+    n.add_argument("program", help="program file (.lpu)")
+    n.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
 
 
@@ -181,7 +205,13 @@ def _compile(model: Path, args, max_context: int | None, quiet: bool, default_co
                    timing_only=config or bool(getattr(args, "timing_only", False)),
                    only_context=getattr(args, "only_context", None))
     t0 = time.perf_counter()
-    prog, rep = (compile_config if config else compile_model)(model, hw, opts)
+    from .progress import Bar, enabled
+
+    with Bar(enabled(quiet), f"compiling {model.name}") as bar:
+        prog, rep = (compile_config if config else compile_model)(model, hw, opts, progress=bar.stage)
+    from lpu import __version__
+
+    prog.header["compiled_by"] = f"lpu {__version__}"
     _attach_tokenizer(prog, model)
     return prog, rep, time.perf_counter() - t0, hw
 
@@ -304,7 +334,7 @@ def cmd_estimate(args) -> int:
 
     out, h = estimate_with_header(args.model, args.hw, args.chips, args.precision, args.context, args.max_context,
                                   args.partition, args.stages, args.verify, args.timing_only, args.weights,
-                                  args.topology, args.bucket_only, on_checked=trace)
+                                  args.topology, args.bucket_only, on_checked=trace, quiet=args.json)
     if traced:
         out["trace"] = traced
     if args.json:
@@ -336,6 +366,35 @@ def _trace_limit(args) -> int:
 def _print_trace(t: dict) -> None:
     print(f"trace    {t['path']}: {t['tokens']} token(s), {t['slices']:,} slices, {t['flows']:,} SEND->RECV arrows, "
           f"{t['bytes'] / 2**20:.1f} MB (open in https://ui.perfetto.dev or chrome://tracing)")
+
+
+def cmd_report(args) -> int:
+    from isa import Program
+
+    from .emulator import Emulator
+    from .report import render, report
+
+    model = Path(args.model)
+    _check_model_path(model)
+    if args.steps < 0:
+        raise UsageError(f"--steps {args.steps}: give 0 or more")
+    if model.suffix.lower() == ".lpu" or _is_program(model):
+        prog = Program.load(model)
+    else:
+        from compiler.driver import DEFAULT_MAX_CONTEXT
+
+        default = max(DEFAULT_MAX_CONTEXT, args.context) if args.context is not None else None
+        prog, _, _, _ = _compile(model, args, args.max_context, args.json, default)
+    from .progress import Bar, enabled
+
+    with Bar(enabled(args.json), "following the critical path") as bar:
+        bar.stage("checking the schedule")
+        out = report(prog, Emulator(prog), args.context)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    render(out, steps=args.steps)
+    return 0
 
 
 def cmd_sweep(args) -> int:
@@ -514,7 +573,11 @@ def cmd_decode(args) -> int:
         raise UsageError("--trace-tokens, --trace-chips, --trace-layers and --trace-cycles select what --trace FILE "
                          "writes: give --trace FILE")
     dec = Decoder(prog)
-    res = dec.generate(prompt, args.tokens)
+    from .progress import Bar, enabled
+
+    with Bar(enabled(args.json), "decoding") as bar:
+        bar.total(len(prompt) + args.tokens)
+        res = dec.generate(prompt, args.tokens, on_step=bar.advance)
     traced = None
     if args.trace is not None:
         buckets = [dec.bucket_of(p) for p in res.positions[: len(res.cycles_per_token)]]
@@ -578,18 +641,87 @@ def _is_program(path: Path) -> bool:
         return False
 
 
+def _listing_filters(prog, args):
+    from .trace import TraceError, parse_list, parse_range
+
+    h = prog.header
+    try:
+        buckets = None if args.bucket is None else parse_list(args.bucket, "--bucket", len(h["buckets"]))
+        chips = None if args.chip is None else parse_list(args.chip, "--chip", int(h["chips"]))
+        cycles = None if args.cycles is None else parse_range(args.cycles, "--cycles")
+    except TraceError as exc:
+        raise UsageError(str(exc)) from None
+    queues = None
+    if args.queue is not None:
+        names = [q.strip() for q in args.queue.split(",") if q.strip()]
+        queues = set()
+        for q in names:
+            hit = [x for x in h["queues"] if x == q or (x.rstrip("0123456789atrw").rstrip("0123456789") == q)]
+            if not hit:
+                raise UsageError(f"--queue {q}: this program's queues are {', '.join(h['queues'][:8])}, ... "
+                                 "(or a family: icu, mem, vxm, sxm, mxm, c2c)")
+            queues.update(hit)
+    return buckets, chips, queues, cycles
+
+
 def cmd_disasm(args) -> int:
     from isa import Program, disassemble
+    from isa.asm import listing
 
     path = Path(args.program)
     _check_model_path(path)
-    text = disassemble(Program.load(path))
+    prog = Program.load(path)
+    filtered = any(v is not None for v in (args.bucket, args.chip, args.queue, args.cycles))
+    if filtered:
+        text = "\n".join(listing(prog, *_listing_filters(prog, args))) + "\n"
+    else:
+        text = disassemble(prog)
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:  # `lpu disasm x.lpu | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from . import plot as P
+
+    src = Path(args.input)
+    _check_model_path(src)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: is a file; give a directory for the PNGs")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: the directory {out.parent} does not exist")
+    P._plt()  # matplotlib present, before any work
+    if src.suffix.lower() == ".csv":
+        files = P.plot_sweep(src, out)
+    else:
+        from isa import Program
+
+        from .emulator import Emulator
+
+        if src.suffix.lower() == ".lpu" or _is_program(src):
+            prog = Program.load(src)
+        else:
+            prog, _, _, _ = _compile(src, args, args.max_context, False)
+        files = P.plot_program(prog, Emulator(prog), out, src.name, args.context)
+    for f in files:
+        print(f)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from isa import Program
+
+    from .info import info, render
+
+    path = Path(args.program)
+    _check_model_path(path)
+    d = info(Program.load(path), path)
+    print(json.dumps(d) if args.json else render(d), end="\n" if args.json else "")
     return 0
 
 
@@ -605,8 +737,11 @@ def _known_errors() -> tuple[type[Exception], ...]:
         from .decode import DecodeError
         from .emulator import EmulationError
         from .text import TextError
+        from .plot import PlotError
+        from .report import ReportError
         from .trace import TraceError
-        known += [CompileError, ConfigError, DecodeError, EmulationError, TextError, TraceError]
+        known += [CompileError, ConfigError, DecodeError, EmulationError, TextError, TraceError, ReportError,
+                  PlotError]
     except ImportError:  # pragma: no cover
         pass
     return tuple(known)
@@ -617,7 +752,8 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return {"compile": cmd_compile, "decode": cmd_decode, "check": cmd_check, "estimate": cmd_estimate,
-                "sweep": cmd_sweep, "disasm": cmd_disasm}[args.cmd](args)
+                "sweep": cmd_sweep, "disasm": cmd_disasm,
+                "report": cmd_report, "info": cmd_info, "plot": cmd_plot}[args.cmd](args)
     except known as exc:
         print(f"lpu: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_INPUT

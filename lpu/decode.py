@@ -94,7 +94,7 @@ class Decoder:
         self.position += 1
         return logits, cycles
 
-    def generate(self, prompt, n_tokens: int, keep_logits: bool = True) -> DecodeResult:
+    def generate(self, prompt, n_tokens: int, keep_logits: bool = True, on_step=None) -> DecodeResult:
         prompt = [int(t) for t in prompt]
         if not prompt:
             raise DecodeError("the prompt is empty; give at least one token id, e.g. --prompt 1,2,3")
@@ -111,9 +111,11 @@ class Decoder:
         warm0 = getattr(self.em, "warmup_seconds", 0.0)
         prompt_cycles = []
         logits = None
+        tick = on_step or (lambda: None)  # called after every step (a progress bar)
         for tok in prompt:
             logits, c = self.step(tok)
             prompt_cycles.append(c)
+            tick()
         tokens, cycles, rows, positions = [], [], [], []
         for i in range(n_tokens):
             nxt = int(np.argmax(logits))
@@ -124,11 +126,13 @@ class Decoder:
                 positions.append(self.position)
                 logits, c = self.step(nxt)
                 cycles.append(c)
+                tick()
         # every generated token's own pass through the chips: the last one is run too, so each token
         # has its cycles (its KV entry is written, as a continuing decode would need)
         positions.append(self.position)
         _, c = self.step(tokens[-1])
         cycles.append(c)
+        tick()
         wall = time.perf_counter() - t0
         warm = getattr(self.em, "warmup_seconds", 0.0) - warm0
         mean = float(np.mean(cycles))

@@ -26,14 +26,13 @@ def estimate(model_path: str | os.PathLike, hw: str = "groqchip1", chips: int | 
 
 def estimate_with_header(model_path, hw, chips, precision, context, max_context, partition, stages,
                          verify, timing_only=False, weights="fp16", topology=None,
-                         bucket_only=False, on_checked=None) -> tuple[dict, dict]:
+                         bucket_only=False, on_checked=None, quiet=True) -> tuple[dict, dict]:
     """estimate() and the program's header (`lpu estimate`'s text also prints the max context and the mapping).
     `on_checked(program, emulator, buckets, cycles)`, when given, is called once every bucket is checked (the
     CLI's --trace reads the checked schedules there)."""
     from isa import Program
 
     from .cli import UsageError, _check_model_path, _compile, _is_program, _peak_rss_bytes
-    from .emulator import Emulator
 
     model = Path(model_path)
     _check_model_path(model)
@@ -53,22 +52,46 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
 
         # without --max-context, a cache that holds the context asked for (if the model supports it)
         default = max(DEFAULT_MAX_CONTEXT, context) if context is not None else None
-        prog, _, compile_secs, _ = _compile(model, opts, max_context, True, default)
+        prog, _, compile_secs, _ = _compile(model, opts, max_context, quiet, default)
+    from .progress import Bar, enabled
+
+    with Bar(enabled(quiet), "checking buckets") as bar:
+        out = estimate_program(prog, context, model.name, on_checked, bar=bar)
+    if compile_secs is not None:
+        out["compile_seconds"] = round(compile_secs, 3)
+    out["peak_rss_bytes"] = _peak_rss_bytes()  # the whole command's: compile (when it compiles) and checks
+    return out, prog.header
+
+
+def estimate_program(prog, context: int | None = None, name: str = "", on_checked=None, emulator=None,
+                     bar=None) -> dict:
+    """estimate()'s figures for a loaded program (isa.Program): every bucket, or the one serving `context`."""
+    from .cli import UsageError
+    from .emulator import Emulator
+
     h = prog.header
     buckets = list(enumerate(h["buckets"]))
     if context is not None:
+        if context < 1:
+            raise UsageError(f"--context {context}: must be at least 1")
         if context > h["max_context"]:
             raise UsageError(f"--context {context}: the program holds {h['max_context']} positions")
         buckets = [(b, bk) for b, bk in buckets if bk["first_position"] <= context - 1 <= bk["last_position"]]
-    em = Emulator(prog)
+    em = emulator if emulator is not None else Emulator(prog)
     clock = int(h["hw"]["clock_hz"])
     t = time.perf_counter()
-    cycles = [int(em.check(b).cycles) for b, _ in buckets]
+    if bar is not None:
+        bar.total(len(buckets))
+    cycles = []
+    for b, _ in buckets:
+        cycles.append(int(em.check(b).cycles))
+        if bar is not None:
+            bar.advance()
     check_secs = time.perf_counter() - t
     if on_checked is not None:
         on_checked(prog, em, [b for b, _ in buckets], cycles)
     bounds = [int(bk.get("lower_bound_cycles", 0)) for _, bk in buckets]
-    out = {"model": model.name, "chips": int(h["chips"]), "partition": h.get("partition"),
+    out = {"model": name, "chips": int(h["chips"]), "partition": h.get("partition"),
            "stages": h.get("stages", 1), "clock_hz": clock, "precision": h.get("precision"),
            "weights": h.get("weights", "fp16"),
            "context": [bk["last_position"] + 1 for _, bk in buckets], "cycles_per_token": cycles,
@@ -78,8 +101,5 @@ def estimate_with_header(model_path, hw, chips, precision, context, max_context,
            "chips_used": int(h.get("chips_used", h["chips"]))}
     if h.get("buckets_partial"):
         out["bucket_only"] = True
-    if compile_secs is not None:
-        out["compile_seconds"] = round(compile_secs, 3)
     out["check_seconds"] = round(check_secs, 3)
-    out["peak_rss_bytes"] = _peak_rss_bytes()  # the whole command's: compile (when it compiles) and checks
-    return out, h
+    return out

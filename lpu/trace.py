@@ -8,8 +8,9 @@ a stage's chips start the token) and per layer (the first instruction writing a 
 ``layers.N`` / ``h.N`` / ``blocks.N``). Times are microseconds at the program's clock; every slice's
 ``args.cycles`` holds its exact cycles (the durations of a queue's slices add up to its busy cycles). Each slice
 is named by its mnemonic (and ALU function), with the instruction's operands (``args.instr``, the first of a
-merged run) and its tensor (``args.tensor``: the region it writes, or for LW/ACC/SEND the one it reads, whose
-name is the ONNX value it holds, hence the operation that made it).
+merged run), its tensor (``args.tensor``: the region it writes, or for LW/ACC/SEND the one it reads) and, from
+the program's provenance, the operation it belongs to (``args.operation``: the ONNX node's output name, with
+its ``kind`` and ``layer``); a merged run never crosses operations.
 
 Everything comes from the program's streams and the emulator's checked schedule (lpu/emulator), not from
 the compiler: a trace of a program file is the program's.
@@ -175,7 +176,9 @@ class TraceBuilder:
             p = pos[g]
             opc = f["opcode"][p]
             fn = f["fn"][p] if "fn" in f else np.zeros(p.size, np.int64)
-            key = opc * 64 + fn
+            prov = self.program.provenance.get((b, c, q))
+            opid = prov[p].astype(np.int64) if prov is not None else np.full(p.size, -1, np.int64)
+            key = (opid + 1) * 4096 + opc * 64 + fn  # a merged run stays within one operation
             st, du = issue[g], busy[g]
             brk = np.ones(g.size, dtype=bool)
             brk[1:] = (key[1:] != key[:-1]) | (st[1:] != st[:-1] + du[:-1])
@@ -187,11 +190,12 @@ class TraceBuilder:
                                  "--trace-layers or --trace-cycles, or raise --trace-limit")
             ends = np.append(starts[1:], g.size)
             slice_of[g] = g[np.repeat(starts, ends - starts)]
-            pending.append((c, q, g, p, opc, fn, st, du, starts, ends, f))
+            pending.append((c, q, g, p, opc, fn, st, du, starts, ends, f, opid))
             s0 = c // self.per_stage
             if self.stages > 1 and (s0 not in stage_first or st[0] < issue[stage_first[s0]]):
                 stage_first[s0] = int(g[0])
-        for c, q, g, p, opc, fn, st, du, starts, ends, f in pending:
+        ops = self.program.header.get("ops") or []
+        for c, q, g, p, opc, fn, st, du, starts, ends, f, opid in pending:
             qi = self.queues.index(q)
             words = self.program.streams[(b, c, q)]
             firsts = decode_many(words[p[starts]], c, self.numbering) if starts.size else []
@@ -209,7 +213,12 @@ class TraceBuilder:
                     m = _LAYER.search(tensor)
                     if m:
                         layer = int(m.group(1))
-                        args["layer"] = layer
+                o = int(opid[a])
+                if 0 <= o < len(ops):  # the program's provenance: the operation, its kind and layer
+                    args["operation"], args["kind"] = ops[o]["name"], ops[o]["kind"]
+                    layer = ops[o]["layer"]
+                if layer is not None:
+                    args["layer"] = layer
                 if self.sel.layers is not None and layer not in self.sel.layers:
                     slice_of[g[a:e]] = -1  # not traced: no flow arrow ends on it
                     continue
@@ -227,30 +236,19 @@ class TraceBuilder:
         self.offset = t1
 
     def _flows(self, sched, issue, slice_of) -> None:
-        """SEND -> RECV arrows: on each directed link the vectors arrive in order, so a SEND's first vector is
-        taken by the RECV whose run of vectors covers its index."""
+        """SEND -> RECV arrows: each SEND's to the RECV that takes its first vector (links keep their order)."""
+        from .emulator.schedule import link_partners
+
         s, r = sched.sends, sched.recvs
-        if not len(s["instr"]) or not len(r["instr"]):
-            return
-        for dl in np.unique(s["dlink"]):
-            si = np.nonzero(s["dlink"] == dl)[0]
-            ri = np.nonzero(r["dlink"] == dl)[0]
-            si = si[np.argsort(s["t0"][si], kind="stable")]
-            ri = ri[np.argsort(r["t0"][ri], kind="stable")]
-            first_vec = np.concatenate([[0], np.cumsum(s["count"][si])[:-1]])
-            recv_start = np.concatenate([[0], np.cumsum(r["count"][ri])])
-            j = np.searchsorted(recv_start, first_vec, side="right") - 1
-            for k, jj in enumerate(j.tolist()):
-                if not 0 <= jj < ri.size:
-                    continue
-                a, z = int(s["instr"][si[k]]), int(r["instr"][ri[jj]])
-                if slice_of[a] < 0 or slice_of[z] < 0:  # an end outside the selection
-                    continue
-                self.flow_id += 1
-                for ph, i, extra in (("s", a, {}), ("f", z, {"bp": "e"})):
-                    self.events.append({"ph": ph, "id": self.flow_id, "name": "link", "cat": "c2c",
-                                        "pid": int(sched.chip[i]), "tid": int(sched.qidx[i]), "ts": self.us(issue[i]),
-                                        **extra})
+        for si, ri, _ in link_partners(sched, from_sends=True):
+            a, z = int(s["instr"][si]), int(r["instr"][ri])
+            if slice_of[a] < 0 or slice_of[z] < 0:  # an end outside the selection
+                continue
+            self.flow_id += 1
+            for ph, i, extra in (("s", a, {}), ("f", z, {"bp": "e"})):
+                self.events.append({"ph": ph, "id": self.flow_id, "name": "link", "cat": "c2c",
+                                    "pid": int(sched.chip[i]), "tid": int(sched.qidx[i]), "ts": self.us(issue[i]),
+                                    **extra})
 
     def document(self, **info) -> dict:
         return {"traceEvents": self.events, "displayTimeUnit": "ns",

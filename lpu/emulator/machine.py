@@ -400,6 +400,12 @@ class Emulator:
         (NOPs dropped), and its SENDs and RECVs (what traces and reports read; the access runs are gone)."""
         return self._bucket(bucket).sched
 
+    def schedule_with_accesses(self, bucket: int) -> Schedule:
+        """A bucket's schedule built afresh with its access runs (every read and write of every instruction,
+        absolute cycles), for tools that follow data from instruction to instruction (lpu report); not cached."""
+        self._bucket(bucket)  # checked first: a report is only made of a schedule the checker accepts
+        return build_schedule(self.program, self._profiler, int(bucket), self.topo, self.machine.links)
+
     def check(self, bucket: int) -> C.CheckReport:
         """Check a bucket program's schedule (once; the report is cached)."""
         return self._bucket(bucket).report

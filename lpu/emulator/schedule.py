@@ -329,3 +329,30 @@ def build_schedule(program: Program, profiler: Profiler, bucket: int, topo: np.n
              "per_vector": r[:, 3], "region": mat[ri, K.C_DST_REG].astype(np.int64)}
     return Schedule(program, bucket, queues, chip, qidx, pos, issue, busy, opcode, mat, imm, runs, run_start, sends,
                     recvs, end_cycle, total, busy_by_family, queues_by_family)
+
+
+def link_partners(sched, from_sends: bool) -> list[tuple[int, int, int]]:
+    """SENDs and RECVs paired by the vectors they carry: on each directed link the vectors arrive in the order
+    they were sent, so the k-th vector sent is the k-th received. For every SEND (from_sends) or RECV, the run
+    on the other side that holds its first vector: (index into sched.sends, index into sched.recvs, that
+    vector's position within the other run). Traces draw SEND -> RECV arrows from it, reports follow a RECV
+    back to its SEND."""
+    s, r = sched.sends, sched.recvs
+    out = []
+    if not len(s["instr"]) or not len(r["instr"]):
+        return out
+    for dl in np.unique(s["dlink"]):
+        si = np.nonzero(s["dlink"] == dl)[0]
+        ri = np.nonzero(r["dlink"] == dl)[0]
+        si = si[np.argsort(s["t0"][si], kind="stable")]
+        ri = ri[np.argsort(r["t0"][ri], kind="stable")]
+        a, b = (si, ri) if from_sends else (ri, si)
+        ca, cb = (s, r) if from_sends else (r, s)
+        first = np.concatenate([[0], np.cumsum(ca["count"][a])[:-1]])
+        start = np.concatenate([[0], np.cumsum(cb["count"][b])])
+        j = np.searchsorted(start, first, side="right") - 1
+        for k, jj in enumerate(j.tolist()):
+            if 0 <= jj < b.size:
+                pair = (int(a[k]), int(b[jj])) if from_sends else (int(b[jj]), int(a[k]))
+                out.append((*pair, int(first[k] - start[jj])))
+    return out

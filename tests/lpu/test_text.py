@@ -11,17 +11,12 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer  # the reference side uses the library directly, not lpu/text.py
 
-from lpu.cli import default_model, main
+from clirun import run
+from lpu.cli import default_model
 from lpu.reference import OrtDecoder
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def make_run_args() -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 
 import isa
 from isa import Machine, Program
-from lpu.cli import main
+from clirun import buckets_of, run
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
@@ -26,12 +26,6 @@ GPT2_SMALL = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_lay
 TYPES = {"ph": str, "name": str, "pid": int, "tid": int}
 
 
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def reference(prog: Program, bucket: int):
     """Per (chip, queue): the (issue cycle, busy, mnemonic) of every non-NOP instruction, from the stream words
     and isa.timing alone."""
@@ -42,10 +36,12 @@ def reference(prog: Program, bucket: int):
         if b != bucket:
             continue
         t, rows = 0, []
-        for ins in isa.decode_many(words, c, numbering):
+        prov = prog.provenance.get((b, c, q))
+        ops = prog.header.get("ops") or []
+        for k, ins in enumerate(isa.decode_many(words, c, numbering)):
             busy = m.profile(ins, q).busy
             if ins.op != "NOP":
-                rows.append((t, busy, ins.op))
+                rows.append((t, busy, ins.op, ops[prov[k]]["name"] if prov is not None else None))
             t += busy
         out[(c, q)] = rows
     return out
@@ -92,21 +88,22 @@ def check_trace(doc: dict, prog: Program, buckets: list[int], cycles: list[int],
         got = sorted(by_track.get((c, q), []), key=lambda e: e["args"]["issue_cycle"])
         want = []
         for b, t0 in zip(buckets, starts):
-            want += [(t0 + t, busy, op) for t, busy, op in refs[b][(c, q)]]
-        n_send += sum(op == "SEND" for _, _, op in want)
+            want += [(t0 + t, busy, op, name) for t, busy, op, name in refs[b][(c, q)]]
+        n_send += sum(op == "SEND" for _, _, op, _ in want)
         i = 0
         for e in got:
             a = e["args"]
             run = want[i:i + a["count"]]
             assert len(run) == a["count"] and run[0][0] == a["issue_cycle"], (c, q, e)
-            assert all(op == e["name"].split()[0] for _, _, op in run), (c, q, e)
+            assert all(op == e["name"].split()[0] for _, _, op, _ in run), (c, q, e)
+            assert all(name == a.get("operation") for _, _, _, name in run), (c, q, e)  # one operation a slice
             assert all(run[k][0] + run[k][1] == run[k + 1][0] for k in range(len(run) - 1)), (c, q, e)
-            assert a["cycles"] == sum(bz for _, bz, _ in run)
+            assert a["cycles"] == sum(bz for _, bz, _, _ in run)
             assert e["ts"] == pytest.approx(a["issue_cycle"] * 1e6 / clock)
             assert e["dur"] == pytest.approx(a["cycles"] * 1e6 / clock)
             i += a["count"]
         assert i == len(want), (c, q, i, len(want))
-        assert sum(e["args"]["cycles"] for e in got) == sum(bz for _, bz, _ in want)
+        assert sum(e["args"]["cycles"] for e in got) == sum(bz for _, bz, _, _ in want)
         for x, y in zip(got, got[1:]):  # a track's slices never overlap
             assert x["args"]["issue_cycle"] + x["args"]["cycles"] <= y["args"]["issue_cycle"]
 
@@ -138,8 +135,7 @@ def test_decode_trace_of_4_tokens_on_8_chips_follows_the_trace_event_format(tmp_
     assert code == 0, err
     res = json.loads(out)
     prog = Program.load(prog_path)
-    buckets = [next(i for i, bk in enumerate(prog.header["buckets"]) if bk["first_position"] <= p <= bk["last_position"])
-               for p in res["positions"]]
+    buckets = buckets_of(prog, res["positions"])
     got = check_trace(json.loads(path.read_text()), prog, buckets, res["cycles_per_token"])
     assert got["flows"] > 0 and res["trace"]["slices"] == got["slices"] and res["trace"]["flows"] == got["flows"]
     doc = json.loads(path.read_text())
@@ -225,8 +221,7 @@ def test_gpt2_small_8_chips_4_tokens(tmp_path, capsys):
     assert code == 0, err
     res = json.loads(out)
     prog = Program.load(prog_path)
-    buckets = [next(i for i, bk in enumerate(prog.header["buckets"]) if bk["first_position"] <= p <= bk["last_position"])
-               for p in res["positions"]]
+    buckets = buckets_of(prog, res["positions"])
     got = check_trace(json.loads(path.read_text()), prog, buckets, res["cycles_per_token"])
     print(f"\nGPT-2 small, 8 chips, 4 tokens: {got['slices']:,} slices, {got['flows']:,} flows, "
           f"{path.stat().st_size / 2**20:.1f} MB")
