@@ -85,7 +85,6 @@ class Program:
         ids, tok = self._prompt(prompt)
         dec = Decoder(self.program)
         res = dec.generate(ids, tokens)
-        self._last = (dec, res)
         return Decoded(prompt=ids, tokens=list(res.tokens), cycles_per_token=list(res.cycles_per_token),
                        prefill_cycles=res.prefill_cycles, tokens_per_second=res.tokens_per_second,
                        lower_bound_cycles=list(res.lower_bound_cycles), bound_ratio=list(res.bound_ratio),

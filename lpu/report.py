@@ -282,7 +282,7 @@ def _bucket_for(h: dict, context: int | None) -> int:
     raise ReportError(f"--context {context}: no bucket of this program serves it (compiled for one context only?)")
 
 
-def report(program, emulator, context: int | None = None, path_steps: int | None = None) -> dict:
+def report(program, emulator, context: int | None = None) -> dict:
     """The report of one token of the bucket serving `context` positions (default: the program's last
     bucket), as the dict `lpu report --json` prints."""
     h = program.header
@@ -296,14 +296,18 @@ def report(program, emulator, context: int | None = None, path_steps: int | None
     prov = program.provenance
     queues = sched.queues
 
+    # each scheduled instruction's operation (-1: none), read once from the provenance of its stream
+    op_ids = np.full(sched.n, -1, dtype=np.int64)
+    if ops:
+        for qi, q in enumerate(queues):
+            for c in np.unique(sched.chip[sched.qidx == qi]).tolist():
+                a = prov.get((b, c, q))
+                if a is not None:
+                    sel = np.nonzero((sched.chip == c) & (sched.qidx == qi))[0]
+                    op_ids[sel] = a[sched.pos[sel]]
+
     def op_of(i: int):
-        if i < 0:
-            return None
-        key = (b, int(sched.chip[i]), queues[int(sched.qidx[i])])
-        a = prov.get(key)
-        if a is None or not ops:
-            return None
-        k = int(a[int(sched.pos[i])])
+        k = int(op_ids[i]) if i >= 0 else -1
         return ops[k] if k >= 0 else None
 
     def where(i: int) -> dict:
@@ -338,13 +342,11 @@ def report(program, emulator, context: int | None = None, path_steps: int | None
     util = [{"chip": c, **{f: round(float(busy[c, k]) / (nq[f] * cycles), 4) for k, f in enumerate(fams)}}
             for c in range(n)]
     busy_kind = defaultdict(int)
-    for (bb, c, q), a in prov.items():
-        if bb != b or not ops:
-            continue
-        sel = (sched.chip == c) & (sched.qidx == queues.index(q))
-        ids = a[sched.pos[sel]]
-        for k in np.unique(ids[ids >= 0]):
-            busy_kind[ops[int(k)]["kind"]] += int(sched.busy[sel][ids == k].sum())
+    has = op_ids >= 0
+    if has.any():
+        per_op = np.bincount(op_ids[has], weights=sched.busy[has], minlength=len(ops))
+        for k in np.nonzero(per_op)[0].tolist():
+            busy_kind[ops[k]["kind"]] += int(per_op[k])
     # bytes per directed link
     links = []
     sends = sched.sends

@@ -4,8 +4,8 @@ One process per chip, one thread (track) per issue queue of the program (ICU, ME
 weight and activation queues, each link's send and receive queues); one complete ("X") slice per instruction,
 runs of identical instructions back to back on a queue merged into one slice (``args.count``); a flow arrow
 from every SEND to the RECV that takes its first vector; instant markers per token, per pipeline stage (where
-a stage's chips start the token) and per layer (the first instruction writing a tensor whose ONNX name says
-``layers.N`` / ``h.N`` / ``blocks.N``). Times are microseconds at the program's clock; every slice's
+a stage's chips start the token) and per layer (the first instruction of an operation of that layer, by the
+program's provenance). Times are microseconds at the program's clock; every slice's
 ``args.cycles`` holds its exact cycles (the durations of a queue's slices add up to its busy cycles). Each slice
 is named by its mnemonic (and ALU function), with the instruction's operands (``args.instr``, the first of a
 merged run), its tensor (``args.tensor``: the region it writes, or for LW/ACC/SEND the one it reads) and, from
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ EVENT_BYTES = 260  # a slice's JSON with its args, measured on GPT-2 small's tra
 _TENSOR_FIELD = {"VXM": "dst_reg", "SXM": "dst_reg", "EMIT": "dst_reg", "COPY": "dst_reg", "GATHER": "dst_reg",
                  "SCATTER": "table_reg", "SCATCOL": "table_reg", "RECV": "dst_reg", "SEND": "src_reg",
                  "LW": "src_reg", "ACC": "x_reg"}
-_LAYER = re.compile(r"(?:^|[./_])(?:layers|layer|h|blocks|block)[./_](\d+)(?:[./_]|$)")
 
 
 class TraceError(ValueError):
@@ -210,9 +208,6 @@ class TraceBuilder:
                 if tf is not None:
                     tensor = self.names[int(f[tf][p[a]])]
                     args["tensor"] = tensor
-                    m = _LAYER.search(tensor)
-                    if m:
-                        layer = int(m.group(1))
                 o = int(opid[a])
                 if 0 <= o < len(ops):  # the program's provenance: the operation, its kind and layer
                     args["operation"], args["kind"] = ops[o]["name"], ops[o]["kind"]
